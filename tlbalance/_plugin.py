@@ -1,0 +1,41 @@
+# -*- test-case-name: tests.unit.test_upstream -*-
+"""
+The light object behind the C{tlproxy:} endpoint plugin.
+
+Twisted imports every dropin when it scans C{twisted/plugins}; this object
+defers importing L{tlbalance.upstream} (and with it OpenSSL) until a
+C{tlproxy:} endpoint string is actually parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import (
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class ProxyEndpointStringParser:
+    """
+    Parses C{tlproxy:[trusted=CIDR,...:][timeout=S:]INNER-ENDPOINT}.
+
+    See L{tlbalance.upstream.parseProxyEndpoint} for the syntax.
+    """
+
+    prefix = "tlproxy"
+
+    def parseStreamServer(
+        self, reactor: Any, *args: str, **kwargs: str
+    ) -> IStreamServerEndpoint:
+        """
+        Build the endpoint; the real work lives in L{tlbalance.upstream}.
+        """
+        from tlbalance.upstream import parseProxyEndpoint
+
+        return parseProxyEndpoint(reactor, *args, **kwargs)

@@ -1,0 +1,3 @@
+"""
+tlcache: a render cache for Nevow-style pages, built on C{tlcache.nevow}.
+"""

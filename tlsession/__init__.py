@@ -1,0 +1,3 @@
+"""
+tlsession: sessions shared by every process of a Twisted site.
+"""

@@ -1,0 +1,20 @@
+"""
+Twisted plugins of tlsuite: C{twistd tlbalance} and the C{tlproxy:} endpoint.
+
+Each entry is lazy: the modules behind it are imported only when the plugin
+is used, not each time Twisted scans this directory.
+"""
+
+from twisted.application.service import ServiceMaker
+
+from tlbalance._plugin import ProxyEndpointStringParser
+
+tlbalance = ServiceMaker(
+    "tlbalance",
+    "tlbalance.tap",
+    "A TCP/TLS/unix load balancer that passes the client address upstream "
+    "(PROXY protocol v1/v2).",
+    "tlbalance",
+)
+
+tlproxy = ProxyEndpointStringParser()
