@@ -39,3 +39,25 @@ class ProxyEndpointStringParser:
         from tlbalance.upstream import parseProxyEndpoint
 
         return parseProxyEndpoint(reactor, *args, **kwargs)
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class SNIEndpointStringParser:
+    """
+    Parses C{tlsni:certdir=DIR[:strict=yes]:INNER-ENDPOINT}: TLS with the
+    certificate chosen by server name from a directory of PEM files.
+
+    See L{tlbalance.tls.parseSNIEndpoint} for the syntax.
+    """
+
+    prefix = "tlsni"
+
+    def parseStreamServer(
+        self, reactor: Any, *args: str, **kwargs: str
+    ) -> IStreamServerEndpoint:
+        """
+        Build the endpoint; the real work lives in L{tlbalance.tls}.
+        """
+        from tlbalance.tls import parseSNIEndpoint
+
+        return parseSNIEndpoint(reactor, *args, **kwargs)

@@ -1,5 +1,6 @@
 """
-Twisted plugins of tlsuite: C{twistd tlbalance} and the C{tlproxy:} endpoint.
+Twisted plugins of tlsuite: C{twistd tlbalance} and the C{tlproxy:} and
+C{tlsni:} endpoints.
 
 Each entry is lazy: the modules behind it are imported only when the plugin
 is used, not each time Twisted scans this directory.
@@ -7,7 +8,7 @@ is used, not each time Twisted scans this directory.
 
 from twisted.application.service import ServiceMaker
 
-from tlbalance._plugin import ProxyEndpointStringParser
+from tlbalance._plugin import ProxyEndpointStringParser, SNIEndpointStringParser
 
 tlbalance = ServiceMaker(
     "tlbalance",
@@ -18,3 +19,4 @@ tlbalance = ServiceMaker(
 )
 
 tlproxy = ProxyEndpointStringParser()
+tlsni = SNIEndpointStringParser()
