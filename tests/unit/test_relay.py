@@ -1,0 +1,592 @@
+"""
+Tests for L{tlbalance.relay}: the client/backend protocols, without sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from zope.interface import alsoProvides, implementer
+
+from twisted.internet import error
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IProtocolFactory,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tlbalance import proxyprotocol
+from tlbalance.backends import Backend, BackendPool
+from tlbalance.relay import (
+    BackendConnector,
+    Balancer,
+    FrontendFactory,
+    FrontendProtocol,
+    RelaySettings,
+    clientKeyFor,
+)
+from tlbalance.schedulers import schedulerFor
+
+CLIENT = IPv4Address("TCP", "192.0.2.1", 56324)
+LISTENER = IPv4Address("TCP", "198.51.100.7", 443)
+
+
+class RelayTransport(StringTransport):
+    """
+    A L{StringTransport} that records half-closes and delivers
+    C{connectionLost} to its protocol when closed, like a real transport.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.writeClosed = False
+        self.aborted = False
+        self.lost = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        self._lose(error.ConnectionDone())
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        self._lose(error.ConnectionAborted())
+
+    def _lose(self, why: Exception) -> None:
+        if not self.lost:
+            self.lost = True
+            self.protocol.connectionLost(Failure(why))
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """
+    A client endpoint whose connection attempts the test completes or fails
+    by hand.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.attempts: list[tuple[IProtocolFactory, Deferred[Protocol]]] = []
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Protocol]:
+        d: Deferred[Protocol] = Deferred(lambda d: d.errback(error.ConnectingCancelledError(None)))
+        self.attempts.append((factory, d))
+        return d
+
+    def succeed(self, index: int = -1) -> tuple[Protocol, RelayTransport]:
+        """
+        Complete attempt C{index}: build the backend protocol on a transport.
+        """
+        factory, d = self.attempts[index]
+        protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 8080))
+        transport = RelayTransport(
+            hostAddress=IPv4Address("TCP", "10.0.0.100", 40000),
+            peerAddress=IPv4Address("TCP", "10.0.0.1", 8080),
+        )
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        d.callback(protocol)
+        return protocol, transport
+
+    def fail(self, index: int = -1, why: Optional[Exception] = None) -> None:
+        """
+        Fail attempt C{index} with C{why} (connection refused by default).
+        """
+        self.attempts[index][1].errback(why or error.ConnectionRefusedError())
+
+
+class RelayTestMixin:
+    """
+    Builds a balancer over fake backends, and client connections to it.
+    """
+
+    def setUpBalancer(
+        self,
+        names: tuple[str, ...] = ("a", "b"),
+        sendProxy: Optional[str] = None,
+        **settings: object,
+    ) -> None:
+        self.clock = Clock()
+        self.backends = [
+            Backend(name=name, endpoint=f"fake:{name}", clock=self.clock, sendProxy=sendProxy)
+            for name in names
+        ]
+        self.endpoints = {name: FakeEndpoint(name) for name in names}
+        connectors = {
+            name: BackendConnector(plain=ep, tlsCreator=None, endpoint=ep)
+            for name, ep in self.endpoints.items()
+        }
+        self.pool = BackendPool(self.backends, schedulerFor("roundrobin"))
+        self.balancer = Balancer(
+            self.pool, connectors, RelaySettings(**settings), self.clock  # type: ignore[arg-type]
+        )
+        self.factory = FrontendFactory(self.balancer)
+
+    def connectClient(
+        self, peer: object = CLIENT, host: object = LISTENER, tls: bool = False
+    ) -> tuple[FrontendProtocol, RelayTransport]:
+        protocol = self.factory.buildProtocol(peer)  # type: ignore[arg-type]
+        transport = RelayTransport(hostAddress=host, peerAddress=peer)  # type: ignore[arg-type]
+        if tls:
+            alsoProvides(transport, ISSLTransport)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def attemptsOn(self, name: str) -> int:
+        return len(self.endpoints[name].attempts)
+
+
+class HeaderFirstTests(RelayTestMixin, SynchronousTestCase):
+    """
+    The PROXY header is the very first thing a backend receives.
+    """
+
+    def test_v2HeaderBeforeClientBytes(self) -> None:
+        """
+        With send-proxy v2 the backend sees the v2 header for the client's
+        own addresses, then the bytes the client sent while it connected.
+        """
+        self.setUpBalancer(sendProxy="v2")
+        client, clientTransport = self.connectClient()
+        client.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        _, backendTransport = self.endpoints["a"].succeed()
+        expected = proxyprotocol.encodeV2(CLIENT, LISTENER)
+        self.assertEqual(
+            backendTransport.value(), expected + b"GET / HTTP/1.0\r\n\r\n"
+        )
+        header, rest = proxyprotocol.parseHeader(backendTransport.value())
+        self.assertEqual(header.source, CLIENT)
+        self.assertEqual(header.destination, LISTENER)
+
+    def test_v1HeaderWithoutClientBytes(self) -> None:
+        """
+        With send-proxy v1 the header is written as soon as the backend
+        connection is made, even when the client has said nothing (protocols
+        where the server speaks first).
+        """
+        self.setUpBalancer(sendProxy="v1")
+        self.connectClient()
+        _, backendTransport = self.endpoints["a"].succeed()
+        self.assertEqual(
+            backendTransport.value(),
+            b"PROXY TCP4 192.0.2.1 198.51.100.7 56324 443\r\n",
+        )
+
+    def test_noHeaderWhenNotConfigured(self) -> None:
+        """
+        Without send-proxy the backend gets exactly the client's bytes.
+        """
+        self.setUpBalancer()
+        client, _ = self.connectClient()
+        _, backendTransport = self.endpoints["a"].succeed()
+        client.dataReceived(b"hello")
+        self.assertEqual(backendTransport.value(), b"hello")
+
+    def test_unixClientV1IsUnknown(self) -> None:
+        """
+        A client that came in on a unix listener is sent as v1 UNKNOWN.
+        """
+        self.setUpBalancer(sendProxy="v1")
+        self.connectClient(peer=UNIXAddress(None), host=UNIXAddress(b"/run/lb.sock"))
+        _, backendTransport = self.endpoints["a"].succeed()
+        self.assertEqual(backendTransport.value(), b"PROXY UNKNOWN\r\n")
+
+    def test_crc32c(self) -> None:
+        """
+        With the CRC32C option the v2 header carries a checksum TLV that the
+        parser verifies.
+        """
+        self.setUpBalancer(sendProxy="v2", proxyCRC32C=True)
+        self.connectClient()
+        _, backendTransport = self.endpoints["a"].succeed()
+        header, _ = proxyprotocol.parseHeader(backendTransport.value())
+        self.assertIsNotNone(header.tlv(proxyprotocol.PP2_TYPE_CRC32C))
+
+
+class RelayTests(RelayTestMixin, SynchronousTestCase):
+    """
+    Bytes flow both ways, with back-pressure, half-close and counters.
+    """
+
+    def test_bothWays(self) -> None:
+        """
+        Client bytes reach the backend and backend bytes reach the client.
+        """
+        self.setUpBalancer()
+        client, clientTransport = self.connectClient()
+        backend, backendTransport = self.endpoints["a"].succeed()
+        client.dataReceived(b"ping")
+        backend.dataReceived(b"pong")
+        self.assertEqual(backendTransport.value(), b"ping")
+        self.assertEqual(clientTransport.value(), b"pong")
+
+    def test_producersPaired(self) -> None:
+        """
+        Once connected, each transport is registered as the other's
+        streaming producer, so a full write buffer on one side stops reading
+        on the other.
+        """
+        self.setUpBalancer()
+        _, clientTransport = self.connectClient()
+        _, backendTransport = self.endpoints["a"].succeed()
+        self.assertIs(clientTransport.producer, backendTransport)
+        self.assertIs(backendTransport.producer, clientTransport)
+        self.assertTrue(clientTransport.streaming)
+        self.assertTrue(backendTransport.streaming)
+
+    def test_clientPausedUntilBackendConnects(self) -> None:
+        """
+        A client that sends more than the pending buffer allows before the
+        backend connects is paused; it resumes on connect and every byte
+        arrives in order.
+        """
+        self.setUpBalancer(pendingBufferBytes=1024)
+        client, clientTransport = self.connectClient()
+        client.dataReceived(b"x" * 1000)
+        self.assertEqual(clientTransport.producerState, "producing")
+        client.dataReceived(b"y" * 100)
+        self.assertEqual(clientTransport.producerState, "paused")
+        _, backendTransport = self.endpoints["a"].succeed()
+        self.assertEqual(clientTransport.producerState, "producing")
+        self.assertEqual(backendTransport.value(), b"x" * 1000 + b"y" * 100)
+
+    def test_halfClose(self) -> None:
+        """
+        A client's end of stream half-closes the backend connection; the
+        backend's answer still reaches the client, and when the backend ends
+        too, both connections close.
+        """
+        self.setUpBalancer()
+        client, clientTransport = self.connectClient()
+        backend, backendTransport = self.endpoints["a"].succeed()
+        client.dataReceived(b"request")
+        client.readConnectionLost()
+        self.assertTrue(backendTransport.writeClosed)
+        self.assertFalse(clientTransport.lost)
+        backend.dataReceived(b"response")
+        backend.readConnectionLost()  # type: ignore[attr-defined]
+        self.assertEqual(clientTransport.value(), b"response")
+        self.assertTrue(clientTransport.lost)
+        self.assertTrue(backendTransport.lost)
+
+    def test_halfCloseBeforeConnect(self) -> None:
+        """
+        A client that sends its request and half-closes before the backend
+        is connected still has the request delivered, then the half-close.
+        """
+        self.setUpBalancer()
+        client, _ = self.connectClient()
+        client.dataReceived(b"request")
+        client.readConnectionLost()
+        _, backendTransport = self.endpoints["a"].succeed()
+        self.assertEqual(backendTransport.value(), b"request")
+        self.assertTrue(backendTransport.writeClosed)
+
+    def test_backendCloseClosesClient(self) -> None:
+        """
+        When the backend closes, the client connection is closed after its
+        pending bytes, and the backend's connection count returns to zero.
+        """
+        self.setUpBalancer()
+        _, clientTransport = self.connectClient()
+        backend, backendTransport = self.endpoints["a"].succeed()
+        self.assertEqual(self.backends[0].active, 1)
+        backend.dataReceived(b"bye")
+        backendTransport.loseConnection()
+        self.assertTrue(clientTransport.lost)
+        self.assertEqual(clientTransport.value(), b"bye")
+        self.assertEqual(self.backends[0].active, 0)
+        self.assertEqual(self.balancer.connections, set())
+
+    def test_clientCloseClosesBackend(self) -> None:
+        """
+        When the client closes, the backend connection is closed too, and the
+        bytes are added to the backend's counters.
+        """
+        self.setUpBalancer()
+        client, clientTransport = self.connectClient()
+        backend, backendTransport = self.endpoints["a"].succeed()
+        client.dataReceived(b"12345")
+        backend.dataReceived(b"123")
+        clientTransport.loseConnection()
+        self.assertTrue(backendTransport.lost)
+        self.assertEqual(self.backends[0].active, 0)
+        self.assertEqual(self.backends[0].bytesIn, 5)
+        self.assertEqual(self.backends[0].bytesOut, 3)
+
+    def test_roundRobinAcrossConnections(self) -> None:
+        """
+        Successive clients go to the backends in turn.
+        """
+        self.setUpBalancer()
+        for _ in range(4):
+            self.connectClient()
+        self.assertEqual((self.attemptsOn("a"), self.attemptsOn("b")), (2, 2))
+
+    def test_logLine(self) -> None:
+        """
+        Each finished connection logs one line naming the client, the
+        backend, the bytes each way and how it ended.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.setUpBalancer()
+        client, clientTransport = self.connectClient()
+        backend, _ = self.endpoints["a"].succeed()
+        client.dataReceived(b"abc")
+        backend.dataReceived(b"defgh")
+        clientTransport.loseConnection()
+        finished = [e for e in observer if e.get("bytesIn") is not None]
+        self.assertEqual(len(finished), 1)
+        event = finished[0]
+        self.assertEqual(event["client"], "192.0.2.1:56324")
+        self.assertEqual(event["backend"], "a")
+        self.assertEqual((event["bytesIn"], event["bytesOut"]), (3, 5))
+        self.assertEqual(event["ending"], "closed by client")
+
+
+class ConnectFailureTests(RelayTestMixin, SynchronousTestCase):
+    """
+    Failed connects are retried elsewhere, never replaying sent bytes.
+    """
+
+    def test_redispatchOnRefused(self) -> None:
+        """
+        A refused connect marks the backend down and the same client is
+        sent to the other backend at once, with its buffered bytes.
+        """
+        self.setUpBalancer()
+        client, clientTransport = self.connectClient()
+        client.dataReceived(b"hello")
+        self.endpoints["a"].fail()
+        self.assertFalse(self.backends[0].healthy)
+        self.assertEqual(self.backends[0].active, 0)
+        _, backendTransport = self.endpoints["b"].succeed()
+        self.assertEqual(backendTransport.value(), b"hello")
+        self.assertFalse(clientTransport.lost)
+
+    def test_connectTimeout(self) -> None:
+        """
+        A connect that does not complete within the connect timeout is
+        cancelled and the client goes to another backend.
+        """
+        self.setUpBalancer(connectTimeout=3.0)
+        self.connectClient()
+        self.clock.advance(2.9)
+        self.assertEqual(self.attemptsOn("b"), 0)
+        self.clock.advance(0.2)
+        self.assertEqual(self.attemptsOn("b"), 1)
+        self.assertFalse(self.backends[0].healthy)
+
+    def test_allDownClosesClient(self) -> None:
+        """
+        When no backend is available the client is closed at once and the
+        refusal is counted.
+        """
+        self.setUpBalancer()
+        for backend in self.backends:
+            backend.markDown("test")
+        _, clientTransport = self.connectClient()
+        self.assertTrue(clientTransport.lost)
+        self.assertEqual(self.balancer.refused, 1)
+
+    def test_singleBackendRetriedWithTurnaround(self) -> None:
+        """
+        With nothing else up, the same backend is tried again after a short
+        turnaround, up to C{retries} times, then the client is closed.
+        """
+        self.setUpBalancer(names=("a",), retries=2, connectTimeout=5.0)
+        _, clientTransport = self.connectClient()
+        self.endpoints["a"].fail()
+        self.assertEqual(self.attemptsOn("a"), 1)
+        self.clock.advance(1.0)
+        self.assertEqual(self.attemptsOn("a"), 2)
+        self.endpoints["a"].fail()
+        self.clock.advance(1.0)
+        self.assertEqual(self.attemptsOn("a"), 3)
+        self.assertFalse(clientTransport.lost)
+        self.endpoints["a"].fail()
+        self.assertTrue(clientTransport.lost)
+        self.pool.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_backendRestartsDuringRetries(self) -> None:
+        """
+        A backend that comes back between retries serves the client.
+        """
+        self.setUpBalancer(names=("a",), retries=3)
+        client, clientTransport = self.connectClient()
+        client.dataReceived(b"data")
+        self.endpoints["a"].fail()
+        self.clock.advance(1.0)
+        _, backendTransport = self.endpoints["a"].succeed()
+        self.assertEqual(backendTransport.value(), b"data")
+        self.assertFalse(clientTransport.lost)
+
+    def test_lastRetryAvoidsTriedBackends(self) -> None:
+        """
+        The last retry goes to a backend not tried yet, even when a tried
+        one is available again.
+        """
+        self.setUpBalancer(names=("a", "b", "c"), retries=1)
+        self.connectClient()
+        self.endpoints["a"].fail()
+        self.backends[0].markUp("back already")
+        self.assertEqual(self.attemptsOn("b"), 1)
+
+    def test_clientLeavesWhileConnecting(self) -> None:
+        """
+        A client that disconnects while the backend connect is in progress
+        cancels the attempt; no connection is left counted.
+        """
+        self.setUpBalancer()
+        _, clientTransport = self.connectClient()
+        clientTransport.loseConnection()
+        self.assertTrue(self.endpoints["a"].attempts[0][1].called)
+        self.assertEqual(self.backends[0].active, 0)
+        self.assertEqual(self.balancer.connections, set())
+        self.pool.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class TimeoutTests(RelayTestMixin, SynchronousTestCase):
+    """
+    Idle connections are closed; traffic keeps them open.
+    """
+
+    def test_idleTimeout(self) -> None:
+        """
+        A connection with no traffic for the idle timeout is closed on both
+        sides.
+        """
+        self.setUpBalancer(clientTimeout=30.0, serverTimeout=60.0)
+        _, clientTransport = self.connectClient()
+        _, backendTransport = self.endpoints["a"].succeed()
+        self.clock.advance(29)
+        self.assertFalse(clientTransport.lost)
+        self.clock.advance(1)
+        self.assertTrue(clientTransport.aborted)
+        self.assertTrue(backendTransport.aborted)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_trafficKeepsOpen(self) -> None:
+        """
+        Traffic in either direction restarts the idle clock.
+        """
+        self.setUpBalancer(clientTimeout=30.0, serverTimeout=30.0)
+        client, clientTransport = self.connectClient()
+        backend, _ = self.endpoints["a"].succeed()
+        for _ in range(5):
+            self.clock.advance(20)
+            client.dataReceived(b".")
+            self.clock.advance(20)
+            backend.dataReceived(b".")
+        self.assertFalse(clientTransport.lost)
+        self.clock.advance(30)
+        self.assertTrue(clientTransport.lost)
+
+    def test_disabledTimeouts(self) -> None:
+        """
+        Timeouts of 0 leave an idle connection open and no timer behind.
+        """
+        self.setUpBalancer(clientTimeout=0, serverTimeout=0)
+        _, clientTransport = self.connectClient()
+        self.endpoints["a"].succeed()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(10**6)
+        self.assertFalse(clientTransport.lost)
+
+
+class TLSFrontendTests(RelayTestMixin, SynchronousTestCase):
+    """
+    On a TLS listener the backend is chosen after the handshake.
+    """
+
+    def test_waitsForHandshake(self) -> None:
+        """
+        No backend connection is opened before the TLS handshake completes.
+        """
+        self.setUpBalancer()
+        client, _ = self.connectClient(tls=True)
+        self.assertEqual(self.attemptsOn("a"), 0)
+        client.handshakeCompleted()
+        self.assertEqual(self.attemptsOn("a"), 1)
+
+    def test_handshakeTimeout(self) -> None:
+        """
+        A client that never finishes the handshake is closed after the
+        connect timeout without costing a backend connection.
+        """
+        self.setUpBalancer(connectTimeout=5.0)
+        _, clientTransport = self.connectClient(tls=True)
+        self.clock.advance(5.0)
+        self.assertTrue(clientTransport.lost)
+        self.assertEqual(self.attemptsOn("a") + self.attemptsOn("b"), 0)
+
+
+class DrainTests(RelayTestMixin, SynchronousTestCase):
+    """
+    A drain waits for open connections, up to a limit.
+    """
+
+    def test_nothingOpen(self) -> None:
+        """
+        With no connection open the drain is over at once.
+        """
+        self.setUpBalancer()
+        self.successResultOf(self.balancer.drain(30))
+
+    def test_waitsForConnections(self) -> None:
+        """
+        The drain ends when the last open connection finishes.
+        """
+        self.setUpBalancer()
+        _, clientTransport = self.connectClient()
+        self.endpoints["a"].succeed()
+        drained = self.balancer.drain(30)
+        self.clock.advance(10)
+        self.assertNoResult(drained)
+        clientTransport.loseConnection()
+        self.successResultOf(drained)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeoutClosesTheRest(self) -> None:
+        """
+        Connections still open at the drain timeout are closed.
+        """
+        self.setUpBalancer(clientTimeout=0, serverTimeout=0)
+        _, clientTransport = self.connectClient()
+        _, backendTransport = self.endpoints["a"].succeed()
+        drained = self.balancer.drain(30)
+        self.clock.advance(30)
+        self.successResultOf(drained)
+        self.assertTrue(clientTransport.aborted)
+        self.assertTrue(backendTransport.aborted)
+
+
+class ClientKeyTests(SynchronousTestCase):
+    """
+    L{clientKeyFor} gives schedulers a stable key per client IP.
+    """
+
+    def test_keys(self) -> None:
+        """
+        IPv4 gives 4 bytes, IPv6 16, an IPv4-mapped IPv6 address the same key
+        as its IPv4 form, a unix client none.
+        """
+        v4 = clientKeyFor(IPv4Address("TCP", "192.0.2.1", 1))
+        self.assertEqual(v4, bytes([192, 0, 2, 1]))
+        self.assertEqual(len(clientKeyFor(IPv6Address("TCP", "2001:db8::1", 1)) or b""), 16)
+        self.assertEqual(clientKeyFor(IPv6Address("TCP", "::ffff:192.0.2.1", 1)), v4)
+        self.assertIsNone(clientKeyFor(UNIXAddress(None)))

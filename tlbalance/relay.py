@@ -1,0 +1,675 @@
+# -*- test-case-name: tests.unit.test_relay -*-
+"""
+The layer-4 relay: one L{FrontendProtocol} per client connection, one
+L{BackendProtocol} per backend connection, and the L{Balancer} they share.
+
+A client connection picks a backend once its address is known (after the
+PROXY header, when one is accepted, and after the TLS handshake on TLS
+listeners), connects with bounded retries, writes the PROXY header as the
+very first bytes to the backend, then relays bytes both ways with the two
+transports paired as producers so that neither side can make the balancer
+buffer without bound.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Callable, Optional
+
+import attrs
+from twisted.internet import error
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IProtocol,
+    IReactorTime,
+    ISSLTransport,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tlbalance import proxyprotocol
+from tlbalance.backends import Backend, BackendPool
+from tlbalance.tls import connectWithPreamble, splitClientTLS, tlsFacts
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+
+log = Logger(namespace="tlbalance.relay")
+
+_CONNECTION_DONE = Failure(error.ConnectionDone())
+
+# Retrying the same backend waits a little, as HAProxy does: min(connect
+# timeout, 1 s), so a backend that is restarting gets a moment.
+MAX_TURNAROUND = 1.0
+
+
+@attrs.frozen
+class RelaySettings:
+    """
+    The knobs of the relay, taken from the balancer configuration.
+
+    @ivar connectTimeout: seconds allowed for one backend connect attempt.
+    @ivar clientTimeout: seconds the client side may stay idle; 0 disables.
+    @ivar serverTimeout: seconds the backend side may stay idle; 0 disables.
+    @ivar retries: connect attempts after the first; the last one goes to
+        another backend.
+    @ivar pendingBufferBytes: client bytes held while the backend connects;
+        past this the client is paused.
+    @ivar proxyCRC32C: add a CRC32C TLV to PROXY v2 headers.
+    """
+
+    connectTimeout: float = 5.0
+    clientTimeout: float = 300.0
+    serverTimeout: float = 300.0
+    retries: int = 3
+    pendingBufferBytes: int = 262144
+    proxyCRC32C: bool = False
+
+
+def clientKeyFor(address: IAddress) -> Optional[bytes]:
+    """
+    The key schedulers hash for a client: its packed IP address, or C{None}
+    for clients without one (unix sockets).
+
+    IPv4-mapped IPv6 addresses are reduced to IPv4, so a client keeps its
+    key whichever way a dual-stack listener reports it.
+    """
+    if isinstance(address, IPv4Address):
+        return socket.inet_pton(socket.AF_INET, address.host)
+    if isinstance(address, IPv6Address):
+        host = address.host.split("%", 1)[0]
+        packed = socket.inet_pton(socket.AF_INET6, host)
+        if packed[:12] == b"\x00" * 10 + b"\xff\xff":
+            return packed[12:]
+        return packed
+    return None
+
+
+def describeAddress(address: Optional[IAddress]) -> str:
+    """
+    Render an address for a log line: C{host:port}, C{[v6]:port} or the
+    unix socket path.
+    """
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    name = getattr(address, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"unix:{name or '(unnamed)'}"
+
+
+@attrs.define
+class BackendConnector:
+    """
+    How to reach one backend: its endpoint split into the plain part and the
+    TLS connection creator, so the PROXY header goes out below TLS.
+    """
+
+    plain: IStreamClientEndpoint
+    tlsCreator: Optional[IOpenSSLClientConnectionCreator]
+    endpoint: IStreamClientEndpoint
+
+    @classmethod
+    def fromEndpoint(cls, endpoint: IStreamClientEndpoint) -> BackendConnector:
+        """
+        Split C{endpoint} once, at start-up, rather than on every connection.
+        """
+        plain, creator = splitClientTLS(endpoint)
+        return cls(plain=plain, tlsCreator=creator, endpoint=endpoint)
+
+    def connect(
+        self, frontend: FrontendProtocol, header: Optional[bytes]
+    ) -> Deferred[IProtocol]:
+        """
+        Connect on behalf of C{frontend}, making C{header} the first bytes on
+        the wire.
+
+        Plain backends get the header from L{BackendProtocol.connectionMade}
+        (no extra protocol layer on the hot path); TLS backends get it from
+        L{connectWithPreamble}, below the TLS layer.
+        """
+        if self.tlsCreator is None:
+            return self.plain.connect(_BackendFactory(frontend, header))
+        preamble = None if header is None else (lambda transport: header)
+        return connectWithPreamble(
+            self.endpoint, _BackendFactory(frontend, None), preamble
+        )
+
+
+class Balancer:
+    """
+    What every client connection of one balancer shares: the backend pool,
+    the ways to reach each backend, the settings, the clock, and the set of
+    open connections (for graceful drain).
+    """
+
+    def __init__(
+        self,
+        pool: BackendPool,
+        connectors: dict[str, BackendConnector],
+        settings: RelaySettings,
+        clock: IReactorTime,
+    ) -> None:
+        self.pool = pool
+        self.connectors = connectors
+        self.settings = settings
+        self.clock = clock
+        self.connections: set[FrontendProtocol] = set()
+        self.accepted = 0
+        self.refused = 0
+        self._drained: Optional[Deferred[None]] = None
+
+    def connectBackend(
+        self, backend: Backend, frontend: FrontendProtocol, header: Optional[bytes]
+    ) -> Deferred[IProtocol]:
+        """
+        Open a connection to C{backend} on behalf of C{frontend}.
+        """
+        return self.connectors[backend.name].connect(frontend, header)
+
+    def connectionOpened(self, frontend: FrontendProtocol) -> None:
+        """
+        Track a new client connection.
+        """
+        self.connections.add(frontend)
+        self.accepted += 1
+
+    def connectionClosed(self, frontend: FrontendProtocol) -> None:
+        """
+        Forget a finished client connection; finish a drain if it was the
+        last one.
+        """
+        self.connections.discard(frontend)
+        if self._drained is not None and not self.connections:
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Wait for the open connections to finish, for at most C{timeout}
+        seconds, then close whatever is left.
+
+        Call it after the listeners have stopped accepting.
+
+        @return: a L{Deferred} that fires once no connection is left.
+        """
+        if not self.connections:
+            return succeed(None)
+        log.info(
+            "Draining {count} open connection(s) for up to {timeout} s",
+            count=len(self.connections),
+            timeout=timeout,
+        )
+        drained: Deferred[None] = Deferred()
+        self._drained = drained
+        deadline = self.clock.callLater(timeout, self._forceClose)
+
+        def cancelDeadline(result: None) -> None:
+            if deadline.active():
+                deadline.cancel()
+
+        drained.addCallback(cancelDeadline)
+        return drained
+
+    def _forceClose(self) -> None:
+        log.warn(
+            "Drain timeout: closing {count} connection(s) still open",
+            count=len(self.connections),
+        )
+        for frontend in list(self.connections):
+            frontend.abort("drain timeout")
+
+
+class _BackendFactory(Factory):
+    """
+    Builds the one L{BackendProtocol} of a client connection's attempt.
+    """
+
+    noisy = False
+
+    def __init__(self, frontend: FrontendProtocol, header: Optional[bytes]) -> None:
+        self.frontend = frontend
+        self.header = header
+
+    def buildProtocol(self, addr: IAddress) -> BackendProtocol:
+        return BackendProtocol(self.frontend, self.header)
+
+
+@implementer(IHalfCloseableProtocol)
+class BackendProtocol(Protocol):
+    """
+    The balancer's side of one backend connection: writes the PROXY header
+    first (plain backends) and relays the backend's bytes to the client.
+    """
+
+    def __init__(self, frontend: FrontendProtocol, header: Optional[bytes]) -> None:
+        self.frontend = frontend
+        self.header = header
+
+    def connectionMade(self) -> None:
+        if self.header is not None:
+            self.transport.write(self.header)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.frontend.backendDataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        self.frontend.backendReadClosed()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        self.frontend.backendConnectionLost(reason)
+
+
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
+class FrontendProtocol(Protocol):
+    """
+    One client connection: picks a backend, connects with retries, relays.
+
+    @ivar backend: the L{Backend} currently tried or connected.
+    @ivar peer: the connected L{BackendProtocol}, once there is one.
+    """
+
+    def __init__(self, balancer: Balancer) -> None:
+        self.balancer = balancer
+        self.backend: Optional[Backend] = None
+        self.peer: Optional[BackendProtocol] = None
+        self.pending: list[bytes] = []
+        self.pendingBytes = 0
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self.attempts = 0
+        self.tried: list[Backend] = []
+        self.ending: Optional[str] = None
+        self.clientReadClosed = False
+        self.serverReadClosed = False
+        self.paused = False
+        self.closed = False
+        self._aborting = False
+        self._connecting: Optional[Deferred[IProtocol]] = None
+        self._timer: Optional[IDelayedCall] = None
+        self._lastActivity = 0.0
+        self._started = 0.0
+        self._connectedAt: Optional[float] = None
+        self._clientAddress: Optional[IAddress] = None
+
+    # -- the client side ---------------------------------------------------
+
+    def connectionMade(self) -> None:
+        clock = self.balancer.clock
+        self._started = self._lastActivity = clock.seconds()
+        self._clientAddress = self.transport.getPeer()
+        self.balancer.connectionOpened(self)
+        if self._isTLS():
+            # Wait for the handshake: the server name and cipher go into the
+            # PROXY v2 header, and a client that fails the handshake never
+            # costs a backend connection.
+            self._armConnectTimer()
+        else:
+            self._dispatch()
+
+    def handshakeCompleted(self) -> None:
+        if self.backend is None and not self.closed:
+            self._dispatch()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytesIn += len(data)
+        self._lastActivity = self.balancer.clock.seconds()
+        peer = self.peer
+        if peer is not None:
+            peer.transport.write(data)
+            return
+        self.pending.append(data)
+        self.pendingBytes += len(data)
+        if self.pendingBytes >= self.balancer.settings.pendingBufferBytes:
+            # The backend is not there yet: stop reading rather than buffer.
+            self.transport.pauseProducing()
+            self.paused = True
+
+    def readConnectionLost(self) -> None:
+        self.clientReadClosed = True
+        if self.peer is not None:
+            _halfClose(self.peer.transport)
+            self._closeIfBothDone()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        if self.ending is None:
+            self.ending = _describeEnd("client", reason)
+        self.closed = True
+        self._stopTimer()
+        if self._connecting is not None:
+            connecting, self._connecting = self._connecting, None
+            connecting.cancel()
+        if self.peer is not None:
+            _close(self.peer.transport, self._aborting)
+        else:
+            self._finish()
+
+    # -- choosing and connecting a backend ---------------------------------
+
+    def _isTLS(self) -> bool:
+        return isinstance(self.transport, TLSMemoryBIOProtocol) or (
+            ISSLTransport.providedBy(self.transport)
+        )
+
+    def _dispatch(self) -> None:
+        backend = self.balancer.pool.pick(
+            clientKeyFor(self._clientAddress),  # type: ignore[arg-type]
+            (),
+        )
+        if backend is None:
+            self.balancer.refused += 1
+            self.abort("no backend available")
+            return
+        self._connectTo(backend)
+
+    def _connectTo(self, backend: Backend) -> None:
+        self.backend = backend
+        self.tried.append(backend)
+        backend.connectionStarted()
+        header = self._proxyHeader(backend)
+        self._armConnectTimer()
+        try:
+            connecting = self.balancer.connectBackend(backend, self, header)
+        except Exception:
+            connecting = _failed(Failure())
+        self._connecting = connecting
+        connecting.addCallbacks(
+            self._connected,
+            self._connectFailed,
+            callbackArgs=(backend,),
+            errbackArgs=(backend,),
+        )
+
+    def _proxyHeader(self, backend: Backend) -> Optional[bytes]:
+        version = backend.sendProxy
+        if version is None:
+            return None
+        source = self.transport.getPeer()
+        destination = self.transport.getHost()
+        if version == "v1":
+            return proxyprotocol.encodeV1(source, destination)
+        tlvs: list[tuple[int, bytes]] = []
+        facts = tlsFacts(self.transport)
+        if facts is not None:
+            if facts.serverName:
+                tlvs.append(
+                    (proxyprotocol.PP2_TYPE_AUTHORITY, facts.serverName.encode("utf-8"))
+                )
+            tlvs.append(
+                (
+                    proxyprotocol.PP2_TYPE_SSL,
+                    proxyprotocol.sslTLV(version=facts.version, cipher=facts.cipher),
+                )
+            )
+        return proxyprotocol.encodeV2(
+            source,
+            destination,
+            tlvs=tlvs,
+            crc32c=self.balancer.settings.proxyCRC32C,
+        )
+
+    def _connected(self, protocol: IProtocol, backend: Backend) -> None:
+        self._connecting = None
+        if self.closed:
+            # The client left while the connect was completing.
+            backend.connectionEnded()
+            protocol.transport.loseConnection()  # type: ignore[attr-defined]
+            return
+        assert isinstance(protocol, BackendProtocol)
+        self.peer = protocol
+        now = self.balancer.clock.seconds()
+        self._connectedAt = now
+        self._lastActivity = now
+        self._rearmIdleTimer()
+        peerTransport = protocol.transport
+        # Pair the transports as producers (as twisted.protocols.portforward
+        # does): when one side's write buffer fills, the other stops reading.
+        peerTransport.registerProducer(self.transport, True)
+        self.transport.registerProducer(peerTransport, True)
+        if self.pending:
+            peerTransport.writeSequence(self.pending)
+            self.pending = []
+            self.pendingBytes = 0
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+        if self.clientReadClosed:
+            _halfClose(peerTransport)
+
+    def _connectFailed(self, reason: Failure, backend: Backend) -> None:
+        self._connecting = None
+        backend.connectionEnded()
+        if self.closed:
+            # connectionLost cancelled this attempt and finishes the log.
+            return
+        if reason.check(error.ConnectingCancelledError, CancelledError):
+            why = f"connect timeout after {self.balancer.settings.connectTimeout}s"
+        else:
+            why = reason.getErrorMessage()
+        backend.connectFailed(why)
+        log.info(
+            "Connect to {backend} failed for {client}: {why}",
+            backend=backend.name,
+            client=describeAddress(self._clientAddress),
+            why=why,
+        )
+        self.attempts += 1
+        settings = self.balancer.settings
+        if self.attempts > settings.retries:
+            self.abort(f"backend connect failed: {why}")
+            return
+        self._stopTimer()
+        # The failed backend is marked down now (passive check), so the next
+        # pick goes elsewhere; the last retry also avoids every backend
+        # tried so far (HAProxy's redispatch).
+        key = clientKeyFor(self._clientAddress)  # type: ignore[arg-type]
+        lastRetry = self.attempts == settings.retries
+        candidate = self.balancer.pool.pick(key, self.tried if lastRetry else ())
+        if candidate is None and lastRetry:
+            candidate = self.balancer.pool.pick(key, ())
+        if candidate is not None:
+            self._connectTo(candidate)
+        else:
+            # Nothing else is up: try the same backend again after a short
+            # turnaround, in case it is only restarting.
+            delay = min(settings.connectTimeout, MAX_TURNAROUND)
+            self._timer = self.balancer.clock.callLater(delay, self._retrySame, backend)
+
+    def _retrySame(self, backend: Backend) -> None:
+        self._timer = None
+        if not self.closed:
+            self._connectTo(backend)
+
+    # -- the backend side --------------------------------------------------
+
+    def backendDataReceived(self, data: bytes) -> None:
+        """
+        Relay bytes from the backend to the client.
+        """
+        self.bytesOut += len(data)
+        self._lastActivity = self.balancer.clock.seconds()
+        self.transport.write(data)
+
+    def backendReadClosed(self) -> None:
+        """
+        The backend finished sending: pass the half-close on to the client.
+        """
+        self.serverReadClosed = True
+        _halfClose(self.transport)
+        self._closeIfBothDone()
+
+    def backendConnectionLost(self, reason: Failure) -> None:
+        """
+        The backend connection is gone: close the client once its pending
+        writes are flushed.
+        """
+        if self.ending is None:
+            self.ending = _describeEnd("server", reason)
+        if self.peer is None:
+            return
+        self.peer = None
+        if not self.closed:
+            _close(self.transport, self._aborting)
+        else:
+            self._finish()
+
+    def _closeIfBothDone(self) -> None:
+        if self.clientReadClosed and self.serverReadClosed:
+            if self.ending is None:
+                self.ending = "closed by both sides"
+            self.transport.loseConnection()
+
+    # -- ending ------------------------------------------------------------
+
+    def abort(self, why: str) -> None:
+        """
+        Close both sides at once, recording C{why} for the log line.
+        """
+        if self.ending is None:
+            self.ending = why
+        self._aborting = True
+        if self.peer is not None:
+            _close(self.peer.transport, True)
+        if not self.closed:
+            _close(self.transport, True)
+
+    def _finish(self) -> None:
+        if self.backend is not None and self.peer is None and self._counted():
+            self.backend.connectionEnded()
+            self.backend.bytesIn += self.bytesIn
+            self.backend.bytesOut += self.bytesOut
+        self.balancer.connectionClosed(self)
+        now = self.balancer.clock.seconds()
+        connectTime = (
+            None if self._connectedAt is None else self._connectedAt - self._started
+        )
+        log.info(
+            "{client} -> {backend}: {bytesIn} bytes in, {bytesOut} bytes out, "
+            "connect {connectTime}, {duration:.3f}s total, {ending}",
+            client=describeAddress(self._clientAddress),
+            backend=self.backend.name if self.backend is not None else "-",
+            bytesIn=self.bytesIn,
+            bytesOut=self.bytesOut,
+            connectTime="-" if connectTime is None else f"{connectTime:.3f}s",
+            duration=now - self._started,
+            ending=self.ending or "closed",
+            attempts=self.attempts + (1 if self.backend is not None else 0),
+        )
+
+    def _counted(self) -> bool:
+        # A backend's connection count covers the connected phase; failed
+        # attempts were already uncounted in _connectFailed.
+        return self._connectedAt is not None
+
+    # -- timers ------------------------------------------------------------
+
+    def _armConnectTimer(self) -> None:
+        self._stopTimer()
+        self._timer = self.balancer.clock.callLater(
+            self.balancer.settings.connectTimeout, self._connectTimedOut
+        )
+
+    def _connectTimedOut(self) -> None:
+        self._timer = None
+        if self._connecting is not None:
+            connecting, self._connecting = self._connecting, None
+            connecting.cancel()
+        elif self.backend is None:
+            self.abort("TLS handshake timeout")
+
+    def _idleLimit(self) -> float:
+        settings = self.balancer.settings
+        limits = [t for t in (settings.clientTimeout, settings.serverTimeout) if t > 0]
+        return min(limits) if limits else 0.0
+
+    def _rearmIdleTimer(self) -> None:
+        self._stopTimer()
+        limit = self._idleLimit()
+        if limit:
+            self._timer = self.balancer.clock.callLater(limit, self._idleCheck)
+
+    def _idleCheck(self) -> None:
+        # A lazy timer: traffic only records a time, and the timer looks at
+        # it when it fires and sleeps again for whatever is left. Every byte
+        # read from one side is written to the other, so a relayed
+        # connection has a single idleness.
+        self._timer = None
+        limit = self._idleLimit()
+        now = self.balancer.clock.seconds()
+        idle = now - self._lastActivity
+        if idle >= limit:
+            self.abort(f"idle timeout after {limit:g}s")
+            return
+        self._timer = self.balancer.clock.callLater(limit - idle, self._idleCheck)
+
+    def _stopTimer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+
+class FrontendFactory(Factory):
+    """
+    Builds a L{FrontendProtocol} for each client connection of a listener.
+    """
+
+    noisy = False
+
+    def __init__(self, balancer: Balancer) -> None:
+        self.balancer = balancer
+
+    def buildProtocol(self, addr: IAddress) -> FrontendProtocol:
+        protocol = FrontendProtocol(self.balancer)
+        protocol.factory = self
+        return protocol
+
+
+def _halfClose(transport: ITransport) -> None:
+    loseWrite: Optional[Callable[[], None]] = getattr(
+        transport, "loseWriteConnection", None
+    )
+    if loseWrite is not None:
+        loseWrite()
+    else:
+        transport.loseConnection()
+
+
+def _close(transport: ITransport, abort: bool) -> None:
+    abortConnection: Optional[Callable[[], None]] = getattr(
+        transport, "abortConnection", None
+    )
+    if abort and abortConnection is not None:
+        abortConnection()
+    else:
+        transport.loseConnection()
+
+
+def _failed(reason: Failure) -> Deferred[IProtocol]:
+    d: Deferred[IProtocol] = Deferred()
+    d.errback(reason)
+    return d
+
+
+def _describeEnd(side: str, reason: Failure) -> str:
+    if reason.check(error.ConnectionDone):
+        return f"closed by {side}"
+    return f"{side} connection lost: {reason.getErrorMessage()}"
