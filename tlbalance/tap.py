@@ -1,0 +1,332 @@
+# -*- test-case-name: tests.unit.test_tap -*-
+"""
+The C{twistd tlbalance} command line: L{Options} turns arguments (and an
+optional TOML file) into a L{BalancerConfig}; L{makeService} builds the
+balancer from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from attrs import fields
+from twisted.application.service import IService
+from twisted.python import usage
+
+from tlbalance.config import (
+    ALGORITHMS,
+    BalancerConfig,
+    ConfigError,
+    HealthCheckConfig,
+    buildConfig,
+    describeSetting,
+    loadConfig,
+    parseSetting,
+)
+
+__all__ = ["Options", "makeService"]
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _coerce(key: str) -> Callable[[str], Any]:
+    """
+    A coerce function for C{--key}: checks the text as soon as it is read,
+    with a message naming the option, and documents the range in C{--help}.
+    """
+
+    def coerce(text: str) -> Any:
+        return parseSetting(key, text)
+
+    coerce.coerceDoc = describeSetting(key)  # type: ignore[attr-defined]
+    return coerce
+
+
+def _oneParagraph(method: _Method) -> _Method:
+    """
+    Fold an C{opt_} method's docstring into one line: L{usage.Options}
+    shows it as the option's help and would keep the indentation of every
+    continuation line.
+    """
+    method.__doc__ = " ".join((method.__doc__ or "").split())
+    return method
+
+
+def _default(cls: type, attribute: str) -> str:
+    """
+    The default of a configuration attribute, for help texts.
+    """
+    value = getattr(fields(cls), attribute).default
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd tlbalance}. After parsing, C{self["config"]} holds
+    the validated L{BalancerConfig}.
+    """
+
+    synopsis = "--listen ENDPOINT --backend ENDPOINT [options]"
+
+    longdesc = (
+        "A TCP/TLS/unix load balancer that tells backends the real client "
+        "address with the PROXY protocol. --listen takes server endpoint "
+        "strings (tcp:, tcp6:, unix:, ssl:, systemd:, tlsni:); --backend takes "
+        "client endpoint strings (tcp:host=H:port=P, unix:path=P, ssl:, tls:) "
+        "or the shorthands HOST:PORT, [IPv6]:PORT and /path/to/socket. Both "
+        "can be repeated. --config reads the same settings from a TOML file, "
+        "with [[backend]] tables for per-backend weight, backup, maxconn, "
+        "send-proxy and check; options given on the command line override "
+        "the file, and --listen/--backend replace its lists. Example: twistd "
+        "-n tlbalance --listen tcp:8080 --backend 127.0.0.1:8081 --backend "
+        '127.0.0.1:8082 --send-proxy v2 --check "http GET /health 200"'
+    )
+
+    optFlags: list[list[Any]] = [
+        [
+            "proxy-crc32c",
+            None,
+            "Add a CRC32C checksum TLV to PROXY v2 headers.",
+        ],
+    ]
+
+    optParameters: list[list[Any]] = [
+        [
+            "algorithm",
+            None,
+            None,
+            "How to pick a backend: roundrobin (by weight), leastconn (fewest "
+            "open connections), source (consistent hash of the client "
+            "address) or random (the less loaded of two random picks). "
+            f"[default: {_default(BalancerConfig, 'algorithm')}]",
+            _coerce("algorithm"),
+        ],
+        [
+            "send-proxy",
+            None,
+            None,
+            "Send a PROXY protocol header of this version (v1, v2) to "
+            "backends, or none. [default: none]",
+            _coerce("send-proxy"),
+        ],
+        [
+            "accept-proxy",
+            None,
+            None,
+            "Require a PROXY header (v1 or v2) on every listener, accepted "
+            "only from these peers: comma-separated CIDRs, IP addresses "
+            "and/or 'unix'. Empty: PROXY headers are not accepted. "
+            "[default: empty]",
+            _coerce("accept-proxy"),
+        ],
+        [
+            "proxy-header-timeout",
+            None,
+            None,
+            "Seconds a trusted peer has to send its PROXY header. "
+            f"[default: {_default(BalancerConfig, 'proxyHeaderTimeout')}]",
+            _coerce("proxy-header-timeout"),
+        ],
+        [
+            "connect-timeout",
+            None,
+            None,
+            "Seconds to connect to a backend. "
+            f"[default: {_default(BalancerConfig, 'connectTimeout')}]",
+            _coerce("connect-timeout"),
+        ],
+        [
+            "client-timeout",
+            None,
+            None,
+            "Idle seconds before a client connection is closed; 0 never "
+            "closes it (not advised). "
+            f"[default: {_default(BalancerConfig, 'clientTimeout')}]",
+            _coerce("client-timeout"),
+        ],
+        [
+            "server-timeout",
+            None,
+            None,
+            "Idle seconds before a backend connection is closed; 0 never "
+            "closes it (not advised). "
+            f"[default: {_default(BalancerConfig, 'serverTimeout')}]",
+            _coerce("server-timeout"),
+        ],
+        [
+            "retries",
+            None,
+            None,
+            "Connect attempts after the first; the last one goes to another "
+            f"backend. [default: {_default(BalancerConfig, 'retries')}]",
+            _coerce("retries"),
+        ],
+        [
+            "fail-timeout",
+            None,
+            None,
+            "Seconds a backend without health checks stays down after a "
+            "failed connect. "
+            f"[default: {_default(BalancerConfig, 'failTimeout')}]",
+            _coerce("fail-timeout"),
+        ],
+        [
+            "drain-timeout",
+            None,
+            None,
+            "Seconds open connections get to finish when the balancer stops. "
+            f"[default: {_default(BalancerConfig, 'drainTimeout')}]",
+            _coerce("drain-timeout"),
+        ],
+        [
+            "pending-buffer-bytes",
+            None,
+            None,
+            "Client bytes held while the backend connection is made. "
+            f"[default: {_default(BalancerConfig, 'pendingBufferBytes')}]",
+            _coerce("pending-buffer-bytes"),
+        ],
+        [
+            "check",
+            None,
+            None,
+            "Health check for backends that name none: tcp, "
+            "'http [METHOD] [/PATH] [STATUS]' such as 'http GET /health 200', "
+            "or none. [default: none]",
+        ],
+        [
+            "check-inter",
+            None,
+            None,
+            "Seconds between health checks. "
+            f"[default: {_default(HealthCheckConfig, 'inter')}]",
+            _coerce("check-inter"),
+        ],
+        [
+            "check-rise",
+            None,
+            None,
+            "Passed checks in a row that bring a backend up. "
+            f"[default: {_default(HealthCheckConfig, 'rise')}]",
+            _coerce("check-rise"),
+        ],
+        [
+            "check-fall",
+            None,
+            None,
+            "Failed checks in a row that take a backend down. "
+            f"[default: {_default(HealthCheckConfig, 'fall')}]",
+            _coerce("check-fall"),
+        ],
+        [
+            "check-timeout",
+            None,
+            None,
+            "Seconds to wait for one health check. [default: check-inter]",
+            _coerce("check-timeout"),
+        ],
+    ]
+
+    # Numbers, CIDRs and endpoint strings are typed, not picked from files.
+    compData = usage.Completions(
+        optActions={
+            "algorithm": usage.CompleteList(list(ALGORITHMS)),
+            "send-proxy": usage.CompleteList(["v1", "v2", "none"]),
+            "check": usage.CompleteList(["tcp", "http", "none"]),
+            "config": usage.CompleteFiles("*.toml"),
+            "listen": usage.Completer(descr="server endpoint string"),
+            "backend": usage.Completer(descr="client endpoint string"),
+            "accept-proxy": usage.Completer(descr="trusted CIDRs"),
+            **{
+                name: usage.Completer(descr=name)
+                for name in [
+                    "proxy-header-timeout",
+                    "connect-timeout",
+                    "client-timeout",
+                    "server-timeout",
+                    "retries",
+                    "fail-timeout",
+                    "drain-timeout",
+                    "pending-buffer-bytes",
+                    "check-inter",
+                    "check-rise",
+                    "check-fall",
+                    "check-timeout",
+                ]
+            },
+        },
+        multiUse=["listen", "backend"],
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["backend"] = []
+        self["configFile"] = None
+
+    @_oneParagraph
+    def opt_listen(self, description: str) -> None:
+        """
+        Accept clients on this server endpoint string, e.g. tcp:8080,
+        tcp6:8080, unix:/run/lb.sock, ssl:443:privateKey=key.pem,
+        systemd:domain=INET:index=0, tlsni:certdir=/etc/certs:tcp:443.
+        Repeatable.
+        """
+        self["listen"].append(description)
+
+    @_oneParagraph
+    def opt_backend(self, description: str) -> None:
+        """
+        Balance over this client endpoint string: tcp:host=H:port=P,
+        unix:path=P, ssl:..., tls:..., or the shorthands HOST:PORT,
+        [IPv6]:PORT and /path/to/socket. Repeatable.
+        """
+        self["backend"].append(description)
+
+    @_oneParagraph
+    def opt_config(self, path: str) -> None:
+        """
+        Read settings from this TOML file; the command line overrides it.
+        """
+        self["configFile"] = path
+
+    def postOptions(self) -> None:
+        """
+        Build the configuration into C{self["config"]}.
+
+        @raise usage.UsageError: with the configuration's complaint, which
+            names the option or key at fault.
+        """
+        overrides: dict[str, Any] = {}
+        for parameter in self.optParameters:
+            name = parameter[0]
+            if self[name] is not None:
+                overrides[name] = self[name]
+        if self["proxy-crc32c"]:
+            overrides["proxy-crc32c"] = True
+        if self["listen"]:
+            overrides["listen"] = list(self["listen"])
+        if self["backend"]:
+            overrides["backend"] = list(self["backend"])
+        try:
+            fileValues = {}
+            if self["configFile"] is not None:
+                fileValues = loadConfig(self["configFile"])
+            self["config"] = buildConfig(fileValues, overrides)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build the balancer service from parsed options.
+
+    @param options: an L{Options} after C{parseOptions}.
+    @return: the service for twistd to start.
+    """
+    from tlbalance.service import makeBalancerService
+
+    service: IService = makeBalancerService(options["config"])
+    return service
