@@ -33,7 +33,7 @@ integration: $(STAMP)
 test-pypy:
 	@command -v pypy3 >/dev/null || { apt-get update -qq && apt-get install -y -qq pypy3 pypy3-venv; }
 	@test -x .venv-pypy/bin/python || pypy3 -m venv .venv-pypy
-	.venv-pypy/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	.venv-pypy/bin/python -m pip install -q --prefer-binary -e '.[test]' --config-settings editable_mode=compat
 	.venv-pypy/bin/python -m pytest tests/unit
 
 lint: $(STAMP)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from zope.interface import implementer
-
 from twisted.internet.interfaces import (
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
 )
 from twisted.plugin import IPlugin
+from zope.interface import implementer
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
@@ -30,7 +29,7 @@ class ProxyEndpointStringParser:
 
     prefix = "tlproxy"
 
-    def parseStreamServer(
+    def parseStreamServer(  # type: ignore[override]
         self, reactor: Any, *args: str, **kwargs: str
     ) -> IStreamServerEndpoint:
         """
@@ -52,7 +51,7 @@ class SNIEndpointStringParser:
 
     prefix = "tlsni"
 
-    def parseStreamServer(
+    def parseStreamServer(  # type: ignore[override]
         self, reactor: Any, *args: str, **kwargs: str
     ) -> IStreamServerEndpoint:
         """

@@ -204,6 +204,9 @@ class _HTTPCheckProtocol(_CheckProtocol):
 
 
 class _CheckFactory(Factory):
+    # A check every couple of seconds must not log two lines each time.
+    noisy = False
+
     def __init__(self, attempt: _CheckAttempt) -> None:
         self.attempt = attempt
 

@@ -14,7 +14,7 @@ buffer without bound.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import attrs
 from twisted.internet import error
@@ -243,7 +243,7 @@ class _BackendFactory(Factory):
         self.frontend = frontend
         self.header = header
 
-    def buildProtocol(self, addr: IAddress) -> BackendProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> BackendProtocol:
         return BackendProtocol(self.frontend, self.header)
 
 
@@ -253,6 +253,10 @@ class BackendProtocol(Protocol):
     The balancer's side of one backend connection: writes the PROXY header
     first (plain backends) and relays the backend's bytes to the client.
     """
+
+    # Set by makeConnection before any callback runs: a TCP, unix or TLS
+    # transport, which all produce and half-close.
+    transport: Any
 
     def __init__(self, frontend: FrontendProtocol, header: Optional[bytes]) -> None:
         self.frontend = frontend
@@ -283,6 +287,8 @@ class FrontendProtocol(Protocol):
     @ivar backend: the L{Backend} currently tried or connected.
     @ivar peer: the connected L{BackendProtocol}, once there is one.
     """
+
+    transport: Any
 
     def __init__(self, balancer: Balancer) -> None:
         self.balancer = balancer
@@ -637,7 +643,7 @@ class FrontendFactory(Factory):
     def __init__(self, balancer: Balancer) -> None:
         self.balancer = balancer
 
-    def buildProtocol(self, addr: IAddress) -> FrontendProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> FrontendProtocol:
         protocol = FrontendProtocol(self.balancer)
         protocol.factory = self
         return protocol

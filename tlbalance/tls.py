@@ -41,6 +41,7 @@ from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
@@ -119,6 +120,31 @@ def _normalName(name: str) -> str:
     return name.lower().rstrip(".")
 
 
+def _selectALPN(connection: SSL.Connection, offered: List[bytes]) -> Any:
+    """
+    Choose an ALPN protocol the way Twisted does (from the application
+    factory's L{IProtocolNegotiationFactory}), but decline with
+    C{NO_OVERLAPPING_PROTOCOLS} when there is nothing to agree on.
+
+    Twisted's own callback returns C{b""} in that case, which current
+    pyOpenSSL turns into an C{internal_error} alert: every client offering
+    ALPN (curl, browsers) would be refused by a server that speaks none.
+    """
+    protocol = connection.get_app_data()
+    factory = getattr(getattr(protocol, "factory", None), "wrappedFactory", None)
+    negotiation = IProtocolNegotiationFactory(factory, None)
+    if negotiation is not None:
+        for candidate in negotiation.acceptableProtocols():
+            if candidate in offered:
+                return candidate
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _withWorkingALPN(context: SSL.Context) -> SSL.Context:
+    context.set_alpn_select_callback(_selectALPN)
+    return context
+
+
 def _serverContext(
     key: Any, certificate: x509.Certificate, chain: Sequence[Any]
 ) -> SSL.Context:
@@ -127,7 +153,7 @@ def _serverContext(
     (cipher list, server cipher preference, no compression, no tickets) and
     TLS 1.2 as the floor.
     """
-    context = CertificateOptions().getContext()
+    context = _withWorkingALPN(CertificateOptions().getContext())
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.use_certificate(certificate)
     context.use_privatekey(key)
@@ -248,7 +274,7 @@ def _refusingContext() -> SSL.Context:
     A context with no certificate: a handshake switched to it ends with a
     handshake_failure alert before any certificate is sent.
     """
-    return CertificateOptions().getContext()
+    return _withWorkingALPN(CertificateOptions().getContext())
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -432,6 +458,12 @@ class _ContextFactoryCreator:
 
 
 def _asCreator(contextFactory: Any, interface: Any) -> Any:
+    if interface is IOpenSSLServerConnectionCreator and hasattr(
+        contextFactory, "getContext"
+    ):
+        # Context factories such as CertificateOptions build their context
+        # once and keep it, so repairing it here lasts.
+        _withWorkingALPN(contextFactory.getContext())
     if interface.providedBy(contextFactory):
         return contextFactory
     # Like TLSMemoryBIOFactory, take anything with getContext, declared
@@ -583,11 +615,12 @@ class _PreambleFactory:
         clock: Optional[IReactorTime],
     ) -> None:
         self.preamble = preamble
-        self.inner: IProtocolFactory = (
-            factory
-            if creator is None
-            else TLSMemoryBIOFactory(creator, True, factory, clock=clock)
-        )
+        self.inner: IProtocolFactory = factory
+        if creator is not None:
+            tlsFactory = TLSMemoryBIOFactory(creator, True, factory, clock=clock)
+            # One per connection: its start/stop lines would flood the log.
+            tlsFactory.noisy = False
+            self.inner = tlsFactory
 
     def doStart(self) -> None:
         self.inner.doStart()

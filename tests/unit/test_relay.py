@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from zope.interface import alsoProvides, implementer
-
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
@@ -22,6 +20,7 @@ from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import alsoProvides, implementer
 
 from tlbalance import proxyprotocol
 from tlbalance.backends import Backend, BackendPool
@@ -80,7 +79,9 @@ class FakeEndpoint:
         self.attempts: list[tuple[IProtocolFactory, Deferred[Protocol]]] = []
 
     def connect(self, factory: IProtocolFactory) -> Deferred[Protocol]:
-        d: Deferred[Protocol] = Deferred(lambda d: d.errback(error.ConnectingCancelledError(None)))
+        d: Deferred[Protocol] = Deferred(
+            lambda d: d.errback(error.ConnectingCancelledError(None))
+        )
         self.attempts.append((factory, d))
         return d
 
@@ -119,7 +120,12 @@ class RelayTestMixin:
     ) -> None:
         self.clock = Clock()
         self.backends = [
-            Backend(name=name, endpoint=f"fake:{name}", clock=self.clock, sendProxy=sendProxy)
+            Backend(
+                name=name,
+                endpoint=f"fake:{name}",
+                clock=self.clock,
+                sendProxy=sendProxy,
+            )
             for name in names
         ]
         self.endpoints = {name: FakeEndpoint(name) for name in names}
@@ -129,7 +135,10 @@ class RelayTestMixin:
         }
         self.pool = BackendPool(self.backends, schedulerFor("roundrobin"))
         self.balancer = Balancer(
-            self.pool, connectors, RelaySettings(**settings), self.clock  # type: ignore[arg-type]
+            self.pool,
+            connectors,
+            RelaySettings(**settings),
+            self.clock,  # type: ignore[arg-type]
         )
         self.factory = FrontendFactory(self.balancer)
 
@@ -163,9 +172,7 @@ class HeaderFirstTests(RelayTestMixin, SynchronousTestCase):
         client.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
         _, backendTransport = self.endpoints["a"].succeed()
         expected = proxyprotocol.encodeV2(CLIENT, LISTENER)
-        self.assertEqual(
-            backendTransport.value(), expected + b"GET / HTTP/1.0\r\n\r\n"
-        )
+        self.assertEqual(backendTransport.value(), expected + b"GET / HTTP/1.0\r\n\r\n")
         header, rest = proxyprotocol.parseHeader(backendTransport.value())
         self.assertEqual(header.source, CLIENT)
         self.assertEqual(header.destination, LISTENER)
@@ -587,6 +594,8 @@ class ClientKeyTests(SynchronousTestCase):
         """
         v4 = clientKeyFor(IPv4Address("TCP", "192.0.2.1", 1))
         self.assertEqual(v4, bytes([192, 0, 2, 1]))
-        self.assertEqual(len(clientKeyFor(IPv6Address("TCP", "2001:db8::1", 1)) or b""), 16)
+        self.assertEqual(
+            len(clientKeyFor(IPv6Address("TCP", "2001:db8::1", 1)) or b""), 16
+        )
         self.assertEqual(clientKeyFor(IPv6Address("TCP", "::ffff:192.0.2.1", 1)), v4)
         self.assertIsNone(clientKeyFor(UNIXAddress(None)))

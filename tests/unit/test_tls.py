@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -120,10 +120,12 @@ class RawClient:
         serverName: Optional[bytes] = None,
         maxVersion: Optional[int] = None,
         ciphers: Optional[bytes] = None,
+        alpn: Sequence[bytes] = (),
     ) -> None:
         self.serverName = serverName
         self.maxVersion = maxVersion
         self.ciphers = ciphers
+        self.alpn = list(alpn)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         context = SSL.Context(SSL.TLS_METHOD)
@@ -137,6 +139,8 @@ class RawClient:
             # TLS 1.3 suites are not configurable per list: stay on 1.2.
             context.set_max_proto_version(SSL.TLS1_2_VERSION)
             context.set_cipher_list(self.ciphers)
+        if self.alpn:
+            context.set_alpn_protos(self.alpn)
         connection = SSL.Connection(context, None)
         if self.serverName is not None:
             connection.set_tlsext_host_name(self.serverName)
@@ -333,6 +337,23 @@ class SNICertificateDirectoryTests(SynchronousTestCase):
             handshake = Handshake(sni, trusting(hostname))
             self.assertTrue(handshake.works(), hostname)
             self.assertEqual(handshake.peerNames(), expected)
+
+    def test_clientOfferingALPN(self) -> None:
+        """
+        A client that offers ALPN protocols the server does not speak (curl
+        and browsers offer h2 and http/1.1) completes the handshake with no
+        protocol chosen, instead of being refused with an internal_error
+        alert as Twisted's own callback gets it refused with current
+        pyOpenSSL.
+        """
+        sni = self.directory(a=ALPHA.combinedPEM())
+        handshake = Handshake(
+            sni, RawClient(b"alpha.example.com", alpn=[b"h2", b"http/1.1"])
+        )
+        self.assertTrue(handshake.works())
+        self.assertEqual(
+            handshake.clientTLS.getHandle().get_alpn_proto_negotiated(), b""
+        )
 
     def test_nameIsCaseInsensitive(self) -> None:
         """
@@ -820,6 +841,16 @@ class SplitServerTLSTests(SynchronousTestCase):
         handshake = Handshake(creator, trusting("alpha.example.com"))
         self.assertTrue(handshake.works())
         self.assertEqual(handshake.peerNames(), ["alpha.example.com"])
+
+    def test_sslEndpointWithALPNClient(self) -> None:
+        """
+        The TLS taken from an C{ssl:} endpoint serves clients that offer
+        ALPN protocols (Twisted's own ALPN callback would refuse them).
+        """
+        endpoint = sslServerEndpoint(self, MemoryReactor(), ALPHA)
+        plain, creator = splitServerTLS(endpoint)
+        handshake = Handshake(creator, RawClient(alpn=[b"h2", b"http/1.1"]))
+        self.assertTrue(handshake.works())
 
     def test_sslEndpointRefusesTLS11(self) -> None:
         """

@@ -1,0 +1,173 @@
+# -*- test-case-name: tests.unit.test_service -*-
+"""
+Assemble a running balancer from a L{BalancerConfig}: listeners, the
+backend pool, health checkers, and the graceful drain on stop.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Optional
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from tlbalance.backends import Backend, BackendPool
+from tlbalance.config import BalancerConfig
+from tlbalance.health import HealthChecker
+from tlbalance.relay import BackendConnector, Balancer, FrontendFactory, RelaySettings
+from tlbalance.schedulers import schedulerFor
+from tlbalance.tls import connectWithPreamble, splitServerTLS
+from tlbalance.upstream import ProxyReceiverFactory, TrustedPeers
+
+log = Logger(namespace="tlbalance.service")
+
+
+class BalancerService(MultiService):
+    """
+    The C{twistd tlbalance} service: listeners plus health checkers.
+
+    Stopping it is graceful: the listeners stop accepting first, open
+    connections get up to C{drainTimeout} seconds to finish, and only then
+    is anything still open closed.
+
+    @ivar balancer: the shared L{Balancer} state.
+    @ivar listeners: one service per listen endpoint.
+    @ivar checkers: one L{HealthChecker} per backend with a check.
+    """
+
+    def __init__(self, config: BalancerConfig, balancer: Balancer) -> None:
+        super().__init__()
+        self.config = config
+        self.balancer = balancer
+        self.listeners: list[StreamServerEndpointService] = []
+        self.checkers: list[HealthChecker] = []
+
+    def startService(self) -> None:
+        for warning in self.config.warnings():
+            log.warn("{warning}", warning=warning)
+        log.info(
+            "tlbalance: {algorithm} over {count} backend(s), listening on {listen}",
+            algorithm=self.config.algorithm,
+            count=len(self.balancer.pool.backends),
+            listen=", ".join(self.config.listen),
+        )
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting, drain, then stop the checkers and backend timers.
+        """
+        self.running = False
+        stopped = DeferredList(
+            [maybeDeferred(listener.stopService) for listener in self.listeners]
+        )
+
+        def drain(_: Any) -> Deferred[None]:
+            return self.balancer.drain(self.config.drainTimeout)
+
+        def stopRest(_: Any) -> Deferred[Any]:
+            for backend in self.balancer.pool.backends:
+                backend.stop()
+            return DeferredList(
+                [maybeDeferred(checker.stopService) for checker in self.checkers]
+            )
+
+        done: Deferred[Any] = stopped.addCallback(drain)
+        done.addCallback(stopRest)
+        done.addCallback(lambda _: None)
+        return done
+
+
+def listenerFactory(
+    config: BalancerConfig, balancer: Balancer, reactor: Any, description: str
+) -> StreamServerEndpointService:
+    """
+    Build the service for one listen endpoint string.
+
+    TLS is split off the endpoint and layered above the PROXY receiver, so
+    that a header accepted from a trusted peer arrives before the TLS
+    ClientHello, as senders write it.
+    """
+    endpoint = serverFromString(reactor, description)
+    plain, contextFactory = splitServerTLS(endpoint)
+    factory: IProtocolFactory = FrontendFactory(balancer)
+    if contextFactory is not None:
+        factory = TLSMemoryBIOFactory(contextFactory, False, factory)
+    if config.acceptProxy:
+        factory = ProxyReceiverFactory(
+            factory,
+            TrustedPeers.fromList(config.acceptProxy),
+            headerTimeout=config.proxyHeaderTimeout,
+            clock=reactor,
+        )
+    service = StreamServerEndpointService(plain, factory)
+    # Fail start-up loudly when a port cannot be bound, as twistd web does.
+    service._raiseSynchronously = True
+    return service
+
+
+def makeBalancerService(
+    config: BalancerConfig, reactor: Optional[Any] = None
+) -> BalancerService:
+    """
+    Build the whole balancer for C{config}.
+
+    @param config: a validated configuration.
+    @param reactor: the reactor to use; the global one when C{None}.
+    @return: a service to start (twistd does it) or to parent.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+
+    backends = []
+    connectors = {}
+    endpoints = {}
+    for backendConfig in config.backends:
+        backend = Backend.fromConfig(
+            backendConfig,
+            reactor,
+            failTimeout=config.failTimeout,
+            sendProxy=config.sendProxy,
+        )
+        backends.append(backend)
+        endpoint = clientFromString(reactor, backendConfig.endpoint)
+        endpoints[backend.name] = endpoint
+        connectors[backend.name] = BackendConnector.fromEndpoint(endpoint)
+    pool = BackendPool(backends, schedulerFor(config.algorithm))
+    settings = RelaySettings(
+        connectTimeout=config.connectTimeout,
+        clientTimeout=config.clientTimeout,
+        serverTimeout=config.serverTimeout,
+        retries=config.retries,
+        pendingBufferBytes=config.pendingBufferBytes,
+        proxyCRC32C=config.proxyCRC32C,
+    )
+    balancer = Balancer(pool, connectors, settings, reactor)
+    service = BalancerService(config, balancer)
+
+    for description in config.listen:
+        listener = listenerFactory(config, balancer, reactor, description)
+        listener.setServiceParent(service)
+        service.listeners.append(listener)
+
+    for backend, backendConfig in zip(backends, config.backends):
+        if backendConfig.check is None:
+            continue
+        checker = HealthChecker(
+            reactor,
+            backend,
+            backendConfig.check,
+            connect=partial(connectWithPreamble, endpoints[backend.name]),
+            sendProxy=backend.sendProxy,
+        )
+        checker.setServiceParent(service)
+        service.checkers.append(checker)
+    return service
