@@ -22,7 +22,7 @@ from zope.interface import implementer
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class ProxyEndpointStringParser:
     """
-    Parses C{tlproxy:[trusted=CIDR,...:][timeout=S:]INNER-ENDPOINT}.
+    Parses C{tlproxy:[trusted=CIDR,...:][headertimeout=S:]INNER-ENDPOINT}.
 
     See L{tlbalance.upstream.parseProxyEndpoint} for the syntax.
     """

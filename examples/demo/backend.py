@@ -58,7 +58,10 @@ class WhoAnswered(Resource):
 
             value = header.tlv(PP2_TYPE_AUTHORITY)
             authority = value.decode("utf-8", "replace") if value else None
-        realPeer = getattr(transport, "realPeer", None)
+        # The receiver wraps the real connection: its own transport is the
+        # socket from the balancer.
+        inner = getattr(transport, "transport", None)
+        realPeer = inner.getPeer() if header is not None and inner else None
         client = _describe(request.getClientAddress())
         if request.args.get(b"format") == [b"text"]:
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
