@@ -20,8 +20,10 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/demo/run.py
 
+# The whole suite on CPython, then the unit tests on PyPy 3.9.
 test: $(STAMP)
 	$(PY) -m pytest --cov --cov-report=term tests
+	$(MAKE) test-pypy
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
@@ -30,11 +32,19 @@ integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
 # PyPy 3.9 (Debian's pypy3) in its own environment.
-test-pypy:
-	@command -v pypy3 >/dev/null || { apt-get update -qq && apt-get install -y -qq pypy3 pypy3-venv; }
-	@test -x .venv-pypy/bin/python || pypy3 -m venv .venv-pypy
-	.venv-pypy/bin/python -m pip install -q --prefer-binary -e '.[test]' --config-settings editable_mode=compat
-	.venv-pypy/bin/python -m pytest tests/unit
+PYPY_STAMP := .venv-pypy/.tlsuite-installed
+$(PYPY_STAMP): setup.cfg pyproject.toml .ci/pypy-constraints.txt
+	@pypy3 -c "import venv, ensurepip" 2>/dev/null || { \
+	  echo "PyPy 3 is missing; installing Debian's pypy3 with apt-get"; \
+	  apt-get update -qq && apt-get install -y -qq pypy3 pypy3-venv; }
+	pypy3 -m venv .venv-pypy
+	.venv-pypy/bin/python -m pip install -q --upgrade pip
+	.venv-pypy/bin/python -m pip install -q -c .ci/pypy-constraints.txt \
+	  -e '.[test]' --config-settings editable_mode=compat
+	@touch $@
+
+test-pypy: $(PYPY_STAMP)
+	.venv-pypy/bin/python -m pytest -p no:cacheprovider tests/unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tlbalance tlsession tlcache tests bench examples twisted

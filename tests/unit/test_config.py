@@ -1208,7 +1208,10 @@ class BackendEndpointTests(ConfigErrorAssertions):
             self.assertEqual(
                 (backend.endpoint, backend.name), (description, description)
             )
-        self.assertEqual(self.flushWarnings(), [])
+        # Twisted's own ssl: parsing may warn with some pyOpenSSL versions;
+        # the configuration code itself must not.
+        ours = [w for w in self.flushWarnings() if "tlbalance" in w["filename"]]
+        self.assertEqual(ours, [])
 
     def test_hostPort(self) -> None:
         """

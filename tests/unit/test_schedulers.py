@@ -389,6 +389,11 @@ class ScriptedRandom(random.Random):
     A L{random.Random} whose C{random()} returns the given values in turn.
     """
 
+    def __new__(cls, values: Sequence[float]) -> ScriptedRandom:
+        # PyPy's Random.__new__ seeds itself from the constructor's
+        # arguments; CPython's ignores them. Seed with a constant on both.
+        return super().__new__(cls, 0)
+
     def __init__(self, values: Sequence[float]) -> None:
         super().__init__(0)
         self.values = list(values)
