@@ -14,14 +14,17 @@ buffer without bound.
 from __future__ import annotations
 
 import socket
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import attrs
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import (
     IAddress,
+    IConnector,
     IDelayedCall,
     IHalfCloseableProtocol,
     IHandshakeListener,
@@ -31,7 +34,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -115,11 +118,17 @@ class BackendConnector:
     """
     How to reach one backend: its endpoint split into the plain part and the
     TLS connection creator, so the PROXY header goes out below TLS.
+
+    Plain TCP and unix endpoints are connected straight through the reactor
+    (C{connectTCP}/C{connectUNIX}): the endpoint API would put one more
+    protocol object between the backend socket and the relay, and every
+    chunk of a response would pay a method call for it.
     """
 
     plain: IStreamClientEndpoint
     tlsCreator: Optional[IOpenSSLClientConnectionCreator]
     endpoint: IStreamClientEndpoint
+    direct: Optional[Callable[[ClientFactory], IConnector]] = None
 
     @classmethod
     def fromEndpoint(cls, endpoint: IStreamClientEndpoint) -> BackendConnector:
@@ -127,7 +136,12 @@ class BackendConnector:
         Split C{endpoint} once, at start-up, rather than on every connection.
         """
         plain, creator = splitClientTLS(endpoint)
-        return cls(plain=plain, tlsCreator=creator, endpoint=endpoint)
+        return cls(
+            plain=plain,
+            tlsCreator=creator,
+            endpoint=endpoint,
+            direct=_directConnect(plain) if creator is None else None,
+        )
 
     def connect(
         self, frontend: FrontendProtocol, header: Optional[bytes]
@@ -136,16 +150,45 @@ class BackendConnector:
         Connect on behalf of C{frontend}, making C{header} the first bytes on
         the wire.
 
-        Plain backends get the header from L{BackendProtocol.connectionMade}
-        (no extra protocol layer on the hot path); TLS backends get it from
-        L{connectWithPreamble}, below the TLS layer.
+        Plain backends get the header from L{BackendProtocol.connectionMade};
+        TLS backends get it from L{connectWithPreamble}, below the TLS layer.
         """
+        if self.direct is not None:
+            factory = _DirectBackendFactory(frontend, header)
+            factory.connector = self.direct(factory)
+            return factory.connected
         if self.tlsCreator is None:
             return self.plain.connect(_BackendFactory(frontend, header))
         preamble = None if header is None else (lambda transport: header)
         return connectWithPreamble(
             self.endpoint, _BackendFactory(frontend, None), preamble
         )
+
+
+def _directConnect(
+    endpoint: IStreamClientEndpoint,
+) -> Optional[Callable[[ClientFactory], IConnector]]:
+    # Twisted's TCP4ClientEndpoint and UNIXClientEndpoint keep their
+    # arguments in private attributes; tests pin these names so that a
+    # Twisted change shows up as a failure, not as a slower relay.
+    if isinstance(endpoint, TCP4ClientEndpoint):
+        reactor: Any = endpoint._reactor
+        return partial(
+            reactor.connectTCP,
+            endpoint._host,
+            endpoint._port,
+            timeout=endpoint._timeout,
+            bindAddress=endpoint._bindAddress,
+        )
+    if isinstance(endpoint, UNIXClientEndpoint):
+        reactor = endpoint._reactor
+        return partial(
+            reactor.connectUNIX,
+            endpoint._path,
+            timeout=endpoint._timeout,
+            checkPID=endpoint._checkPID,
+        )
+    return None
 
 
 class Balancer:
@@ -234,7 +277,8 @@ class Balancer:
 
 class _BackendFactory(Factory):
     """
-    Builds the one L{BackendProtocol} of a client connection's attempt.
+    Builds the one L{BackendProtocol} of a client connection's attempt
+    through an endpoint.
     """
 
     noisy = False
@@ -245,6 +289,33 @@ class _BackendFactory(Factory):
 
     def buildProtocol(self, addr: Optional[IAddress]) -> BackendProtocol:
         return BackendProtocol(self.frontend, self.header)
+
+
+class _DirectBackendFactory(ClientFactory):
+    """
+    Builds the L{BackendProtocol} of an attempt made straight through the
+    reactor, and turns the outcome into the same cancellable L{Deferred} an
+    endpoint gives.
+    """
+
+    noisy = False
+    connector: Optional[IConnector] = None
+
+    def __init__(self, frontend: FrontendProtocol, header: Optional[bytes]) -> None:
+        self.frontend = frontend
+        self.header = header
+        self.connected: Deferred[IProtocol] = Deferred(self._cancel)
+
+    def _cancel(self, connected: Deferred[IProtocol]) -> None:
+        if self.connector is not None:
+            self.connector.stopConnecting()
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> BackendProtocol:
+        return BackendProtocol(self.frontend, self.header, self.connected)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self.connected.called:
+            self.connected.errback(reason)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -258,13 +329,22 @@ class BackendProtocol(Protocol):
     # transport, which all produce and half-close.
     transport: Any
 
-    def __init__(self, frontend: FrontendProtocol, header: Optional[bytes]) -> None:
+    def __init__(
+        self,
+        frontend: FrontendProtocol,
+        header: Optional[bytes],
+        connected: Optional[Deferred[IProtocol]] = None,
+    ) -> None:
         self.frontend = frontend
         self.header = header
+        self._connected = connected
 
     def connectionMade(self) -> None:
         if self.header is not None:
             self.transport.write(self.header)
+        if self._connected is not None:
+            connected, self._connected = self._connected, None
+            connected.callback(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.frontend.backendDataReceived(data)

@@ -16,7 +16,12 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    MemoryReactorClock,
+    StringTransport,
+)
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -599,3 +604,98 @@ class ClientKeyTests(SynchronousTestCase):
         )
         self.assertEqual(clientKeyFor(IPv6Address("TCP", "::ffff:192.0.2.1", 1)), v4)
         self.assertIsNone(clientKeyFor(UNIXAddress(None)))
+
+
+class DirectConnectTests(SynchronousTestCase):
+    """
+    Plain TCP and unix backends are connected straight through the reactor,
+    with the endpoint's own settings.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.backend = Backend(name="a", endpoint="x", clock=self.reactor)
+        self.pool = BackendPool([self.backend], schedulerFor("roundrobin"))
+
+    def frontendFor(
+        self, description: str
+    ) -> tuple[FrontendProtocol, BackendConnector]:
+        connector = BackendConnector.fromEndpoint(
+            clientFromString(self.reactor, description)
+        )
+        balancer = Balancer(self.pool, {"a": connector}, RelaySettings(), self.reactor)
+        frontend = FrontendFactory(balancer).buildProtocol(CLIENT)
+        return frontend, connector
+
+    def test_tcpSettings(self) -> None:
+        """
+        A C{tcp:} backend is connected with C{connectTCP} and the host, port,
+        timeout and bind address its endpoint string gives.
+        """
+        frontend, connector = self.frontendFor(
+            "tcp:host=10.0.0.1:port=8080:timeout=7:bindAddress=10.0.0.9"
+        )
+        self.assertIsNotNone(connector.direct)
+        connector.connect(frontend, None)
+        host, port, factory, timeout, bindAddress = self.reactor.tcpClients[0]
+        self.assertEqual(
+            (host, port, timeout, bindAddress), ("10.0.0.1", 8080, 7, ("10.0.0.9", 0))
+        )
+
+    def test_unixSettings(self) -> None:
+        """
+        A C{unix:} backend is connected with C{connectUNIX}.
+        """
+        frontend, connector = self.frontendFor("unix:path=/run/app.sock:timeout=4")
+        connector.connect(frontend, None)
+        path, factory, timeout, checkPID = self.reactor.unixClients[0]
+        self.assertEqual((path, timeout), ("/run/app.sock", 4))
+
+    def test_connectedWithHeader(self) -> None:
+        """
+        When the connection is made the header is written first and the
+        attempt's L{Deferred} fires with the backend protocol.
+        """
+        frontend, connector = self.frontendFor("tcp:host=10.0.0.1:port=8080")
+        connected = connector.connect(frontend, b"HEADER")
+        factory = self.reactor.tcpClients[0][2]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertIs(self.successResultOf(connected), protocol)
+        self.assertEqual(transport.value(), b"HEADER")
+
+    def test_failed(self) -> None:
+        """
+        A refused connection fails the attempt's L{Deferred}.
+        """
+        frontend, connector = self.frontendFor("tcp:host=10.0.0.1:port=8080")
+        connected = connector.connect(frontend, None)
+        factory = self.reactor.tcpClients[0][2]
+        factory.clientConnectionFailed(
+            self.reactor.connectors[0], Failure(error.ConnectionRefusedError())
+        )
+        self.failureResultOf(connected, error.ConnectionRefusedError)
+
+    def test_cancelStopsConnecting(self) -> None:
+        """
+        Cancelling the attempt stops the reactor's connector, and the
+        failure the reactor reports afterwards is ignored.
+        """
+        frontend, connector = self.frontendFor("tcp:host=10.0.0.1:port=8080")
+        connected = connector.connect(frontend, None)
+        connected.cancel()
+        self.failureResultOf(connected)
+        reactorConnector = self.reactor.connectors[0]
+        self.assertTrue(reactorConnector.stoppedConnecting)
+        factory = self.reactor.tcpClients[0][2]
+        factory.clientConnectionFailed(reactorConnector, Failure(error.UserError()))
+
+    def test_tlsThroughEndpoint(self) -> None:
+        """
+        A TLS backend is not connected directly: the header must go below
+        TLS, which L{connectWithPreamble} arranges.
+        """
+        frontend, connector = self.frontendFor("ssl:host=10.0.0.1:port=8443")
+        self.assertIsNone(connector.direct)
+        self.assertIsNotNone(connector.tlsCreator)
