@@ -9,6 +9,7 @@ from typing import Optional
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import (
     IProtocolFactory,
     ISSLTransport,
@@ -16,7 +17,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.testing import (
     EventLoggingObserver,
     MemoryReactorClock,
