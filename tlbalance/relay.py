@@ -730,22 +730,38 @@ class FrontendFactory(Factory):
 
 
 def _halfClose(transport: ITransport) -> None:
-    loseWrite: Optional[Callable[[], None]] = getattr(
-        transport, "loseWriteConnection", None
-    )
+    """
+    Tell C{transport}'s peer we have nothing more to send.
+
+    Called once the other side of the relay has finished, so its transport,
+    registered here as the producer, has nothing more to give: unregister it
+    first, or a TLS transport would wait for it before closing.
+    """
+    transport.unregisterProducer()  # type: ignore[attr-defined]
+    # Looked up on the type, not the instance: Twisted's protocol wrappers
+    # (TLS among them) forward unknown attributes to the transport below,
+    # and shutting the TCP write side under TLS would skip close_notify and
+    # could cut off bytes TLS still holds. TLS has no half-close: close it.
+    loseWrite = getattr(type(transport), "loseWriteConnection", None)
     if loseWrite is not None:
-        loseWrite()
+        loseWrite(transport)
     else:
         transport.loseConnection()
 
 
 def _close(transport: ITransport, abort: bool) -> None:
+    """
+    Close C{transport}: at once when C{abort}, else after its pending
+    writes (unregistering the finished peer as its producer first, as in
+    L{_halfClose}).
+    """
     abortConnection: Optional[Callable[[], None]] = getattr(
         transport, "abortConnection", None
     )
     if abort and abortConnection is not None:
         abortConnection()
     else:
+        transport.unregisterProducer()  # type: ignore[attr-defined]
         transport.loseConnection()
 
 

@@ -11,11 +11,17 @@ from typing import Any, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tlbalance.backends import Backend, BackendPool
 from tlbalance.config import BalancerConfig
@@ -26,6 +32,62 @@ from tlbalance.tls import connectWithPreamble, splitServerTLS
 from tlbalance.upstream import ProxyReceiverFactory, TrustedPeers
 
 log = Logger(namespace="tlbalance.service")
+
+
+class ListenerService(StreamServerEndpointService):
+    """
+    One listen endpoint of the balancer, which can tell where it listens
+    (port 0 in tests, for one).
+
+    @ivar description: the endpoint string it was built from.
+    @ivar port: the listening port once bound, else C{None}.
+    """
+
+    def __init__(
+        self, description: str, endpoint: IStreamServerEndpoint, factory: Any
+    ) -> None:
+        super().__init__(_RecordingEndpoint(endpoint, self), factory)
+        self.description = description
+        self.port: Optional[IListeningPort] = None
+        self._waiting: list[Deferred[IListeningPort]] = []
+        # Fail start-up loudly when a port cannot be bound, as twistd web does.
+        self._raiseSynchronously = True
+
+    def whenListening(self) -> Deferred[IListeningPort]:
+        """
+        @return: a L{Deferred} firing with the listening port once bound, or
+            failing if binding failed.
+        """
+        if self.port is not None:
+            return succeed(self.port)
+        waiting: Deferred[IListeningPort] = Deferred()
+        self._waiting.append(waiting)
+        return waiting
+
+    def _listened(self, result: Any) -> Any:
+        if not isinstance(result, Failure):
+            self.port = result
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(result)
+        return result
+
+
+@implementer(IStreamServerEndpoint)
+class _RecordingEndpoint:
+    """
+    Passes C{listen} on and tells the L{ListenerService} how it went.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, owner: ListenerService):
+        self.endpoint = endpoint
+        self.owner = owner
+
+    def listen(self, factory: Any) -> Deferred[IListeningPort]:
+        return self.endpoint.listen(factory).addBoth(self.owner._listened)
 
 
 class BalancerService(MultiService):
@@ -45,7 +107,7 @@ class BalancerService(MultiService):
         super().__init__()
         self.config = config
         self.balancer = balancer
-        self.listeners: list[StreamServerEndpointService] = []
+        self.listeners: list[ListenerService] = []
         self.checkers: list[HealthChecker] = []
 
     def startService(self) -> None:
@@ -84,9 +146,9 @@ class BalancerService(MultiService):
         return done
 
 
-def listenerFactory(
+def listenerService(
     config: BalancerConfig, balancer: Balancer, reactor: Any, description: str
-) -> StreamServerEndpointService:
+) -> ListenerService:
     """
     Build the service for one listen endpoint string.
 
@@ -106,10 +168,7 @@ def listenerFactory(
             headerTimeout=config.proxyHeaderTimeout,
             clock=reactor,
         )
-    service = StreamServerEndpointService(plain, factory)
-    # Fail start-up loudly when a port cannot be bound, as twistd web does.
-    service._raiseSynchronously = True
-    return service
+    return ListenerService(description, plain, factory)
 
 
 def makeBalancerService(
@@ -154,7 +213,7 @@ def makeBalancerService(
     service = BalancerService(config, balancer)
 
     for description in config.listen:
-        listener = listenerFactory(config, balancer, reactor, description)
+        listener = listenerService(config, balancer, reactor, description)
         listener.setServiceParent(service)
         service.listeners.append(listener)
 

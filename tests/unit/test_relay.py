@@ -58,6 +58,11 @@ class RelayTransport(StringTransport):
     def loseWriteConnection(self) -> None:
         self.writeClosed = True
 
+    def unregisterProducer(self) -> None:
+        # Real transports accept this with no producer registered.
+        self.producer = None
+        self.streaming = None
+
     def loseConnection(self) -> None:
         super().loseConnection()
         self._lose(error.ConnectionDone())
@@ -699,3 +704,48 @@ class DirectConnectTests(SynchronousTestCase):
         frontend, connector = self.frontendFor("ssl:host=10.0.0.1:port=8443")
         self.assertIsNone(connector.direct)
         self.assertIsNotNone(connector.tlsCreator)
+
+
+class ForwardingTLSTransport:
+    """
+    Stands for Twisted's TLS transport: no half-close of its own, and
+    unknown attributes forwarded to the TCP transport below, as
+    L{twisted.protocols.policies.ProtocolWrapper} does.
+    """
+
+    def __init__(self, below: RelayTransport) -> None:
+        self.below = below
+        self.closed = False
+
+    def loseConnection(self) -> None:
+        self.closed = True
+
+    def unregisterProducer(self) -> None:
+        self.below.unregisterProducer()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.below, name)
+
+
+class HalfCloseUnderTLSTests(RelayTestMixin, SynchronousTestCase):
+    """
+    A half-close is never passed around TLS to the TCP connection below it.
+    """
+
+    def test_backendEndsTLSClient(self) -> None:
+        """
+        When the backend finishes sending to a TLS client, the TLS
+        connection is closed (sending close_notify), not the TCP write side
+        under it.
+        """
+        self.setUpBalancer()
+        client, clientTransport = self.connectClient()
+        backend, _ = self.endpoints["a"].succeed()
+        tls = ForwardingTLSTransport(clientTransport)
+        client.transport = tls
+        backend.dataReceived(b"response")
+        backend.readConnectionLost()  # type: ignore[attr-defined]
+        self.assertTrue(tls.closed)
+        self.assertFalse(clientTransport.writeClosed)
+        # A TLS transport only closes once its producer is gone.
+        self.assertIsNone(clientTransport.producer)
