@@ -1,17 +1,21 @@
 # -*- test-case-name: tests.unit.test_endpoints -*-
 """
-Helpers for endpoint-string plugins that wrap another endpoint string.
+Helpers for endpoint strings and addresses.
 
 C{tlproxy:trusted=...:tcp:8081} and C{tlsni:certdir=...:tcp:8443} take their
 own options and pass everything else on to the endpoint they wrap. Twisted
 hands a parser plugin the string already split into positional and keyword
 arguments, so the inner string has to be put back together, escaping again
-the characters Twisted's grammar treats specially.
+the characters Twisted's grammar treats specially. Log lines describe
+addresses the same way everywhere.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress
 
 
 def quoteEndpointArgument(value: str) -> str:
@@ -39,3 +43,20 @@ def unparseEndpoint(args: Sequence[str], kwargs: Mapping[str, str]) -> str:
         for k, v in kwargs.items()
     ]
     return ":".join(parts)
+
+
+def describeAddress(address: Optional[IAddress]) -> str:
+    """
+    A short text for an address in log lines: C{1.2.3.4:5}, C{[::1]:5},
+    C{unix:/path}.
+    """
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return f"unix:{name}" if name else "unix socket"
+    return repr(address)

@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tlbalance import proxyprotocol
+from tlbalance._endpoints import describeAddress
 from tlbalance.backends import Backend, BackendPool
 from tlbalance.tls import connectWithPreamble, splitClientTLS, tlsFacts
 
@@ -96,21 +97,6 @@ def clientKeyFor(address: IAddress) -> Optional[bytes]:
             return packed[12:]
         return packed
     return None
-
-
-def describeAddress(address: Optional[IAddress]) -> str:
-    """
-    Render an address for a log line: C{host:port}, C{[v6]:port} or the
-    unix socket path.
-    """
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    name = getattr(address, "name", None)
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    return f"unix:{name or '(unnamed)'}"
 
 
 @attrs.define

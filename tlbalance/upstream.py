@@ -37,7 +37,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, directlyProvides, implementer, providedBy
 
-from tlbalance._endpoints import unparseEndpoint
+from tlbalance._endpoints import describeAddress, unparseEndpoint
 from tlbalance.proxyprotocol import (
     DEFAULT_MAX_V2_LENGTH,
     HeaderParser,
@@ -63,23 +63,6 @@ _log = Logger()
 DEFAULT_TRUSTED = "127.0.0.0/8,::1,unix"
 
 _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
-
-def describeAddress(address: Optional[IAddress]) -> str:
-    """
-    A short text for an address in log lines: C{1.2.3.4:5}, C{[::1]:5},
-    C{unix:/path}.
-    """
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        return f"unix:{name}" if name else "unix socket"
-    return repr(address)
 
 
 @frozen

@@ -36,7 +36,7 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from tests.certs import makeAuthority
-from tlbalance._endpoints import quoteEndpointArgument
+from tlbalance._endpoints import describeAddress, quoteEndpointArgument
 from tlbalance.proxyprotocol import (
     PP2_TYPE_AUTHORITY,
     encodeV1,
@@ -48,7 +48,6 @@ from tlbalance.upstream import (
     ProxyReceiverEndpoint,
     ProxyReceiverFactory,
     TrustedPeers,
-    describeAddress,
     parseProxyEndpoint,
 )
 
