@@ -94,6 +94,13 @@ def _validWeight(instance: object, attribute: Any, value: int) -> None:
         raise ValueError(f"weight must be within 0..{MAX_WEIGHT}, not {value!r}")
 
 
+def _ownOrGlobal(own: Optional[str], balancerWide: Optional[str]) -> Optional[str]:
+    # A backend's "none" overrides a balancer-wide PROXY version.
+    if own == "none":
+        return None
+    return own or balancerWide
+
+
 @define(eq=False, kw_only=True)
 class Backend:
     """
@@ -177,7 +184,7 @@ class Backend:
             weight=backendConfig.weight,
             backup=backendConfig.backup,
             maxconn=backendConfig.maxconn,
-            sendProxy=backendConfig.sendProxy or sendProxy,
+            sendProxy=_ownOrGlobal(backendConfig.sendProxy, sendProxy),
             check=backendConfig.check,
             config=backendConfig,
             failTimeout=failTimeout,

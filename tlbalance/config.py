@@ -21,9 +21,8 @@ Nothing here listens, connects or uses a reactor. Endpoint strings are
 checked by parsing them against an object that is not a reactor, so a typo
 fails start-up instead of the first connection. Parsing an C{ssl:} or
 C{tls:} string that names certificate or key files reads those files, as
-Twisted's parsers do; C{tlsni:} strings are only checked for their
-C{certdir=} option and their inner endpoint, since parsing them fully would
-load a whole directory of certificates.
+Twisted's parsers do, and a C{tlsni:} string loads its certificate
+directory.
 """
 
 from __future__ import annotations
@@ -433,8 +432,9 @@ class BackendConfig:
     @ivar weight: 0 to 256; 0 takes no new connections (as in HAProxy).
     @ivar backup: used only when no normal backend is available.
     @ivar maxconn: concurrent connections allowed; 0 means no limit.
-    @ivar sendProxy: C{"v1"}, C{"v2"}, or C{None} to follow the global
-        L{BalancerConfig.sendProxy}.
+    @ivar sendProxy: C{"v1"}, C{"v2"}, C{"none"} to send no header even
+        when the balancer-wide setting asks for one, or C{None} to follow
+        the global L{BalancerConfig.sendProxy}.
     @ivar check: the active health check, or C{None} for none.
     """
 
@@ -456,7 +456,7 @@ class BackendConfig:
     sendProxy: Optional[str] = field(
         default=None,
         validator=_validateField,
-        metadata=_setting("send-proxy", _Choice(("v1", "v2"), optional=True)),
+        metadata=_setting("send-proxy", _Choice(("v1", "v2", "none"), optional=True)),
     )
     check: Optional[HealthCheckConfig] = None
 
@@ -476,8 +476,10 @@ class BalancerConfig:
         CIDRs and/or C{"unix"}. Empty: PROXY headers are not accepted.
     @ivar proxyHeaderTimeout: seconds a trusted peer has to send its header.
     @ivar connectTimeout: seconds to connect to a backend.
-    @ivar clientTimeout: idle seconds before a client connection is closed;
-        0 never closes it (see L{warnings}).
+    @ivar clientTimeout: idle seconds allowed on the client side; 0 sets no
+        limit for that side. A relayed connection is idle when no byte moves
+        either way, so the smaller non-zero of this and C{serverTimeout}
+        closes it (see L{warnings}).
     @ivar serverTimeout: the same for the backend side.
     @ivar retries: connect attempts after the first; the last one goes to
         another backend.
@@ -561,16 +563,13 @@ class BalancerConfig:
         start-up (HAProxy warns about infinite timeouts the same way).
         """
         found = []
-        for key, seconds, side in [
-            ("client-timeout", self.clientTimeout, "client"),
-            ("server-timeout", self.serverTimeout, "backend"),
-        ]:
-            if seconds == 0:
-                found.append(
-                    f"{key} is 0: idle {side} connections are never closed, so "
-                    f"a stuck or malicious {side} can hold a connection open "
-                    "forever; set a number of seconds to bound them"
-                )
+        if self.clientTimeout == 0 and self.serverTimeout == 0:
+            found.append(
+                "client-timeout and server-timeout are both 0: idle connections "
+                "are never closed, so a stuck or malicious client or backend can "
+                "hold a connection open forever; set a number of seconds to "
+                "bound them"
+            )
         if self.backends and all(b.weight == 0 for b in self.backends):
             found.append(
                 "every backend has weight 0: no new connection will be "
@@ -962,9 +961,13 @@ def _checkServerEndpoint(label: str, description: str) -> None:
                 "wrap, as in tlsni:certdir=/etc/certs:tcp:443"
             )
         _checkServerEndpoint(label, unparseEndpoint(args[1:], innerKwargs))
-        return
-    _checkPort(label, description, description, _SERVER_PORT_POSITION, 0, "tcp:8080")
+    else:
+        _checkPort(
+            label, description, description, _SERVER_PORT_POSITION, 0, "tcp:8080"
+        )
     try:
+        # For tlsni: this reads the certificate directory, so a bad file
+        # stops start-up with a one-line message, as a bad ssl: key does.
         serverFromString(_PARSE_ONLY, description)
     except Exception as e:
         reason = _reason(e)

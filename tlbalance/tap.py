@@ -141,8 +141,9 @@ class Options(usage.Options):
             "client-timeout",
             None,
             None,
-            "Idle seconds before a client connection is closed; 0 never "
-            "closes it (not advised). "
+            "Idle seconds allowed on the client side; 0 sets no limit. A "
+            "connection is idle when no byte moves either way, so the smaller "
+            "non-zero of this and --server-timeout applies. "
             f"[default: {_default(BalancerConfig, 'clientTimeout')}]",
             _coerce("client-timeout"),
         ],
@@ -150,8 +151,7 @@ class Options(usage.Options):
             "server-timeout",
             None,
             None,
-            "Idle seconds before a backend connection is closed; 0 never "
-            "closes it (not advised). "
+            "Idle seconds allowed on the backend side; 0 sets no limit. "
             f"[default: {_default(BalancerConfig, 'serverTimeout')}]",
             _coerce("server-timeout"),
         ],

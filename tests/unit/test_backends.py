@@ -276,6 +276,11 @@ class BackendTests(SynchronousTestCase):
         )
         plain = FakeBackendConfig(endpoint="unix:path=/s", name="c")
         self.assertIsNone(Backend.fromConfig(plain, self.clock).sendProxy)
+        # A backend that cannot read PROXY headers opts out of the global one.
+        optOut = FakeBackendConfig(endpoint="unix:path=/s", name="d", sendProxy="none")
+        self.assertIsNone(
+            Backend.fromConfig(optOut, self.clock, sendProxy="v2").sendProxy
+        )
 
     def test_fromRealConfig(self) -> None:
         """

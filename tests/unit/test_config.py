@@ -19,6 +19,7 @@ from twisted.internet.endpoints import _parse, _SystemdParser
 from twisted.python.systemd import ListenFDs
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.certs import makeAuthority
 from tlbalance._endpoints import quoteEndpointArgument
 from tlbalance.config import (
     BackendConfig,
@@ -257,7 +258,7 @@ class BackendConfigTests(SynchronousTestCase):
             ({"weight": 257}, "weight: expected an integer from 0 to 256, got 257"),
             ({"maxconn": -1}, "maxconn: expected an integer >= 0, got -1"),
             ({"backup": 1}, "backup: expected true or false, got 1"),
-            ({"sendProxy": "v3"}, 'sendProxy: expected one of v1, v2, got "v3"'),
+            ({"sendProxy": "v3"}, 'sendProxy: expected one of v1, v2, none, got "v3"'),
         ]:
             error = self.assertRaises(ConfigError, BackendConfig, "unix:/s", **kwargs)
             self.assertEqual(str(error), message)
@@ -352,20 +353,21 @@ class BalancerConfigTests(SynchronousTestCase):
 
     def test_disabledTimeoutsWarn(self) -> None:
         """
-        A client or server timeout of 0 (never close idle connections) is
-        allowed but warned about, as HAProxy does.
+        Client and server timeouts both 0 (idle connections never closed)
+        are allowed but warned about, as HAProxy does; one of them at 0 is
+        not, since the other still bounds an idle connection.
         """
         self.assertEqual(
             self.config(clientTimeout=0, serverTimeout=0).warnings(),
             [
-                "client-timeout is 0: idle client connections are never closed, "
-                "so a stuck or malicious client can hold a connection open "
-                "forever; set a number of seconds to bound them",
-                "server-timeout is 0: idle backend connections are never closed, "
-                "so a stuck or malicious backend can hold a connection open "
-                "forever; set a number of seconds to bound them",
+                "client-timeout and server-timeout are both 0: idle connections "
+                "are never closed, so a stuck or malicious client or backend can "
+                "hold a connection open forever; set a number of seconds to "
+                "bound them",
             ],
         )
+        self.assertEqual(self.config(clientTimeout=0).warnings(), [])
+        self.assertEqual(self.config(serverTimeout=0).warnings(), [])
 
     def test_allWeightsZeroWarns(self) -> None:
         """
@@ -773,8 +775,8 @@ class FileTests(ConfigErrorAssertions):
                 "backend[2].maxconn: expected an integer >= 0, got -5",
             ),
             (
-                {"send-proxy": "none"},
-                'backend[2].send-proxy: expected one of v1, v2, got "none"',
+                {"send-proxy": "v3"},
+                'backend[2].send-proxy: expected one of v1, v2, none, got "v3"',
             ),
             (
                 {"name": ""},
@@ -1114,12 +1116,21 @@ class ListenEndpointTests(ConfigErrorAssertions):
 
     def test_tlsni(self) -> None:
         """
-        C{tlsni:} strings are checked without reading the certificate
-        directory: C{certdir=} must be there and the inner endpoint valid.
+        C{tlsni:} strings are checked fully: C{certdir=} must be there, the
+        inner endpoint valid, and the certificate directory loadable, so a
+        bad certificate stops start-up with one line naming the problem.
         """
-        missingDirectory = os.path.join(temporaryDirectory(self), "certs")
-        good = f"tlsni:certdir={missingDirectory}:strict=yes:tcp:8443"
+        certificates = os.path.join(temporaryDirectory(self), "certs")
+        os.mkdir(certificates)
+        with open(os.path.join(certificates, "a.pem"), "wb") as f:
+            f.write(makeAuthority().issue("a.example.com").combinedPEM())
+        good = f"tlsni:certdir={certificates}:strict=yes:tcp:8443"
         self.assertEqual(self.listen(good), (good,))
+        missing = os.path.join(certificates, "missing")
+        with self.assertRaises(ConfigError) as caught:
+            self.listen(f"tlsni:certdir={missing}:tcp:8443")
+        self.assertIn(missing, str(caught.exception))
+        self.assertIn("is not a valid server endpoint", str(caught.exception))
         self.assertListenFails(
             "tlsni:tcp:443",
             '--listen: "tlsni:tcp:443": tlsni needs certdir=DIRECTORY (a '
