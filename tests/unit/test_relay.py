@@ -22,7 +22,7 @@ from twisted.internet.testing import (
     MemoryReactorClock,
     StringTransport,
 )
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides, implementer
@@ -371,6 +371,11 @@ class RelayTests(RelayTestMixin, SynchronousTestCase):
         self.assertEqual(event["backend"], "a")
         self.assertEqual((event["bytesIn"], event["bytesOut"]), (3, 5))
         self.assertEqual(event["ending"], "closed by client")
+        self.assertEqual(
+            formatEvent(event),
+            "192.0.2.1:56324 -> a: 3 bytes in, 5 bytes out, connect 0.000s, "
+            "0.000s total, closed by client",
+        )
 
 
 class ConnectFailureTests(RelayTestMixin, SynchronousTestCase):
