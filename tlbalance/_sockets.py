@@ -74,6 +74,13 @@ def setNoDelay(transport: Any) -> None:
     of each response waits for the peer's delayed ACK (tens of
     milliseconds per response).
     """
+    if type(transport) in (tcp.Server, tcp.Client):
+        # The common case, decided without asking the kernel for addresses.
+        transport.setTcpNoDelay(True)
+        return
+    if _isPlainUnix(transport):
+        return
+    # Wrappers (TLS, the PROXY receiver) pass the call on to the socket.
     if isinstance(transport.getHost(), (IPv4Address, IPv6Address)):
         setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
         if setTcpNoDelay is not None:

@@ -118,16 +118,22 @@ class BackendConnector:
     direct: Optional[Callable[[ClientFactory], IConnector]] = None
 
     @classmethod
-    def fromEndpoint(cls, endpoint: IStreamClientEndpoint) -> BackendConnector:
+    def fromEndpoint(
+        cls, endpoint: IStreamClientEndpoint, connectTimeout: Optional[float] = None
+    ) -> BackendConnector:
         """
         Split C{endpoint} once, at start-up, rather than on every connection.
+
+        @param connectTimeout: for direct connections, the reactor's own
+            connect timeout, so no second timer is needed; C{None} keeps the
+            endpoint's.
         """
         plain, creator = splitClientTLS(endpoint)
         return cls(
             plain=plain,
             tlsCreator=creator,
             endpoint=endpoint,
-            direct=_directConnect(plain) if creator is None else None,
+            direct=(_directConnect(plain, connectTimeout) if creator is None else None),
         )
 
     def connect(
@@ -153,7 +159,7 @@ class BackendConnector:
 
 
 def _directConnect(
-    endpoint: IStreamClientEndpoint,
+    endpoint: IStreamClientEndpoint, timeout: Optional[float]
 ) -> Optional[Callable[[ClientFactory], IConnector]]:
     # Twisted's TCP4ClientEndpoint and UNIXClientEndpoint keep their
     # arguments in private attributes; tests pin these names so that a
@@ -164,7 +170,7 @@ def _directConnect(
             reactor.connectTCP,
             endpoint._host,
             endpoint._port,
-            timeout=endpoint._timeout,
+            timeout=endpoint._timeout if timeout is None else timeout,
             bindAddress=endpoint._bindAddress,
         )
     if isinstance(endpoint, UNIXClientEndpoint):
@@ -172,7 +178,7 @@ def _directConnect(
         return partial(
             reactor.connectUNIX,
             endpoint._path,
-            timeout=endpoint._timeout,
+            timeout=endpoint._timeout if timeout is None else timeout,
             checkPID=endpoint._checkPID,
         )
     return None
@@ -459,7 +465,12 @@ class FrontendProtocol(Protocol):
         self.tried.append(backend)
         backend.connectionStarted()
         header = self._proxyHeader(backend)
-        self._armConnectTimer()
+        if self.balancer.connectors[backend.name].direct is None:
+            self._armConnectTimer()
+        else:
+            # connectTCP/connectUNIX time the attempt themselves (given the
+            # connect timeout at start-up): one timer per connection fewer.
+            self._stopTimer()
         try:
             connecting = self.balancer.connectBackend(backend, self, header)
         except Exception:
@@ -538,7 +549,9 @@ class FrontendProtocol(Protocol):
         if self.closed:
             # connectionLost cancelled this attempt and finishes the log.
             return
-        if reason.check(error.ConnectingCancelledError, CancelledError):
+        if reason.check(
+            error.ConnectingCancelledError, CancelledError, error.TimeoutError
+        ):
             why = f"connect timeout after {self.balancer.settings.connectTimeout}s"
         else:
             why = reason.getErrorMessage()

@@ -199,7 +199,9 @@ def makeBalancerService(
         backends.append(backend)
         endpoint = clientFromString(reactor, backendConfig.endpoint)
         endpoints[backend.name] = endpoint
-        connectors[backend.name] = BackendConnector.fromEndpoint(endpoint)
+        connectors[backend.name] = BackendConnector.fromEndpoint(
+            endpoint, config.connectTimeout
+        )
     pool = BackendPool(backends, schedulerFor(config.algorithm))
     settings = RelaySettings(
         connectTimeout=config.connectTimeout,

@@ -628,12 +628,13 @@ class DirectConnectTests(SynchronousTestCase):
         self.pool = BackendPool([self.backend], schedulerFor("roundrobin"))
 
     def frontendFor(
-        self, description: str
+        self, description: str, connectTimeout: Optional[float] = None
     ) -> tuple[FrontendProtocol, BackendConnector]:
         connector = BackendConnector.fromEndpoint(
-            clientFromString(self.reactor, description)
+            clientFromString(self.reactor, description), connectTimeout
         )
-        balancer = Balancer(self.pool, {"a": connector}, RelaySettings(), self.reactor)
+        settings = RelaySettings(connectTimeout=connectTimeout or 5.0)
+        balancer = Balancer(self.pool, {"a": connector}, settings, self.reactor)
         frontend = FrontendFactory(balancer).buildProtocol(CLIENT)
         return frontend, connector
 
@@ -651,6 +652,26 @@ class DirectConnectTests(SynchronousTestCase):
         self.assertEqual(
             (host, port, timeout, bindAddress), ("10.0.0.1", 8080, 7, ("10.0.0.9", 0))
         )
+
+    def test_connectTimeoutGivenToReactor(self) -> None:
+        """
+        The balancer's connect timeout becomes the reactor's own connect
+        timeout, and the relay arms no timer of its own for the attempt; a
+        timed-out attempt is reported as a connect timeout.
+        """
+        frontend, connector = self.frontendFor(
+            "tcp:host=10.0.0.1:port=8080:timeout=30", connectTimeout=2.5
+        )
+        frontend.makeConnection(StringTransport(peerAddress=CLIENT))
+        host, port, factory, timeout, bindAddress = self.reactor.tcpClients[0]
+        self.assertEqual(timeout, 2.5)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        factory.clientConnectionFailed(
+            self.reactor.connectors[0], Failure(error.TimeoutError())
+        )
+        reasons = [e["why"] for e in observer if "why" in e]
+        self.assertEqual(reasons, ["connect timeout after 2.5s"])
 
     def test_unixSettings(self) -> None:
         """
