@@ -472,6 +472,8 @@ class BalancerConfig:
     @ivar sendProxy: the PROXY version written to backends (C{"v1"},
         C{"v2"}), or C{None} for none; a backend's own setting wins.
     @ivar proxyCRC32C: add the CRC32C TLV to v2 headers.
+    @ivar dontlogNormal: log only the connections that ended in an error
+        (HAProxy's C{option dontlog-normal}), for very busy balancers.
     @ivar acceptProxy: peers trusted to send a PROXY header: normalised
         CIDRs and/or C{"unix"}. Empty: PROXY headers are not accepted.
     @ivar proxyHeaderTimeout: seconds a trusted peer has to send its header.
@@ -507,6 +509,11 @@ class BalancerConfig:
         default=False,
         validator=_validateField,
         metadata=_setting("proxy-crc32c", _Boolean()),
+    )
+    dontlogNormal: bool = field(
+        default=False,
+        validator=_validateField,
+        metadata=_setting("dontlog-normal", _Boolean()),
     )
     acceptProxy: tuple[str, ...] = field(
         default=(),

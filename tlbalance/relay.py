@@ -71,6 +71,8 @@ class RelaySettings:
     @ivar pendingBufferBytes: client bytes held while the backend connects;
         past this the client is paused.
     @ivar proxyCRC32C: add a CRC32C TLV to PROXY v2 headers.
+    @ivar logNormal: log connections that ended normally too, not only the
+        ones that ended in an error.
     """
 
     connectTimeout: float = 5.0
@@ -79,6 +81,7 @@ class RelaySettings:
     retries: int = 3
     pendingBufferBytes: int = 262144
     proxyCRC32C: bool = False
+    logNormal: bool = True
 
 
 def clientKeyFor(address: IAddress) -> Optional[bytes]:
@@ -654,9 +657,11 @@ class FrontendProtocol(Protocol):
             if self._connectedAt is None
             else f"{self._connectedAt - self._started:.3f}s"
         )
+        ending = self.ending or "closed"
+        if not self.balancer.settings.logNormal and self._endedNormally():
+            return
         client = describeAddress(self._clientAddress)
         backend = self.backend.name if self.backend is not None else "-"
-        ending = self.ending or "closed"
         # One field in the format string: observers format it with
         # string.Formatter, which costs per field, once per connection. The
         # parts stay in the event for structured (JSON) observers.
@@ -675,6 +680,15 @@ class FrontendProtocol(Protocol):
             duration=duration,
             ending=ending,
             attempts=self.attempts + (1 if self.backend is not None else 0),
+        )
+
+    def _endedNormally(self) -> bool:
+        # Relayed to the end and closed by one side or both, not reset,
+        # timed out or refused.
+        return (
+            self._connectedAt is not None
+            and not self._aborting
+            and (self.ending is None or self.ending.startswith("closed"))
         )
 
     def _counted(self) -> bool:

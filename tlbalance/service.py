@@ -210,6 +210,7 @@ def makeBalancerService(
         retries=config.retries,
         pendingBufferBytes=config.pendingBufferBytes,
         proxyCRC32C=config.proxyCRC32C,
+        logNormal=not config.dontlogNormal,
     )
     balancer = Balancer(pool, connectors, settings, reactor)
     service = BalancerService(config, balancer)

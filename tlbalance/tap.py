@@ -90,6 +90,12 @@ class Options(usage.Options):
             None,
             "Add a CRC32C checksum TLV to PROXY v2 headers.",
         ],
+        [
+            "dontlog-normal",
+            None,
+            "Log only connections that end in an error (timeouts, refused "
+            "or failed connects, resets), not every finished connection.",
+        ],
     ]
 
     optParameters: list[list[Any]] = [
@@ -304,8 +310,9 @@ class Options(usage.Options):
             name = parameter[0]
             if self[name] is not None:
                 overrides[name] = self[name]
-        if self["proxy-crc32c"]:
-            overrides["proxy-crc32c"] = True
+        for flag in ("proxy-crc32c", "dontlog-normal"):
+            if self[flag]:
+                overrides[flag] = True
         if self["listen"]:
             overrides["listen"] = list(self["listen"])
         if self["backend"]:

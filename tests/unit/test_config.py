@@ -465,6 +465,7 @@ listen = ["tcp:8080", "unix:/run/tlbalance.sock"]
 algorithm = "leastconn"
 send-proxy = "v2"
 proxy-crc32c = true
+dontlog-normal = true
 accept-proxy = ["10.0.0.0/8", "192.168.1.7", "unix"]
 proxy-header-timeout = 3
 connect-timeout = 2.5
@@ -545,6 +546,7 @@ class FileTests(ConfigErrorAssertions):
                 algorithm="leastconn",
                 sendProxy="v2",
                 proxyCRC32C=True,
+                dontlogNormal=True,
                 acceptProxy=("10.0.0.0/8", "192.168.1.7/32", "unix"),
                 proxyHeaderTimeout=3.0,
                 connectTimeout=2.5,

@@ -378,6 +378,47 @@ class RelayTests(RelayTestMixin, SynchronousTestCase):
         )
 
 
+class DontlogNormalTests(RelayTestMixin, SynchronousTestCase):
+    """
+    With C{logNormal} off only connections that ended in an error are
+    logged.
+    """
+
+    def finishedLines(self, observer: EventLoggingObserver) -> list[str]:
+        return [e["ending"] for e in observer if "ending" in e]
+
+    def test_normalNotLogged(self) -> None:
+        """
+        A connection closed normally by either side leaves no line.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.setUpBalancer(logNormal=False)
+        client, clientTransport = self.connectClient()
+        self.endpoints["a"].succeed()
+        clientTransport.loseConnection()
+        _, clientTransport = self.connectClient()
+        _, backendTransport = self.endpoints["b"].succeed()
+        backendTransport.loseConnection()
+        self.assertEqual(self.finishedLines(observer), [])
+
+    def test_errorsLogged(self) -> None:
+        """
+        Timeouts and refusals are still logged.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.setUpBalancer(logNormal=False, clientTimeout=10, serverTimeout=10)
+        self.connectClient()
+        self.endpoints["a"].succeed()
+        self.clock.advance(10)
+        for backend in self.backends:
+            backend.markDown("test")
+        self.connectClient()
+        self.assertEqual(
+            self.finishedLines(observer),
+            ["idle timeout after 10s", "no backend available"],
+        )
+
+
 class ConnectFailureTests(RelayTestMixin, SynchronousTestCase):
     """
     Failed connects are retried elsewhere, never replaying sent bytes.

@@ -26,6 +26,7 @@ EVERY_OPTION = [
     "algorithm",
     "send-proxy",
     "proxy-crc32c",
+    "dontlog-normal",
     "accept-proxy",
     "proxy-header-timeout",
     "connect-timeout",
@@ -119,6 +120,7 @@ class OptionsTests(SynchronousTestCase):
             (["--send-proxy", "v1"], lambda c: c.sendProxy, "v1"),
             (["--send-proxy", "v2"], lambda c: c.sendProxy, "v2"),
             (["--proxy-crc32c"], lambda c: c.proxyCRC32C, True),
+            (["--dontlog-normal"], lambda c: c.dontlogNormal, True),
             (
                 ["--accept-proxy", "10.0.0.0/8,::1,unix"],
                 lambda c: c.acceptProxy,
