@@ -8,7 +8,10 @@ C{make demo}: the balancer in front of two twisted.web backends, all local.
   address, which tlbalance sends them as a PROXY v2 header;
 - health checks every 2 s: stop one backend and the balancer routes around it.
 
-Everything runs as child processes of this script and stops with Ctrl-C.
+Everything runs as child processes of this script and stops with Ctrl-C
+(or SIGTERM). The ports and the run directory can be moved with the
+environment variables C{TLSUITE_DEMO_HTTP}, C{TLSUITE_DEMO_HTTPS},
+C{TLSUITE_DEMO_BACKEND} and C{TLSUITE_DEMO_RUN} (the tests do).
 """
 
 from __future__ import annotations
@@ -21,10 +24,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN = ROOT / "run"
+RUN = Path(os.environ.get("TLSUITE_DEMO_RUN", ROOT / "run"))
+HTTP = int(os.environ.get("TLSUITE_DEMO_HTTP", "8080"))
+HTTPS = int(os.environ.get("TLSUITE_DEMO_HTTPS", "8443"))
+BACKEND = int(os.environ.get("TLSUITE_DEMO_BACKEND", "8081"))
 
 
-def twistd(*args: str, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def twistd(
+    *args: str, name: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """
     Start C{twistd -n} with C{args} in the foreground, logging to stdout.
     """
@@ -41,6 +49,7 @@ def main() -> int:
     Start the demo and wait for Ctrl-C.
     """
     RUN.mkdir(exist_ok=True)
+    signal.signal(signal.SIGTERM, _stop)
     sys.path.insert(0, str(ROOT))
     from tlbalance.tls import ensureSelfSigned
 
@@ -49,38 +58,52 @@ def main() -> int:
     socketB = RUN / "backend-b.sock"
     children = [
         twistd(
-            "web", "--listen", "tlproxy:tcp:8081:interface=127.0.0.1",
-            "--class", "examples.demo.backend.resource",
-            name="backend-a", env={"TLSUITE_DEMO_NAME": "A (tcp 127.0.0.1:8081)"},
+            "web",
+            "--listen",
+            f"tlproxy:tcp:{BACKEND}:interface=127.0.0.1",
+            "--class",
+            "examples.demo.backend.resource",
+            name="backend-a",
+            env={"TLSUITE_DEMO_NAME": f"A (tcp 127.0.0.1:{BACKEND})"},
         ),
         twistd(
-            "web", "--listen", f"tlproxy:unix:{socketB}:mode=600",
-            "--class", "examples.demo.backend.resource",
-            name="backend-b", env={"TLSUITE_DEMO_NAME": f"B (unix {socketB.name})"},
+            "web",
+            "--listen",
+            f"tlproxy:unix:{socketB}:mode=600",
+            "--class",
+            "examples.demo.backend.resource",
+            name="backend-b",
+            env={"TLSUITE_DEMO_NAME": f"B (unix {socketB.name})"},
         ),
         twistd(
             "tlbalance",
-            "--listen", "tcp:8080:interface=127.0.0.1",
-            "--listen", f"ssl:8443:interface=127.0.0.1:privateKey={certificate}",
-            "--backend", "tcp:host=127.0.0.1:port=8081",
-            "--backend", f"unix:path={socketB}",
-            "--send-proxy", "v2",
-            "--check", "http GET / 200",
+            "--listen",
+            f"tcp:{HTTP}:interface=127.0.0.1",
+            "--listen",
+            f"ssl:{HTTPS}:interface=127.0.0.1:privateKey={certificate}",
+            "--backend",
+            f"tcp:host=127.0.0.1:port={BACKEND}",
+            "--backend",
+            f"unix:path={socketB}",
+            "--send-proxy",
+            "v2",
+            "--check",
+            "http GET / 200",
             name="tlbalance",
         ),
     ]
     print(
-        "tlsuite demo running (logs in run/*.log):\n"
-        "  http://127.0.0.1:8080/    through tlbalance, plain\n"
-        "  https://127.0.0.1:8443/   through tlbalance, TLS (self-signed)\n"
-        "  try: curl -s 'http://127.0.0.1:8080/?format=text'\n"
+        f"tlsuite demo running (logs in {RUN}/*.log):\n"
+        f"  http://127.0.0.1:{HTTP}/    through tlbalance, plain\n"
+        f"  https://127.0.0.1:{HTTPS}/   through tlbalance, TLS (self-signed)\n"
+        f"  try: curl -s 'http://127.0.0.1:{HTTP}/?format=text'\n"
         "Ctrl-C stops everything.",
         flush=True,
     )
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
-        print("a demo process exited; see run/*.log", file=sys.stderr)
+        print(f"a demo process exited; see {RUN}/*.log", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
@@ -93,6 +116,10 @@ def main() -> int:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
