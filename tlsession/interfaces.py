@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_sessionstores -*-
+# -*- test-case-name: tests.unit.test_memorystore -*-
 """
 The interfaces of tlsession: the store behind the sessions (L{ISessionStore}),
 the session a request holds (L{ISession}), and what applications use
