@@ -1,0 +1,350 @@
+# -*- test-case-name: tests.integration.test_redis_store -*-
+"""
+L{tlsession.stores.redis.RedisSessionStore} against a real redis-server the
+tests start: the conformance suite, two clients racing, outages, and what
+the server itself keeps (TTLs, one round trip per call).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, List
+
+import pytest
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.integration._servers import LoopbackServer, startRedis
+from tests.integration._support import reactor, sleep, waitUntil
+from tests.sessionstore_conformance import SessionStoreConformance
+from tlsession.interfaces import (
+    ConflictError,
+    StoreUnavailableError,
+)
+from tlsession.stores.redis import RedisSessionStore
+
+pytestmark = pytest.mark.integration
+
+#: Seconds a store may take to (re)connect to a server that is up.
+CONNECT_TIMEOUT = 15.0
+
+
+async def connectedStore(
+    testCase: TestCase,
+    server: LoopbackServer,
+    clock: Any = None,
+    **options: Any,
+) -> RedisSessionStore:
+    """
+    A store on C{server}, connected, and disconnected when the test ends.
+    """
+    options.setdefault("replyTimeout", 2.0)
+    store = RedisSessionStore.fromEndpoint(
+        reactor,
+        server.endpoint(),
+        clock=clock if clock is not None else reactor,
+        **options,
+    )
+    testCase.addCleanup(store.disconnect)
+    await waitUntil(store.isConnected, CONNECT_TIMEOUT, "the store connecting")
+    return store
+
+
+async def rawConnection(testCase: TestCase, server: LoopbackServer) -> Any:
+    """
+    A plain txredisapi connection to C{server}, to look at what the store
+    left there.
+    """
+    import txredisapi
+
+    assert server.socketPath is not None
+    connection = await txredisapi.UnixConnection(
+        server.socketPath, reconnect=False, charset=None, convertNumbers=False
+    )
+    testCase.addCleanup(connection.disconnect)
+    return connection
+
+
+async def untilAvailable(call: Callable[[], Deferred[Any]]) -> Any:
+    """
+    Repeat C{call} until it stops failing with L{StoreUnavailableError} (a
+    store recovering from an outage), for at most L{CONNECT_TIMEOUT}.
+    """
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        try:
+            return await call()
+        except StoreUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            await sleep(0.05)
+
+
+class CommandLog:
+    """
+    Stands between a store and its txredisapi pool and notes the name of
+    every command the store sends (one per round trip).
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.sent: List[bytes] = []
+
+    def execute_command(self, *arguments: Any) -> Any:
+        """
+        Note the command's name, then send it.
+        """
+        self.sent.append(arguments[0])
+        return self.connection.execute_command(*arguments)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+
+class RedisConformanceTests(SessionStoreConformance, TestCase):
+    """
+    The conformance suite on a Redis server over a unix socket.
+    """
+
+    async def createStore(
+        self,
+        clock: Clock,
+        idleTimeout: float,
+        absoluteTimeout: float,
+        maxValueBytes: int,
+    ) -> RedisSessionStore:
+        """
+        A store on a fresh redis-server.
+        """
+        server = await startRedis(self)
+        return await connectedStore(
+            self,
+            server,
+            clock,
+            idleTimeout=idleTimeout,
+            absoluteTimeout=absoluteTimeout,
+            maxValueBytes=maxValueBytes,
+        )
+
+
+class RedisStoreTests(TestCase):
+    """
+    What only a real Redis server shows.
+    """
+
+    def assertTTL(self, milliseconds: int, expected: int) -> None:
+        """
+        Assert a key's TTL is C{expected} milliseconds, less the second the
+        test may have taken since it was set.
+        """
+        self.assertTrue(expected - 1000 <= milliseconds <= expected, milliseconds)
+
+    async def test_twoClientsRace(self) -> None:
+        """
+        Two app processes (two stores, two pools) saving the same session
+        from the same version at once: exactly one wins, the other gets
+        L{ConflictError}, and the winner's data is what is stored.
+        """
+        server = await startRedis(self)
+        first = await connectedStore(self, server)
+        second = await connectedStore(self, server)
+        record = await first.create(b"base")
+        for round in range(20):
+            version = record.version + round
+            results = await DeferredList(
+                [
+                    first.save(record.sessionID, version, b"first %d" % round),
+                    second.save(record.sessionID, version, b"second %d" % round),
+                ],
+                consumeErrors=True,
+            )
+            winners = [value for ok, value in results if ok]
+            losers = [value for ok, value in results if not ok]
+            self.assertEqual(winners, [version + 1], results)
+            self.assertEqual(len(losers), 1)
+            self.assertIsInstance(losers[0], Failure)
+            losers[0].trap(ConflictError)
+            stored = await second.load(record.sessionID)
+            self.assertEqual(stored.version, version + 1)
+            self.assertIn(stored.data, (b"first %d" % round, b"second %d" % round))
+
+    async def test_serverKilled(self) -> None:
+        """
+        When the server dies, calls fail with L{StoreUnavailableError} at
+        once, the store reconnects when it is back, and (with nothing
+        persisted) old sessions are simply unknown there.
+        """
+        server = await startRedis(self)
+        store = await connectedStore(self, server)
+        record = await store.create(b"before")
+        server.kill()
+        for _ in range(3):
+            started = time.monotonic()
+            with self.assertRaises(StoreUnavailableError):
+                await store.load(record.sessionID)
+            with self.assertRaises(StoreUnavailableError):
+                await store.save(record.sessionID, 1, b"during")
+            self.assertLess(time.monotonic() - started, 1.0)
+        await server.start()
+        await waitUntil(store.isConnected, CONNECT_TIMEOUT, "reconnecting")
+        self.assertIsNone(await store.load(record.sessionID))
+        fresh = await store.create(b"after")
+        self.assertEqual((await store.load(fresh.sessionID)).data, b"after")
+
+    async def test_serverHangs(self) -> None:
+        """
+        A server that stops answering fails calls with
+        L{StoreUnavailableError} after the reply timeout, not later; once it
+        answers again the store works again.
+        """
+        server = await startRedis(self)
+        store = await connectedStore(self, server, replyTimeout=0.5)
+        record = await store.create(b"data")
+        server.pause()
+        started = time.monotonic()
+        with self.assertRaises(StoreUnavailableError):
+            await store.load(record.sessionID)
+        self.assertLess(time.monotonic() - started, 2.0)
+        server.resume()
+        loaded = await untilAvailable(lambda: store.load(record.sessionID))
+        self.assertEqual(loaded.data, b"data")
+
+    async def test_ttlReclaimsSpace(self) -> None:
+        """
+        An abandoned session's key disappears from Redis on its own (its TTL
+        is the idle timeout plus the margin); no sweep is needed.
+        """
+        server = await startRedis(self)
+        store = await connectedStore(self, server, idleTimeout=0.2, reclaimMargin=0.1)
+        raw = await rawConnection(self, server)
+        record = await store.create(b"abandoned")
+        key = b"tlsession:" + record.sessionID.encode()
+        self.assertEqual(await raw.exists(key), 1)
+        deadline = time.monotonic() + 5
+        while await raw.exists(key):
+            self.assertLess(time.monotonic(), deadline, "the key outlived its TTL")
+            await sleep(0.05)
+
+    async def test_ttlFollowsTimeouts(self) -> None:
+        """
+        The key's TTL follows the session: the idle timeout plus the margin
+        while young, the time left before the absolute timeout near its end;
+        rotation moves it with the data and leaves no old key.
+        """
+        server = await startRedis(self)
+        clock = Clock()
+        clock.advance(1_000_000)
+        store = await connectedStore(
+            self, server, clock, idleTimeout=60, absoluteTimeout=200, reclaimMargin=5
+        )
+        raw = await rawConnection(self, server)
+        record = await store.create(b"x")
+        key = b"tlsession:" + record.sessionID.encode()
+        self.assertTTL(await raw.execute_command("PTTL", key), 65_000)
+        for _ in range(4):
+            clock.advance(45)
+            await store.touch(record.sessionID)
+        self.assertTTL(await raw.execute_command("PTTL", key), 25_000)
+        rotated = await store.rotate(record.sessionID)
+        self.assertEqual(await raw.exists(key), 0)
+        newKey = b"tlsession:" + rotated.sessionID.encode()
+        self.assertTTL(await raw.execute_command("PTTL", newKey), 25_000)
+        self.assertEqual(
+            await raw.hgetall(newKey),
+            {
+                b"data": b"x",
+                b"version": b"1",
+                b"created": b"1000000.0",
+                b"lastSeen": b"1000180.0",
+                b"idleTimeout": b"60.0",
+            },
+        )
+
+    async def test_oneRoundTripEach(self) -> None:
+        """
+        A load is one C{HMGET} and a save one C{EVALSHA}: the script's source
+        crosses the wire once, not with every call. Works with a pool the
+        application made itself.
+        """
+        import txredisapi
+
+        server = await startRedis(self)
+        assert server.socketPath is not None
+        pool = txredisapi.lazyUnixConnectionPool(
+            server.socketPath, poolsize=2, charset=None, convertNumbers=False
+        )
+        self.addCleanup(pool.disconnect)
+        log = CommandLog(pool)
+        store = RedisSessionStore(log, reactor)
+        await waitUntil(store.isConnected, CONNECT_TIMEOUT, "the pool connecting")
+        raw = await rawConnection(self, server)
+        record = await store.create(b"0")
+        await store.save(record.sessionID, 1, b"1")
+        self.assertEqual(log.sent, [b"EVALSHA", b"EVAL", b"EVALSHA", b"EVAL"])
+        del log.sent[:]
+        for version in range(2, 12):
+            await store.load(record.sessionID)
+            await store.save(record.sessionID, version, b"%d" % version)
+        self.assertEqual(log.sent, [b"HMGET", b"EVALSHA"] * 10)
+        stats = await raw.info("commandstats")
+        self.assertIn("calls=2,", stats["cmdstat_eval"])
+        self.assertIn("failed_calls=2", stats["cmdstat_evalsha"])
+
+    async def test_scriptCacheFlushed(self) -> None:
+        """
+        After the server forgets its scripts (C{SCRIPT FLUSH}, a restart or
+        a failover), saves keep working.
+        """
+        server = await startRedis(self)
+        store = await connectedStore(self, server)
+        raw = await rawConnection(self, server)
+        record = await store.create(b"0")
+        await raw.script_flush()
+        self.assertEqual(await store.save(record.sessionID, 1, b"1"), 2)
+        self.assertEqual(await store.save(record.sessionID, 2, b"2"), 3)
+
+    async def test_passwordAndDatabase(self) -> None:
+        """
+        With C{requirepass}, the right password and a database number work
+        (the sessions live in that database); a wrong password leaves the
+        store failing fast with L{StoreUnavailableError} rather than hanging.
+        """
+        server = await startRedis(self, extraArguments=["--requirepass", "s3cret"])
+        store = await connectedStore(self, server, password="s3cret", dbid=3)
+        record = await store.create(b"in db 3")
+        import txredisapi
+
+        assert server.socketPath is not None
+        raw = await txredisapi.UnixConnection(
+            server.socketPath,
+            dbid=3,
+            password="s3cret",
+            reconnect=False,
+            charset=None,
+            convertNumbers=False,
+        )
+        self.addCleanup(raw.disconnect)
+        self.assertEqual(await raw.exists(b"tlsession:" + record.sessionID.encode()), 1)
+
+        wrong = RedisSessionStore.fromEndpoint(
+            reactor, server.endpoint(), password="wrong", clock=reactor
+        )
+        self.addCleanup(wrong.disconnect)
+        started = time.monotonic()
+        for _ in range(5):
+            with self.assertRaises(StoreUnavailableError):
+                await wrong.load(record.sessionID)
+            await sleep(0.1)
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.flushLoggedErrors()
+
+    async def test_tcp(self) -> None:
+        """
+        The store works over TCP on loopback as well as a unix socket.
+        """
+        server = await startRedis(self, unixSocket=False)
+        store = await connectedStore(self, server)
+        record = await store.create(b"over tcp")
+        self.assertEqual((await store.load(record.sessionID)).data, b"over tcp")

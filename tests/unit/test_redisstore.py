@@ -1,0 +1,483 @@
+"""
+Tests for L{tlsession.stores.redis}, with txredisapi's own protocol talking
+to an in-memory transport: what the store sends, and what it makes of every
+answer (the Lua scripts themselves run in tests/integration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any, List, Optional, Sequence, Union
+
+import txredisapi
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.sessionstore_conformance import MALFORMED_IDS
+from tlsession.interfaces import (
+    ConflictError,
+    SessionGoneError,
+    SessionRecord,
+    StoreUnavailableError,
+    ValueTooLargeError,
+)
+from tlsession.stores.redis import RedisSessionStore
+
+NOW = 1_000_000.0
+
+Reply = Union[int, bytes, None, List[Any], Exception]
+
+
+def encode(reply: Reply) -> bytes:
+    """
+    A reply as Redis sends it (RESP2).
+    """
+    if isinstance(reply, Exception):
+        return b"-" + str(reply).encode() + b"\r\n"
+    if reply is None:
+        return b"$-1\r\n"
+    if isinstance(reply, int):
+        return b":%d\r\n" % reply
+    if isinstance(reply, bytes):
+        return b"$%d\r\n%s\r\n" % (len(reply), reply)
+    return b"*%d\r\n" % len(reply) + b"".join(encode(item) for item in reply)
+
+
+def parseCommands(data: bytes) -> List[List[bytes]]:
+    """
+    The commands in what a client wrote (RESP2 arrays of bulk strings).
+    """
+    commands = []
+    while data:
+        header, data = data.split(b"\r\n", 1)
+        assert header.startswith(b"*"), header
+        arguments = []
+        for _ in range(int(header[1:])):
+            length, data = data.split(b"\r\n", 1)
+            assert length.startswith(b"$"), length
+            size = int(length[1:])
+            arguments.append(data[:size])
+            data = data[size + 2 :]
+        commands.append(arguments)
+    return commands
+
+
+class RedisWire:
+    """
+    A txredisapi protocol on a L{StringTransport}, as a connected server sees
+    it: the commands it sent, and replies fed back.
+    """
+
+    def __init__(self, clock: Clock, replyTimeout: Optional[float] = None) -> None:
+        self.clock = clock
+        self.protocol = txredisapi.RedisProtocol(
+            charset=None, convertNumbers=False, replyTimeout=replyTimeout
+        )
+        # txredisapi schedules on the global reactor unless told otherwise.
+        self.protocol.callLater = clock.callLater
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def sent(self) -> List[List[bytes]]:
+        """
+        The commands written since the last call.
+        """
+        commands = parseCommands(self.transport.value())
+        self.transport.clear()
+        return commands
+
+    def reply(self, *replies: Reply) -> None:
+        """
+        Send replies, one reply at a time as txredisapi expects to resume.
+        """
+        for reply in replies:
+            self.protocol.dataReceived(encode(reply))
+            self.clock.advance(0)
+
+
+def hashReply(
+    version: int = 1,
+    created: float = NOW,
+    lastSeen: float = NOW,
+    idle: float = 60.0,
+    data: bytes = b"data",
+) -> List[Any]:
+    """
+    What C{HMGET version created lastSeen idleTimeout data} answers for a
+    session the store wrote.
+    """
+    return [b"%d" % version, repr(created).encode(), repr(lastSeen).encode(),
+            repr(idle).encode(), data]  # fmt: skip
+
+
+class RedisStoreTests(SynchronousTestCase):
+    """
+    L{RedisSessionStore} over one connection.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.wire = RedisWire(self.clock, replyTimeout=2.0)
+        self.store = RedisSessionStore(
+            self.wire.protocol,
+            self.clock,
+            idleTimeout=60,
+            absoluteTimeout=3600,
+            maxValueBytes=100,
+            reclaimMargin=5,
+        )
+        self.sessionID = secrets.token_urlsafe(32)
+        self.key = b"tlsession:" + self.sessionID.encode()
+
+    def evalsha(self, *arguments: bytes) -> bytes:
+        """
+        Check that the one command sent is an C{EVALSHA} with C{arguments}
+        after the script's SHA-1; return the SHA-1.
+        """
+        [command] = self.wire.sent()
+        self.assertEqual(command[0], b"EVALSHA")
+        self.assertRegex(command[1], b"^[0-9a-f]{40}$")
+        self.assertEqual(command[2:], list(arguments))
+        return command[1]
+
+    def test_loadIsOneHMGET(self) -> None:
+        """
+        A load sends one C{HMGET} for the session's fields and returns the
+        record it answers.
+        """
+        d = self.store.load(self.sessionID)
+        self.assertEqual(
+            self.wire.sent(),
+            [[b"HMGET", self.key, b"version", b"created", b"lastSeen",
+              b"idleTimeout", b"data"]],
+        )  # fmt: skip
+        self.wire.reply(hashReply(3, NOW - 100, NOW - 10, 60.0, b"\x00\xff"))
+        self.assertEqual(
+            self.successResultOf(d),
+            SessionRecord(self.sessionID, 3, b"\x00\xff", NOW - 100, NOW - 10, 60.0),
+        )
+
+    def test_loadMissing(self) -> None:
+        """
+        A session Redis does not have loads as C{None}.
+        """
+        d = self.store.load(self.sessionID)
+        self.wire.reply([None] * 5)
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_loadExpired(self) -> None:
+        """
+        A session still in Redis (its TTL has a margin) but idle for longer
+        than its timeout, or older than the absolute timeout, loads as
+        C{None}: the store's clock decides.
+        """
+        for reply in [
+            hashReply(lastSeen=NOW - 60.5),
+            hashReply(created=NOW - 3601, lastSeen=NOW),
+        ]:
+            d = self.store.load(self.sessionID)
+            self.wire.reply(reply)
+            self.assertIsNone(self.successResultOf(d))
+        d = self.store.load(self.sessionID)
+        self.wire.reply(hashReply(lastSeen=NOW - 60))
+        self.assertIsNotNone(self.successResultOf(d))
+
+    def test_loadForeignHash(self) -> None:
+        """
+        A hash under the prefix that this store did not write loads as
+        C{None} instead of failing the request.
+        """
+        d = self.store.load(self.sessionID)
+        self.wire.reply([b"one", b"two", b"three", b"four", b"five"])
+        self.assertIsNone(self.successResultOf(d))
+
+    def test_malformedIdentifiersNeverSent(self) -> None:
+        """
+        Malformed identifiers are unknown without a word to the server:
+        loads give C{None}, deletes do nothing, and saves, touches and
+        rotations fail with L{SessionGoneError}.
+        """
+        for sessionID in [*MALFORMED_IDS, "no-such-session", self.sessionID + "\n"]:
+            self.assertIsNone(self.successResultOf(self.store.load(sessionID)))
+            self.assertIsNone(self.successResultOf(self.store.delete(sessionID)))
+            for d in [
+                self.store.save(sessionID, 1, b""),
+                self.store.touch(sessionID),
+                self.store.rotate(sessionID),
+            ]:
+                self.failureResultOf(d, SessionGoneError)
+        self.assertEqual(self.wire.transport.value(), b"")
+
+    def test_saveArguments(self) -> None:
+        """
+        A save is one C{EVALSHA} with the key, the clock's time, the
+        timeouts, the expected version, the data and the new idle timeout
+        (empty to keep the session's own).
+        """
+        self.store.save(self.sessionID, 3, b"new data", idleTimeout=600)
+        self.evalsha(
+            b"1", self.key, b"1000000.0", b"3600.0", b"5.0", b"3", b"new data", b"600.0"
+        )
+        self.store.save(self.sessionID, 4, b"")
+        self.evalsha(b"1", self.key, b"1000000.0", b"3600.0", b"5.0", b"4", b"", b"")
+
+    def test_saveOutcomes(self) -> None:
+        """
+        The script's answer becomes the new version, L{SessionGoneError}, or
+        L{ConflictError} carrying the version another request saved.
+        """
+        d = self.store.save(self.sessionID, 3, b"x")
+        self.wire.reply(4)
+        self.assertEqual(self.successResultOf(d), 4)
+
+        d = self.store.save(self.sessionID, 3, b"x")
+        self.wire.reply(0)
+        self.failureResultOf(d, SessionGoneError)
+
+        d = self.store.save(self.sessionID, 3, b"x")
+        self.wire.reply(-7)
+        conflict = self.failureResultOf(d, ConflictError).value
+        self.assertEqual(
+            (conflict.sessionID, conflict.expected, conflict.current),
+            (self.sessionID, 3, 7),
+        )
+
+    def test_scriptSentOnlyWhenUnknown(self) -> None:
+        """
+        When the server does not know a script (C{NOSCRIPT}: it restarted or
+        flushed its cache), the store sends its source once with C{EVAL},
+        then goes back to C{EVALSHA}.
+        """
+        d = self.store.save(self.sessionID, 1, b"x")
+        sha = self.evalsha(
+            b"1", self.key, b"1000000.0", b"3600.0", b"5.0", b"1", b"x", b""
+        )
+        self.wire.reply(txredisapi.ResponseError("NOSCRIPT No matching script."))
+        [command] = self.wire.sent()
+        self.assertEqual(command[0], b"EVAL")
+        self.assertEqual(hashlib.sha1(command[1]).hexdigest().encode(), sha)
+        self.assertIn(b"redis.call", command[1])
+        self.assertEqual(
+            command[2:],
+            [b"1", self.key, b"1000000.0", b"3600.0", b"5.0", b"1", b"x", b""],
+        )
+        self.wire.reply(2)
+        self.assertEqual(self.successResultOf(d), 2)
+        self.store.save(self.sessionID, 2, b"y")
+        self.assertEqual(
+            self.evalsha(
+                b"1", self.key, b"1000000.0", b"3600.0", b"5.0", b"2", b"y", b""
+            ),
+            sha,
+        )
+
+    def test_oversizedData(self) -> None:
+        """
+        Data over C{maxValueBytes} is refused with L{ValueTooLargeError}
+        before anything is sent.
+        """
+        self.failureResultOf(self.store.create(b"x" * 101), ValueTooLargeError)
+        self.failureResultOf(
+            self.store.save(self.sessionID, 1, b"x" * 101), ValueTooLargeError
+        )
+        self.assertEqual(self.wire.transport.value(), b"")
+
+    def test_createArguments(self) -> None:
+        """
+        Create runs one script with the data, the time, the idle timeout and
+        the key's TTL in milliseconds (the shorter timeout plus the margin);
+        a taken identifier (practically never) makes it draw another.
+        """
+        d = self.store.create(b"hello", idleTimeout=10)
+        [command] = self.wire.sent()
+        firstKey = command[3]
+        self.assertEqual(command[2], b"1")
+        self.assertEqual(command[4:], [b"hello", b"1000000.0", b"10.0", b"15000"])
+        self.wire.reply(0)
+        [command] = self.wire.sent()
+        self.assertNotEqual(command[3], firstKey)
+        self.wire.reply(1)
+        record = self.successResultOf(d)
+        self.assertEqual(b"tlsession:" + record.sessionID.encode(), command[3])
+        self.assertEqual(
+            (record.version, record.data, record.created, record.lastSeen),
+            (1, b"hello", NOW, NOW),
+        )
+        self.assertEqual(record.idleTimeout, 10)
+
+    def test_createTTLCappedByAbsolute(self) -> None:
+        """
+        The TTL of a new key is never longer than the absolute timeout plus
+        the margin.
+        """
+        store = RedisSessionStore(
+            self.wire.protocol,
+            self.clock,
+            idleTimeout=7200,
+            absoluteTimeout=3600,
+            reclaimMargin=0.5,
+        )
+        store.create()
+        [command] = self.wire.sent()
+        self.assertEqual(command[-1], b"3600500")
+
+    def test_rotate(self) -> None:
+        """
+        Rotation is one script naming the old and a fresh key; its answer is
+        the moved record under the new identifier. A taken new identifier
+        makes it draw another; a missing session is L{SessionGoneError}.
+        """
+        d = self.store.rotate(self.sessionID)
+        [command] = self.wire.sent()
+        self.assertEqual(command[2:4], [b"2", self.key])
+        self.assertEqual(command[5:], [b"1000000.0", b"3600.0", b"5.0"])
+        firstNew = command[4]
+        self.wire.reply(1)
+        [command] = self.wire.sent()
+        newKey = command[4]
+        self.assertNotEqual(newKey, firstNew)
+        self.wire.reply(hashReply(2, NOW - 5, NOW, 60.0, b"kept"))
+        record = self.successResultOf(d)
+        self.assertEqual(b"tlsession:" + record.sessionID.encode(), newKey)
+        self.assertEqual(
+            (record.version, record.data, record.created, record.lastSeen),
+            (2, b"kept", NOW - 5, NOW),
+        )
+
+        d = self.store.rotate(self.sessionID)
+        self.wire.reply(0)
+        self.failureResultOf(d, SessionGoneError)
+
+    def test_touch(self) -> None:
+        """
+        Touch is one script; a missing or expired session is
+        L{SessionGoneError}.
+        """
+        d = self.store.touch(self.sessionID)
+        self.evalsha(b"1", self.key, b"1000000.0", b"3600.0", b"5.0")
+        self.wire.reply(1)
+        self.assertIsNone(self.successResultOf(d))
+        d = self.store.touch(self.sessionID)
+        self.wire.reply(0)
+        self.failureResultOf(d, SessionGoneError)
+
+    def test_delete(self) -> None:
+        """
+        Delete is one C{DEL}, fine whether or not the key existed.
+        """
+        for existed in (1, 0):
+            d = self.store.delete(self.sessionID)
+            self.assertEqual(self.wire.sent(), [[b"DEL", self.key]])
+            self.wire.reply(existed)
+            self.assertIsNone(self.successResultOf(d))
+
+    def test_serverErrorUnavailable(self) -> None:
+        """
+        An error answer from the server (out of memory, a read-only replica)
+        fails the call with L{StoreUnavailableError} that says why.
+        """
+        d = self.store.save(self.sessionID, 1, b"x")
+        self.wire.reply(
+            txredisapi.ResponseError("OOM command not allowed when used memory")
+        )
+        failure = self.failureResultOf(d, StoreUnavailableError)
+        self.assertIn("OOM", str(failure.value))
+
+    def test_connectionLostDuringCall(self) -> None:
+        """
+        A call waiting for its answer when the connection drops fails with
+        L{StoreUnavailableError}; later calls fail at once without writing.
+        """
+        d = self.store.load(self.sessionID)
+        self.wire.sent()
+        self.wire.protocol.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, StoreUnavailableError)
+        self.assertFalse(self.store.isConnected())
+        self.failureResultOf(self.store.load(self.sessionID), StoreUnavailableError)
+        self.failureResultOf(
+            self.store.save(self.sessionID, 1, b""), StoreUnavailableError
+        )
+        self.assertEqual(self.wire.sent(), [])
+
+    def test_replyTimeout(self) -> None:
+        """
+        A server that does not answer within the connection's reply timeout
+        fails the call with L{StoreUnavailableError} and drops the connection.
+        """
+        d = self.store.load(self.sessionID)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.2)
+        self.failureResultOf(d, StoreUnavailableError)
+        self.assertTrue(self.wire.transport.disconnecting)
+
+
+class RedisPoolTests(SynchronousTestCase):
+    """
+    L{RedisSessionStore} over a txredisapi pool.
+    """
+
+    def test_noConnectionFailsAtOnce(self) -> None:
+        """
+        While the pool has no live connection (server down, reconnecting),
+        calls fail at once with L{StoreUnavailableError} instead of waiting
+        in the pool's queue for a connection.
+        """
+        factory = txredisapi.RedisFactory(
+            "nowhere", None, 2, isLazy=True, charset=None, convertNumbers=False
+        )
+        store = RedisSessionStore(factory.handler, Clock())
+        self.assertFalse(store.isConnected())
+        sessionID = secrets.token_urlsafe(32)
+        calls: Sequence[Deferred[Any]] = [
+            store.create(b""),
+            store.load(sessionID),
+            store.save(sessionID, 1, b""),
+            store.touch(sessionID),
+            store.rotate(sessionID),
+            store.delete(sessionID),
+        ]
+        for d in calls:
+            self.failureResultOf(d, StoreUnavailableError)
+
+    def test_refusesDecodingConnections(self) -> None:
+        """
+        A connection that decodes replies (txredisapi's defaults turn bytes
+        into text and digits into numbers) would corrupt session data, so
+        the store refuses it with a clear message.
+        """
+        for options in [
+            {"charset": "utf-8", "convertNumbers": False},
+            {"charset": None, "convertNumbers": True},
+        ]:
+            factory = txredisapi.RedisFactory(
+                "nowhere", None, 1, isLazy=True, **options
+            )
+            error = self.assertRaises(
+                ValueError, RedisSessionStore, factory.handler, Clock()
+            )
+            self.assertIn("charset=None and convertNumbers=False", str(error))
+        self.assertRaises(
+            ValueError, RedisSessionStore, txredisapi.RedisProtocol(), Clock()
+        )
+
+    def test_badLimits(self) -> None:
+        """
+        Timeouts must be positive and finite.
+        """
+        wire = RedisWire(Clock())
+        for options in [
+            {"idleTimeout": 0},
+            {"absoluteTimeout": -1},
+            {"idleTimeout": float("inf")},
+            {"maxValueBytes": -1},
+        ]:
+            self.assertRaises(
+                ValueError, RedisSessionStore, wire.protocol, Clock(), **options
+            )

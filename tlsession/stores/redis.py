@@ -1,0 +1,564 @@
+# -*- test-case-name: tests.unit.test_redisstore -*-
+"""
+Sessions in Redis, through txredisapi: one hash per session, compare-and-swap
+by Lua scripts (one round trip per load or save), native TTLs to reclaim space.
+
+Layout: the key C{prefix + sessionID} holds a hash with the fields C{data},
+C{version}, C{created}, C{lastSeen} and C{idleTimeout}. Expiry is decided on
+every read with the store's own clock (the TTL only frees memory, some time
+after the session has already stopped working). The scripts touch one key
+(two for rotation), so this store needs one Redis server (or a Sentinel-led
+primary), not Redis Cluster or txredisapi's client-side sharding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import attrs
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tlsession.interfaces import (
+    ConflictError,
+    ISessionStore,
+    SessionGoneError,
+    SessionRecord,
+    SessionStoreError,
+    StoreUnavailableError,
+    ValueTooLargeError,
+)
+from tlsession.stores import isWellFormedSessionID, newSessionID
+
+__all__ = ["RedisSessionStore"]
+
+_log = Logger()
+
+#: Fresh identifiers tried when one is taken (practically never: 256 bits).
+_CREATE_ATTEMPTS = 3
+
+_CREATE = b"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', 1, 'created', ARGV[2],
+           'lastSeen', ARGV[2], 'idleTimeout', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# Shared by the scripts that act on a live session: ARGV[1] is now, ARGV[2]
+# the absolute timeout, ARGV[3] the reclamation margin (seconds). A session
+# found expired is deleted, so that nothing can bring it back.
+_LIVE = b"""
+local now = tonumber(ARGV[1])
+local absolute = tonumber(ARGV[2])
+local margin = tonumber(ARGV[3])
+local f = redis.call('HMGET', KEYS[1], 'version', 'created', 'lastSeen',
+                     'idleTimeout')
+if not f[1] then return 0 end
+local created = tonumber(f[2])
+local idle = tonumber(f[4])
+if now - tonumber(f[3]) > idle or now - created > absolute then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+local function expire(key, idleTimeout)
+  local ttl = math.min(idleTimeout, absolute - (now - created)) + margin
+  redis.call('PEXPIRE', key, math.ceil(ttl * 1000))
+end
+"""
+
+# ARGV[4] expected version, ARGV[5] data, ARGV[6] new idle timeout or ''.
+# Returns the new version, 0 when gone, minus the current version on a
+# conflict.
+_SAVE = (
+    _LIVE
+    + b"""
+local version = tonumber(f[1])
+if version ~= tonumber(ARGV[4]) then return -version end
+local idleText = f[4]
+if ARGV[6] ~= '' then idleText = ARGV[6] end
+version = version + 1
+redis.call('HSET', KEYS[1], 'data', ARGV[5], 'version', version,
+           'lastSeen', ARGV[1], 'idleTimeout', idleText)
+expire(KEYS[1], tonumber(idleText))
+return version
+"""
+)
+
+_TOUCH = (
+    _LIVE
+    + b"""
+redis.call('HSET', KEYS[1], 'lastSeen', ARGV[1])
+expire(KEYS[1], idle)
+return 1
+"""
+)
+
+# KEYS[2] is the new identifier's key: 1 when it is taken (the caller draws
+# another), else the moved record. RENAME keeps the hash whole.
+_ROTATE = (
+    _LIVE
+    + b"""
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+local data = redis.call('HGET', KEYS[1], 'data')
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[2], 'lastSeen', ARGV[1])
+expire(KEYS[2], idle)
+return {f[1], f[2], ARGV[1], f[4], data}
+"""
+)
+
+
+@attrs.frozen
+class _Script:
+    """
+    A Lua script and the SHA-1 that C{EVALSHA} names it by.
+    """
+
+    source: bytes
+    sha: bytes = attrs.field(init=False)
+
+    @sha.default
+    def _sha(self) -> bytes:
+        return hashlib.sha1(self.source).hexdigest().encode("ascii")
+
+
+_CREATE_SCRIPT = _Script(_CREATE)
+_SAVE_SCRIPT = _Script(_SAVE)
+_TOUCH_SCRIPT = _Script(_TOUCH)
+_ROTATE_SCRIPT = _Script(_ROTATE)
+
+_FIELDS = (b"version", b"created", b"lastSeen", b"idleTimeout", b"data")
+
+
+def _number(value: float) -> bytes:
+    """
+    A float as text that Lua's C{tonumber} reads back to the same double.
+    """
+    return repr(float(value)).encode("ascii")
+
+
+def _checkTimeout(name: str, value: float) -> float:
+    """
+    C{value} as a float, checked to be a positive, finite number of seconds.
+    """
+    value = float(value)
+    if not (0 < value < math.inf):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value}")
+    return value
+
+
+def _isNoScript(failure: Failure) -> bool:
+    """
+    Whether the server answered C{EVALSHA} with C{NOSCRIPT} (its script cache
+    was flushed or the server restarted): the script did not run.
+    """
+    import txredisapi
+
+    return bool(
+        failure.check(txredisapi.ResponseError)
+        and str(failure.value).startswith("NOSCRIPT")
+    )
+
+
+def _unavailable(failure: Failure) -> Failure:
+    """
+    Turn what txredisapi and the transport report into
+    L{StoreUnavailableError}; let the store's own errors through.
+    """
+    import txredisapi
+
+    if failure.check(txredisapi.RedisError, ConnectionClosed, ConnectError):
+        raise StoreUnavailableError(
+            f"redis: {failure.getErrorMessage()}"
+        ) from failure.value
+    return failure
+
+
+@implementer(ISessionStore)
+class RedisSessionStore:
+    """
+    Sessions in Redis, shared by every process that uses the same server and
+    prefix.
+
+    A load is one C{HMGET}; create, save, touch and rotate are one C{EVALSHA}
+    each (a C{NOSCRIPT} answer, after a server restart, costs one C{EVAL}).
+
+    The connection must hand back raw bytes: build it with C{charset=None}
+    and C{convertNumbers=False} (L{RedisSessionStore.fromEndpoint} does), and
+    give it a C{replyTimeout} so that a hung server fails calls instead of
+    holding them. While the pool has no live connection every call fails at
+    once with L{StoreUnavailableError}.
+
+    @ivar idleTimeout: default seconds of inactivity before a session expires.
+    @ivar absoluteTimeout: seconds after creation when a session ends.
+    @ivar maxValueBytes: the largest session data accepted.
+    @ivar reclaimMargin: seconds the server keeps an expired session before
+        its TTL frees it (covers clock differences between app processes).
+    """
+
+    idleTimeout: float
+    absoluteTimeout: float
+    maxValueBytes: int
+
+    def __init__(
+        self,
+        connection: Any,
+        clock: IReactorTime,
+        *,
+        idleTimeout: float = 1800.0,
+        absoluteTimeout: float = 86400.0,
+        maxValueBytes: int = 65536,
+        prefix: str = "tlsession:",
+        reclaimMargin: float = 60.0,
+    ) -> None:
+        """
+        @param connection: a txredisapi connection or pool (the handler that
+            C{txredisapi.lazyConnectionPool} and friends return), or a
+            connected C{RedisProtocol}.
+        @param clock: the source of every timestamp the store keeps.
+        @param prefix: put before each session identifier to make its key.
+        @raise ValueError: for a connection that decodes replies (C{charset}
+            or C{convertNumbers} set), or limits that make no sense.
+        """
+        settings = getattr(connection, "_factory", connection)
+        if getattr(settings, "charset", None) is not None or getattr(
+            settings, "convertNumbers", False
+        ):
+            raise ValueError(
+                "the Redis connection must return raw bytes: create it with "
+                "charset=None and convertNumbers=False"
+            )
+        if maxValueBytes < 0:
+            raise ValueError(f"maxValueBytes must not be negative: {maxValueBytes}")
+        if reclaimMargin < 0:
+            raise ValueError(f"reclaimMargin must not be negative: {reclaimMargin}")
+        self._connection = connection
+        self._clock = clock
+        self.idleTimeout = _checkTimeout("idleTimeout", idleTimeout)
+        self.absoluteTimeout = _checkTimeout("absoluteTimeout", absoluteTimeout)
+        self.maxValueBytes = maxValueBytes
+        self.reclaimMargin = float(reclaimMargin)
+        self._prefix = prefix.encode("utf-8")
+
+    @classmethod
+    def fromEndpoint(
+        cls,
+        reactor: IReactorTime,
+        description: str,
+        *,
+        password: Optional[str] = None,
+        dbid: Optional[int] = None,
+        poolSize: int = 4,
+        replyTimeout: float = 2.0,
+        clock: Optional[IReactorTime] = None,
+        **storeOptions: Any,
+    ) -> RedisSessionStore:
+        """
+        A store over a pool of connections to the Redis server at an endpoint
+        string (C{"unix:path=/run/redis/redis.sock:timeout=2"},
+        C{"tcp:host=127.0.0.1:port=6379:timeout=2"}, C{"tls:..."}).
+
+        The pool connects in the background and reconnects with backoff;
+        until a connection is up, calls fail with L{StoreUnavailableError}
+        (L{isConnected} tells). L{disconnect} closes it.
+
+        @param reactor: connects the endpoint (and is the default C{clock}).
+        @param password: sent with C{AUTH}; a refused password stops the
+            pool from reconnecting (every call then fails, and it is logged).
+        @param dbid: the database number to C{SELECT}.
+        @param poolSize: connections kept open; calls are spread over them.
+        @param replyTimeout: seconds to wait for an answer before dropping
+            the connection and failing the call.
+        @param storeOptions: C{idleTimeout}, C{absoluteTimeout},
+            C{maxValueBytes}, C{prefix}, C{reclaimMargin}.
+        """
+        try:
+            import txredisapi
+        except ImportError as e:
+            raise ImportError(
+                "the Redis session store needs txredisapi: pip install 'tlsuite[redis]'"
+            ) from e
+        factory = txredisapi.RedisFactory(
+            description,
+            dbid,
+            poolSize,
+            isLazy=True,
+            handler=txredisapi.ConnectionHandler,
+            charset=None,
+            password=password,
+            replyTimeout=replyTimeout,
+            convertNumbers=False,
+        )
+        # Fails only when the server refuses AUTH or SELECT; nobody else
+        # waits on it in a lazy pool, so say why here.
+        factory.deferred.addErrback(
+            lambda f: _log.error(
+                "Redis session store at {endpoint} gave up: {reason}",
+                endpoint=description,
+                reason=f.getErrorMessage(),
+            )
+        )
+        factory.startConnecting(clientFromString(reactor, description))
+        return cls(
+            factory.handler,
+            clock if clock is not None else reactor,
+            **storeOptions,
+        )
+
+    def isConnected(self) -> bool:
+        """
+        Whether a connection to the server is up right now (calls made while
+        it is not fail at once).
+        """
+        factory = getattr(self._connection, "_factory", None)
+        if factory is not None:
+            return bool(getattr(factory, "size", 1))
+        return bool(getattr(self._connection, "connected", 1))
+
+    def disconnect(self) -> Deferred[None]:
+        """
+        Close the store's connection (all of the pool) and stop reconnecting.
+
+        @return: L{Deferred} firing when closed.
+        """
+        if hasattr(self._connection, "_factory"):
+            d: Deferred[Any] = self._connection.disconnect()
+        else:
+            d = succeed(self._connection.transport.loseConnection())
+        return d.addCallback(lambda _: None)
+
+    # The ISessionStore methods.
+
+    def create(
+        self, data: bytes = b"", idleTimeout: Optional[float] = None
+    ) -> Deferred[SessionRecord]:
+        """
+        Store a new session under a fresh random identifier (see
+        L{ISessionStore.create}).
+        """
+        try:
+            self._checkData(data)
+            idle = (
+                self.idleTimeout
+                if idleTimeout is None
+                else _checkTimeout("idleTimeout", idleTimeout)
+            )
+        except (ValueError, ValueTooLargeError, TypeError) as e:
+            return fail(e)
+        return Deferred.fromCoroutine(self._create(data, idle))
+
+    async def _create(self, data: bytes, idle: float) -> SessionRecord:
+        now = self._clock.seconds()
+        ttl = math.ceil((min(idle, self.absoluteTimeout) + self.reclaimMargin) * 1000)
+        for _ in range(_CREATE_ATTEMPTS):
+            sessionID = newSessionID()
+            stored = await self._run(
+                _CREATE_SCRIPT,
+                [self._key(sessionID)],
+                [data, _number(now), _number(idle), str(ttl).encode("ascii")],
+            )
+            if stored == 1:
+                return SessionRecord(sessionID, 1, data, now, now, idle)
+        raise SessionStoreError(
+            f"{_CREATE_ATTEMPTS} fresh session identifiers were all taken"
+        )
+
+    def load(self, sessionID: str) -> Deferred[Optional[SessionRecord]]:
+        """
+        Read a live session, or C{None} (see L{ISessionStore.load}). One
+        C{HMGET}; reading does not count as activity.
+        """
+        if not isWellFormedSessionID(sessionID):
+            return succeed(None)
+        d = self._command(b"HMGET", self._key(sessionID), *_FIELDS)
+        d.addCallback(self._recordFromHash, sessionID)
+        d.addErrback(_unavailable)
+        return d
+
+    def _recordFromHash(
+        self, fields: Sequence[Optional[bytes]], sessionID: str
+    ) -> Optional[SessionRecord]:
+        if not fields or fields[0] is None:
+            return None
+        record = self._record(sessionID, fields)
+        if record is None:
+            return None
+        now = self._clock.seconds()
+        if (
+            now - record.lastSeen > record.idleTimeout
+            or now - record.created > self.absoluteTimeout
+        ):
+            return None
+        return record
+
+    def save(
+        self,
+        sessionID: str,
+        expectedVersion: int,
+        data: bytes,
+        idleTimeout: Optional[float] = None,
+    ) -> Deferred[int]:
+        """
+        Compare-and-swap the session's data (see L{ISessionStore.save}); one
+        C{EVALSHA}.
+        """
+        try:
+            self._checkData(data)
+            idleText = (
+                b""
+                if idleTimeout is None
+                else _number(_checkTimeout("idleTimeout", idleTimeout))
+            )
+            expected = b"%d" % expectedVersion
+        except (ValueError, ValueTooLargeError, TypeError) as e:
+            return fail(e)
+        if not isWellFormedSessionID(sessionID):
+            return fail(SessionGoneError(sessionID))
+        d = self._run(
+            _SAVE_SCRIPT,
+            [self._key(sessionID)],
+            [*self._liveArguments(), expected, data, idleText],
+        )
+
+        def saved(result: int) -> int:
+            if result == 0:
+                raise SessionGoneError(sessionID)
+            if result < 0:
+                raise ConflictError(sessionID, expectedVersion, -result)
+            return result
+
+        return d.addCallback(saved)
+
+    def touch(self, sessionID: str) -> Deferred[None]:
+        """
+        Mark the session seen (see L{ISessionStore.touch}); one C{EVALSHA}.
+        """
+        if not isWellFormedSessionID(sessionID):
+            return fail(SessionGoneError(sessionID))
+        d = self._run(
+            _TOUCH_SCRIPT, [self._key(sessionID)], list(self._liveArguments())
+        )
+
+        def touched(result: int) -> None:
+            if result == 0:
+                raise SessionGoneError(sessionID)
+
+        return d.addCallback(touched)
+
+    def rotate(self, sessionID: str) -> Deferred[SessionRecord]:
+        """
+        Move the session to a new identifier in one atomic script (see
+        L{ISessionStore.rotate}). It keeps its data, version and creation
+        time (the absolute timeout still counts from the first login) and is
+        marked seen; the old key no longer exists once this fires.
+        """
+        if not isWellFormedSessionID(sessionID):
+            return fail(SessionGoneError(sessionID))
+        return Deferred.fromCoroutine(self._rotate(sessionID))
+
+    async def _rotate(self, sessionID: str) -> SessionRecord:
+        for _ in range(_CREATE_ATTEMPTS):
+            newID = newSessionID()
+            result = await self._run(
+                _ROTATE_SCRIPT,
+                [self._key(sessionID), self._key(newID)],
+                list(self._liveArguments()),
+            )
+            if result == 0:
+                raise SessionGoneError(sessionID)
+            if isinstance(result, list):
+                record = self._record(newID, result)
+                if record is not None:
+                    return record
+                raise SessionGoneError(sessionID)
+        raise SessionStoreError(
+            f"{_CREATE_ATTEMPTS} fresh session identifiers were all taken"
+        )
+
+    def delete(self, sessionID: str) -> Deferred[None]:
+        """
+        Remove the session; a missing one is fine (see
+        L{ISessionStore.delete}).
+        """
+        if not isWellFormedSessionID(sessionID):
+            return succeed(None)
+        d = self._command(b"DEL", self._key(sessionID))
+        d.addCallback(lambda _: None)
+        d.addErrback(_unavailable)
+        return d
+
+    # Plumbing.
+
+    def _key(self, sessionID: str) -> bytes:
+        return self._prefix + sessionID.encode("ascii")
+
+    def _checkData(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            raise TypeError(f"session data must be bytes, not {type(data).__name__}")
+        if len(data) > self.maxValueBytes:
+            raise ValueTooLargeError(len(data), self.maxValueBytes)
+
+    def _liveArguments(self) -> Tuple[bytes, bytes, bytes]:
+        return (
+            _number(self._clock.seconds()),
+            _number(self.absoluteTimeout),
+            _number(self.reclaimMargin),
+        )
+
+    def _record(self, sessionID: str, fields: Sequence[Any]) -> Optional[SessionRecord]:
+        """
+        The record from the hash's fields, or C{None} (logged) when they are
+        not what this store writes: some other program's key under the prefix.
+        """
+        try:
+            version, created, lastSeen, idle, data = fields
+            return SessionRecord(
+                sessionID,
+                int(version),
+                bytes(data),
+                float(created),
+                float(lastSeen),
+                float(idle),
+            )
+        except (TypeError, ValueError):
+            _log.warn(
+                "Ignoring a malformed session hash at {key!r}",
+                key=self._key(sessionID),
+            )
+            return None
+
+    def _command(self, *arguments: Union[bytes, int]) -> Deferred[Any]:
+        """
+        Send one command, failing at once when no connection is up (a pool
+        would otherwise queue the call until it reconnects).
+        """
+        if not self.isConnected():
+            return fail(StoreUnavailableError("redis: not connected"))
+        return maybeDeferred(self._connection.execute_command, *arguments)
+
+    def _run(
+        self, script: _Script, keys: List[bytes], arguments: List[bytes]
+    ) -> Deferred[Any]:
+        """
+        Run a script by its SHA-1, sending its source only when the server
+        does not know it yet.
+        """
+        tail: List[Union[bytes, int]] = [len(keys), *keys, *arguments]
+        d = self._command(b"EVALSHA", script.sha, *tail)
+
+        def sendSource(failure: Failure) -> Any:
+            if _isNoScript(failure):
+                return self._command(b"EVAL", script.source, *tail)
+            return failure
+
+        d.addErrback(sendSource)
+        d.addErrback(_unavailable)
+        return d
