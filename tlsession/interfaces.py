@@ -161,6 +161,9 @@ class ISessionStore(Interface):
 
         @return: L{Deferred} firing with the new L{SessionRecord}.
         @raise SessionGoneError: the session does not exist.
+        @raise ConflictError: other writers kept changing the session while
+            it was being moved (stores that cannot rotate atomically retry a
+            few times first).
         """
 
     def delete(sessionID: str) -> Deferred[None]:
