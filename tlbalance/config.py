@@ -17,6 +17,11 @@ short form as its default name. C{check}, C{check-inter}, C{check-rise},
 C{check-fall} and C{check-timeout} at the top level are defaults for every
 backend that does not set its own; C{check = "none"} turns a check off.
 
+C{sessions} (endpoint strings), C{secret-file} and C{sessions-insecure}
+host the tlsession daemon in the balancer (see L{tlsession.tap}); the secret
+file is checked (present, private, long enough) when the configuration is
+built.
+
 Nothing here listens, connects or uses a reactor. Endpoint strings are
 checked by parsing them against an object that is not a reactor, so a typo
 fails start-up instead of the first connection. Parsing an C{ssl:} or
@@ -489,6 +494,12 @@ class BalancerConfig:
         (and without active checks) stays down.
     @ivar drainTimeout: seconds open connections get to finish on stop.
     @ivar pendingBufferBytes: client bytes held while the backend connects.
+    @ivar sessions: server endpoint strings on which the balancer also hosts
+        the tlsession daemon (unix sockets get C{mode=600}); empty for none.
+    @ivar secretFile: the daemon's shared secret file (absolute path), set
+        exactly when C{sessions} is.
+    @ivar sessionsInsecure: let the daemon listen on plain endpoints such
+        as C{tcp:}.
     """
 
     listen: tuple[str, ...] = field(converter=tuple)
@@ -563,6 +574,13 @@ class BalancerConfig:
             "pending-buffer-bytes", _Number(integer=True, minimum=1024, unit="bytes")
         ),
     )
+    sessions: tuple[str, ...] = field(default=(), converter=tuple)
+    secretFile: Optional[str] = None
+    sessionsInsecure: bool = field(
+        default=False,
+        validator=_validateField,
+        metadata=_setting("sessions-insecure", _Boolean()),
+    )
 
     def warnings(self) -> list[str]:
         """
@@ -610,7 +628,15 @@ _CHECK_RULES = {
     for key, rule in _rulesOf(HealthCheckConfig).items()
     if key.startswith("check-")
 }
-_TOP_KEYS = {"listen", "backend", "check", *_BALANCER_RULES, *_CHECK_RULES}
+_TOP_KEYS = {
+    "listen",
+    "backend",
+    "check",
+    "sessions",
+    "secret-file",
+    *_BALANCER_RULES,
+    *_CHECK_RULES,
+}
 _BACKEND_KEYS = {"endpoint", "name", "check", *_BACKEND_RULES, *_CHECK_RULES}
 _COMMAND_LINE_RULES = {**_BALANCER_RULES, **_CHECK_RULES}
 
@@ -708,7 +734,59 @@ def buildConfig(
     values["backends"] = _backends(
         backendLabel, backendValue, defaultCheck, checkDefaults
     )
+    values.update(_sessionDaemon(settings, values.get("sessionsInsecure", False)))
     return BalancerConfig(**values)
+
+
+def _sessionDaemon(
+    settings: Mapping[str, tuple[str, Any]], insecure: bool
+) -> dict[str, Any]:
+    """
+    Check the hosted session daemon's settings: its listen endpoints (kept
+    private unless C{sessions-insecure}) and its secret file.
+    """
+    from tlsession.tap import DaemonConfigError, checkListenEndpoint, readSecretFile
+
+    sessionsLabel, sessionsValue = settings.get("sessions", ("--sessions", []))
+    secretLabel, secretValue = settings.get("secret-file", ("--secret-file", None))
+    sessions = _strings(sessionsLabel, sessionsValue, "server endpoint strings")
+    if not sessions:
+        if secretValue is not None:
+            raise ConfigError(
+                f"{secretLabel}: only used with --sessions ENDPOINT (the session "
+                "daemon the balancer can host)"
+            )
+        return {}
+    if secretValue is None:
+        raise ConfigError(
+            f"{sessionsLabel}: the session daemon needs --secret-file FILE (the "
+            "secret its clients log in with)"
+        )
+    if not isinstance(secretValue, str) or not secretValue.strip():
+        raise ConfigError(
+            f"{secretLabel}: expected a file name, got {_show(secretValue)}"
+        )
+    # Name the flag the way the user would set it, where they set sessions.
+    if sessionsLabel.startswith("--"):
+        flag = "--sessions-insecure"
+    else:
+        flag = "sessions-insecure = true"
+    checked = []
+    for description in sessions:
+        _checkServerEndpoint(sessionsLabel, description)
+        try:
+            description = checkListenEndpoint(description, insecure, flag)
+        except DaemonConfigError as e:
+            raise ConfigError(f"{sessionsLabel}: {e}") from None
+        if description in checked:
+            raise ConfigError(f"{sessionsLabel}: {_show(description)} is given twice")
+        checked.append(description)
+    secretFile = os.path.abspath(secretValue)
+    try:
+        readSecretFile(secretFile)
+    except DaemonConfigError as e:
+        raise ConfigError(f"{secretLabel}: {e}") from None
+    return {"sessions": tuple(checked), "secretFile": secretFile}
 
 
 def _unknown(label: str, key: str, known: Iterable[str]) -> ConfigError:

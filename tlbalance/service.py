@@ -101,6 +101,9 @@ class BalancerService(MultiService):
     @ivar balancer: the shared L{Balancer} state.
     @ivar listeners: one service per listen endpoint.
     @ivar checkers: one L{HealthChecker} per backend with a check.
+    @ivar sessionDaemon: the hosted tlsession daemon (C{--sessions}), or
+        C{None}; it stops after the drain, since draining requests may
+        still use their sessions.
     """
 
     def __init__(self, config: BalancerConfig, balancer: Balancer) -> None:
@@ -109,6 +112,7 @@ class BalancerService(MultiService):
         self.balancer = balancer
         self.listeners: list[ListenerService] = []
         self.checkers: list[HealthChecker] = []
+        self.sessionDaemon: Optional[Any] = None
 
     def startService(self) -> None:
         for warning in self.config.warnings():
@@ -136,9 +140,10 @@ class BalancerService(MultiService):
         def stopRest(_: Any) -> Deferred[Any]:
             for backend in self.balancer.pool.backends:
                 backend.stop()
-            return DeferredList(
-                [maybeDeferred(checker.stopService) for checker in self.checkers]
-            )
+            stopping = [maybeDeferred(checker.stopService) for checker in self.checkers]
+            if self.sessionDaemon is not None:
+                stopping.append(maybeDeferred(self.sessionDaemon.stopService))
+            return DeferredList(stopping)
 
         done: Deferred[Any] = stopped.addCallback(drain)
         done.addCallback(stopRest)
@@ -232,4 +237,17 @@ def makeBalancerService(
         )
         checker.setServiceParent(service)
         service.checkers.append(checker)
+
+    if config.sessions:
+        from tlsession.tap import DaemonConfig, makeDaemonService
+
+        assert config.secretFile is not None
+        daemon = makeDaemonService(
+            DaemonConfig(
+                config.sessions, config.secretFile, insecure=config.sessionsInsecure
+            ),
+            reactor,
+        )
+        daemon.setServiceParent(service)
+        service.sessionDaemon = daemon
     return service

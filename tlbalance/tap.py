@@ -79,7 +79,9 @@ class Options(usage.Options):
         "can be repeated. --config reads the same settings from a TOML file, "
         "with [[backend]] tables for per-backend weight, backup, maxconn, "
         "send-proxy and check; options given on the command line override "
-        "the file, and --listen/--backend replace its lists. Example: twistd "
+        "the file, and --listen/--backend replace its lists. --sessions "
+        "ENDPOINT --secret-file FILE also hosts the tlsession daemon, which "
+        "keeps the backends' shared sessions, in this process. Example: twistd "
         "-n tlbalance --listen tcp:8080 --backend 127.0.0.1:8081 --backend "
         '127.0.0.1:8082 --send-proxy v2 --check "http GET /health 200"'
     )
@@ -95,6 +97,13 @@ class Options(usage.Options):
             None,
             "Log only connections that end in an error (timeouts, refused "
             "or failed connects, resets), not every finished connection.",
+        ],
+        [
+            "sessions-insecure",
+            None,
+            "Let the session daemon (--sessions) listen on plain endpoints "
+            "such as tcp:, which carry its login and every session "
+            "unencrypted (only on a private network).",
         ],
     ]
 
@@ -233,6 +242,14 @@ class Options(usage.Options):
             "Seconds to wait for one health check. [default: check-inter]",
             _coerce("check-timeout"),
         ],
+        [
+            "secret-file",
+            None,
+            None,
+            "The session daemon's shared secret (with --sessions): a file "
+            "of one line, at least 16 characters, not accessible by group "
+            "or others.",
+        ],
     ]
 
     # Numbers, CIDRs and endpoint strings are typed, not picked from files.
@@ -242,6 +259,8 @@ class Options(usage.Options):
             "send-proxy": usage.CompleteList(["v1", "v2", "none"]),
             "check": usage.CompleteList(["tcp", "http", "none"]),
             "config": usage.CompleteFiles("*.toml"),
+            "secret-file": usage.CompleteFiles(),
+            "sessions": usage.Completer(descr="server endpoint string"),
             "listen": usage.Completer(descr="server endpoint string"),
             "backend": usage.Completer(descr="client endpoint string"),
             "accept-proxy": usage.Completer(descr="trusted CIDRs"),
@@ -263,13 +282,14 @@ class Options(usage.Options):
                 ]
             },
         },
-        multiUse=["listen", "backend"],
+        multiUse=["listen", "backend", "sessions"],
     )
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["backend"] = []
+        self["sessions"] = []
         self["configFile"] = None
 
     @_oneParagraph
@@ -292,6 +312,16 @@ class Options(usage.Options):
         self["backend"].append(description)
 
     @_oneParagraph
+    def opt_sessions(self, description: str) -> None:
+        """
+        Also host the tlsession daemon, serving the app processes' sessions
+        on this server endpoint string (unix:/run/tlsession.sock, made mode
+        0600, or ssl:...; tcp: needs --sessions-insecure). Needs
+        --secret-file. Repeatable.
+        """
+        self["sessions"].append(description)
+
+    @_oneParagraph
     def opt_config(self, path: str) -> None:
         """
         Read settings from this TOML file; the command line overrides it.
@@ -310,13 +340,15 @@ class Options(usage.Options):
             name = parameter[0]
             if self[name] is not None:
                 overrides[name] = self[name]
-        for flag in ("proxy-crc32c", "dontlog-normal"):
+        for flag in ("proxy-crc32c", "dontlog-normal", "sessions-insecure"):
             if self[flag]:
                 overrides[flag] = True
         if self["listen"]:
             overrides["listen"] = list(self["listen"])
         if self["backend"]:
             overrides["backend"] = list(self["backend"])
+        if self["sessions"]:
+            overrides["sessions"] = list(self["sessions"])
         try:
             fileValues = {}
             if self["configFile"] is not None:

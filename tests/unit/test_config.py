@@ -1384,3 +1384,120 @@ class CommandLineSettingTests(SynchronousTestCase):
         self.assertEqual(describeSetting("retries"), "An integer from 0 to 10.")
         self.assertEqual(describeSetting("connect-timeout"), "A number of seconds > 0.")
         self.assertEqual(describeSetting("send-proxy"), "One of v1, v2, none.")
+
+
+class SessionDaemonSettingTests(ConfigErrorAssertions):
+    """
+    C{sessions}, C{secret-file} and C{sessions-insecure} host the tlsession
+    daemon in the balancer, with the daemon's safety rules.
+    """
+
+    def secretFile(self, mode: int = 0o600) -> str:
+        """
+        A secret file with C{mode}.
+        """
+        path = writeFile(self, "a-secret-of-enough-length\n", name="secret")
+        os.chmod(path, mode)
+        return path
+
+    def test_noneByDefault(self) -> None:
+        """
+        Without C{sessions}, no daemon is hosted.
+        """
+        config = buildConfig(minimal())
+        self.assertEqual(
+            (config.sessions, config.secretFile, config.sessionsInsecure),
+            ((), None, False),
+        )
+
+    def test_hosted(self) -> None:
+        """
+        Unix sockets get mode 0600 and the secret file's path is kept
+        absolute, from the file or the command line.
+        """
+        path = self.secretFile()
+        config = buildConfig(minimal(sessions=["unix:/run/tls.sock"], secret_file=path))
+        self.assertEqual(config.sessions, ("unix:/run/tls.sock:mode=600",))
+        self.assertEqual(config.secretFile, path)
+        relative = os.path.relpath(path)
+        config = buildConfig(
+            minimal(),
+            {"sessions": ["unix:/run/a.sock:mode=660"], "secret-file": relative},
+        )
+        self.assertEqual(config.sessions, ("unix:/run/a.sock:mode=660",))
+        self.assertEqual(config.secretFile, os.path.abspath(relative))
+
+    def test_needsEachOther(self) -> None:
+        """
+        C{sessions} without a secret file, and a secret file without
+        C{sessions}, are refused.
+        """
+        self.assertFails(
+            minimal(sessions="unix:/run/tls.sock"),
+            "sessions: the session daemon needs --secret-file FILE (the secret "
+            "its clients log in with)",
+        )
+        self.assertFails(
+            minimal(),
+            "--secret-file: only used with --sessions ENDPOINT (the session "
+            "daemon the balancer can host)",
+            {"secret-file": self.secretFile()},
+        )
+
+    def test_plainRefused(self) -> None:
+        """
+        A plain TCP listener for the daemon is refused, naming the setting
+        that allows it where the user wrote it; with it, it is accepted.
+        """
+        path = self.secretFile()
+        self.assertFails(
+            minimal(sessions=["tcp:7100"], secret_file=path),
+            "sessions: 'tcp:7100': the session daemon would send its login (an "
+            "MD5 challenge) and every session unencrypted; listen on unix:PATH "
+            "or ssl:..., or pass sessions-insecure = true to allow it on a "
+            "private network",
+        )
+        self.assertFails(
+            minimal(),
+            "--sessions: 'tcp:7100': the session daemon would send its login (an "
+            "MD5 challenge) and every session unencrypted; listen on unix:PATH "
+            "or ssl:..., or pass --sessions-insecure to allow it on a private "
+            "network",
+            {"sessions": ["tcp:7100"], "secret-file": path},
+        )
+        config = buildConfig(
+            minimal(sessions=["tcp:7100"], secret_file=path, sessions_insecure=True)
+        )
+        self.assertEqual(
+            (config.sessions, config.sessionsInsecure), (("tcp:7100",), True)
+        )
+
+    def test_badSecretFile(self) -> None:
+        """
+        A secret file others can read is refused with the fix.
+        """
+        path = self.secretFile(0o644)
+        self.assertFails(
+            minimal(sessions=["unix:/run/tls.sock"], secret_file=path),
+            f"secret-file: {path}: the secret file is accessible by its group or "
+            f"others (mode 0644); make it private with: chmod 600 {path}",
+        )
+        self.assertFails(
+            minimal(sessions=["unix:/run/tls.sock"], secret_file=3),
+            "secret-file: expected a file name, got 3",
+        )
+
+    def test_badEndpoints(self) -> None:
+        """
+        Endpoints that do not parse, or appear twice, are refused.
+        """
+        path = self.secretFile()
+        self.assertFails(
+            minimal(sessions=["tpc:80"], secret_file=path),
+            'sessions: "tpc:80" is not a valid server endpoint: Unknown endpoint '
+            "type: 'tpc'",
+        )
+        self.assertFails(
+            minimal(sessions=["unix:/a.sock", "unix:/a.sock"], secret_file=path),
+            'sessions: "unix:/a.sock:mode=600" is given twice',
+        )

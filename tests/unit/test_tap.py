@@ -42,6 +42,9 @@ EVERY_OPTION = [
     "check-fall",
     "check-timeout",
     "config",
+    "sessions",
+    "secret-file",
+    "sessions-insecure",
 ]
 
 
@@ -434,3 +437,104 @@ class TwistdTests(SynchronousTestCase):
             "no backend: give --backend ENDPOINT (or [[backend]] tables in the "
             "configuration file)",
         )
+
+
+class SessionDaemonTests(SynchronousTestCase):
+    """
+    C{--sessions} and C{--secret-file} host the tlsession daemon inside the
+    balancer.
+    """
+
+    def secretFile(self) -> str:
+        """
+        A private secret file removed after the test.
+        """
+        directory = tempfile.mkdtemp(prefix="tlbalance-test-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "secret")
+        with open(path, "w") as f:
+            f.write("a-secret-of-enough-length\n")
+        os.chmod(path, 0o600)
+        return path
+
+    def test_options(self) -> None:
+        """
+        The options reach the configuration; C{--sessions} repeats.
+        """
+        path = self.secretFile()
+        config = parse(
+            *REQUIRED,
+            "--sessions",
+            "unix:/tmp/one.sock",
+            "--sessions",
+            "tcp:7100:interface=10.0.0.1",
+            "--sessions-insecure",
+            "--secret-file",
+            path,
+        )
+        self.assertEqual(
+            config.sessions,
+            ("unix:/tmp/one.sock:mode=600", "tcp:7100:interface=10.0.0.1"),
+        )
+        self.assertEqual((config.secretFile, config.sessionsInsecure), (path, True))
+
+    def test_refused(self) -> None:
+        """
+        Plain TCP without C{--sessions-insecure}, or no secret file, stop
+        start-up with the option named.
+        """
+        error = self.assertRaises(
+            UsageError,
+            Options().parseOptions,
+            [*REQUIRED, "--sessions", "tcp:7100", "--secret-file", self.secretFile()],
+        )
+        self.assertIn("pass --sessions-insecure to allow it", str(error))
+        error = self.assertRaises(
+            UsageError, Options().parseOptions, [*REQUIRED, "--sessions", "unix:/a"]
+        )
+        self.assertIn("needs --secret-file FILE", str(error))
+
+    def test_service(self) -> None:
+        """
+        The balancer's service hosts the daemon as a child, which listens
+        where configured and stops after the balancer has drained.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from tlbalance.service import makeBalancerService
+        from tlsession.daemon import SessionDaemonService
+
+        config = parse(
+            *REQUIRED,
+            "--sessions",
+            "unix:/tmp/tlbalance-test-sessions.sock",
+            "--secret-file",
+            self.secretFile(),
+            "--drain-timeout",
+            "0",
+        )
+        reactor = MemoryReactorClock()
+        service = makeBalancerService(config, reactor)
+        daemon = service.sessionDaemon
+        assert isinstance(daemon, SessionDaemonService)
+        self.assertIs(daemon.parent, service)
+        service.startService()
+        self.assertTrue(daemon.running)
+        self.assertEqual(
+            [port[0] for port in reactor.unixServers],
+            ["/tmp/tlbalance-test-sessions.sock"],
+        )
+        self.assertEqual(reactor.unixServers[0][3], 0o600)
+        self.successResultOf(service.stopService())
+        self.assertFalse(daemon.running)
+
+    def test_noDaemonByDefault(self) -> None:
+        """
+        Without C{--sessions}, the balancer hosts no daemon.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from tlbalance.service import makeBalancerService
+
+        service = makeBalancerService(parse(*REQUIRED), MemoryReactorClock())
+        self.assertIsNone(service.sessionDaemon)

@@ -1,6 +1,6 @@
 """
-Twisted plugins of tlsuite: C{twistd tlbalance} and the C{tlproxy:} and
-C{tlsni:} endpoints.
+Twisted plugins of tlsuite: C{twistd tlbalance}, C{twistd tlsession}, and
+the C{tlproxy:} and C{tlsni:} endpoints.
 
 Each entry is lazy: the modules behind it are imported only when the plugin
 is used, not each time Twisted scans this directory.
@@ -20,3 +20,11 @@ tlbalance = ServiceMaker(
 
 tlproxy = ProxyEndpointStringParser()
 tlsni = SNIEndpointStringParser()
+
+tlsession = ServiceMaker(
+    "tlsession",
+    "tlsession.tap",
+    "The tlsession daemon: sessions shared by every app process, over "
+    "Perspective Broker.",
+    "tlsession",
+)

@@ -1,0 +1,1141 @@
+# -*- test-case-name: tests.unit.test_daemon -*-
+"""
+The session daemon: one process keeps every session in memory and serves
+them to all the app processes of a site over Perspective Broker.
+
+Clients log in through twisted.cred with a shared secret (L{SecretChecker});
+each gets a L{SessionAvatar} whose C{perspective_*} methods are the
+L{ISessionStore} operations. Only basic types travel: each answer is one
+byte string with a status byte, so the store's refusals reach the client as
+the same exceptions (L{unpackAnswer}). The daemon pushes C{(sessionID,
+version)} invalidations to every other connected client through the
+C{mind} it passed at login, so clients can keep a near cache
+(L{tlsession.stores.pb}).
+
+PB's login is an MD5 challenge/response, so the daemon listens only on unix
+sockets (made mode 0600) or TLS unless told C{insecure}; its configuration
+and command line are in L{tlsession.tap}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import struct
+from functools import partial
+from hashlib import md5
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import LoginFailed, UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.spread import pb
+from twisted.spread.jelly import SecurityOptions
+from zope.interface import implementer
+
+from tlsession.interfaces import (
+    ConflictError,
+    SessionGoneError,
+    SessionRecord,
+    ValueTooLargeError,
+)
+
+__all__ = [
+    "LoginRefusedError",
+    "MAX_BYTES_BEFORE_LOGIN",
+    "MAX_VALUE_BYTES_LIMIT",
+    "PUSH_BATCH",
+    "SECRET_USERNAME",
+    "SecretChecker",
+    "SessionAvatar",
+    "SessionDaemonService",
+    "SessionRealm",
+    "SessionServerFactory",
+    "MAX_BATCH",
+    "packChanges",
+    "packCreate",
+    "packRecord",
+    "packSave",
+    "packSession",
+    "packRefusal",
+    "unpackAnswer",
+    "unpackChanges",
+    "unpackRecord",
+    "unpackRequest",
+    "wireSecurity",
+]
+
+log = Logger(namespace="tlsession.daemon")
+
+#: The user name every client logs in with; the secret is the password.
+SECRET_USERNAME = b"tlsession"
+
+#: The largest per-session value the daemon may be configured to accept:
+#: banana refuses any string over 640 KiB and drops the connection.
+MAX_VALUE_BYTES_LIMIT = 512 * 1024
+
+#: Invalidations per push message.
+PUSH_BATCH = 1000
+
+#: Bytes a connection may send before it has logged in (a login is a few
+#: hundred); more is a peer without the secret trying its luck.
+MAX_BYTES_BEFORE_LOGIN = 16 * 1024
+
+
+def wireSecurity() -> SecurityOptions:
+    """
+    Jelly options allowing only basic types, references to PB objects (the
+    avatar and the mind) and PB's copied failures: no other classes and no
+    cached objects. A separate object from jelly's global one, so classes
+    registered elsewhere in the process never become acceptable here.
+    """
+    security = SecurityOptions()
+    security.allowBasicTypes()
+    security.allowTypes("remote", "local", "twisted.spread.pb.CopyableFailure")
+    return security
+
+
+# The wire format. Each answer is one byte string, a status byte and its
+# fields, and pushes are one byte string too: jelly and banana handle a
+# string several times faster than the tuples it would otherwise take
+# (about 11 against 50 microseconds per answer, measured on CPython).
+
+#: Status bytes that start an answer.
+OK = b"o"
+CONFLICT = b"c"
+GONE = b"g"
+TOO_LARGE = b"t"
+
+# version, created, lastSeen, idleTimeout, identifier length; then the
+# identifier and the data.
+_RECORD = struct.Struct("!QdddB")
+# The new version and lastSeen, after a save.
+_SAVED = struct.Struct("!Qd")
+# lastSeen, after a touch.
+_SEEN = struct.Struct("!d")
+# The current version (-1: unknown), after a conflict.
+_CURRENT = struct.Struct("!q")
+# The size and the limit, after a refusal for size.
+_TOO_LARGE = struct.Struct("!QQ")
+# One pushed change: the version (-1: gone) and the identifier's length;
+# then the identifier.
+_CHANGE = struct.Struct("!qB")
+
+
+#: Operation codes that start a request.
+CREATE = b"C"
+LOAD = b"L"
+SAVE = b"S"
+TOUCH = b"T"
+ROTATE = b"R"
+DELETE = b"D"
+
+#: The status of an answer to a request the daemon could not read.
+BAD = b"b"
+
+#: Requests in one batch at most.
+MAX_BATCH = 1000
+
+# The idle timeout (0: the store's default); then the data.
+_CREATE = struct.Struct("!d")
+# The expected version, the idle timeout (0: the session's own) and the
+# identifier's length; then the identifier and the data.
+_SAVE = struct.Struct("!QdB")
+
+
+def packCreate(data: bytes, idleTimeout: Optional[float]) -> bytes:
+    """
+    A create request.
+    """
+    return CREATE + _CREATE.pack(idleTimeout or 0.0) + data
+
+
+def packSave(
+    sessionID: str, expectedVersion: int, data: bytes, idleTimeout: Optional[float]
+) -> bytes:
+    """
+    A save request.
+    """
+    encoded = sessionID.encode("utf-8")
+    header = _SAVE.pack(expectedVersion, idleTimeout or 0.0, len(encoded))
+    return SAVE + header + encoded + data
+
+
+def packSession(operation: bytes, sessionID: str) -> bytes:
+    """
+    A request about one session and nothing else: L{LOAD}, L{TOUCH},
+    L{ROTATE} or L{DELETE}.
+    """
+    return operation + sessionID.encode("utf-8")
+
+
+def unpackRequest(
+    blob: object,
+) -> tuple[bytes, str, int, bytes, Optional[float]]:
+    """
+    Read a request.
+
+    @return: the operation, the session identifier (empty for a create),
+        the expected version (0 unless a save), the data (empty unless a
+        create or a save) and the idle timeout (C{None}: unchanged).
+    @raise ValueError: C{blob} is not a request.
+    """
+    if not isinstance(blob, bytes) or not blob:
+        raise ValueError("a request must be bytes")
+    operation, body = blob[:1], blob[1:]
+    if operation in (LOAD, TOUCH, ROTATE, DELETE):
+        return operation, body.decode("utf-8"), 0, b"", None
+    if operation == CREATE:
+        if len(body) < _CREATE.size:
+            raise ValueError("truncated create")
+        (idle,) = _CREATE.unpack_from(body)
+        return operation, "", 0, body[_CREATE.size :], _idle(idle)
+    if operation == SAVE:
+        if len(body) < _SAVE.size:
+            raise ValueError("truncated save")
+        version, idle, length = _SAVE.unpack_from(body)
+        end = _SAVE.size + length
+        if len(body) < end:
+            raise ValueError("truncated save")
+        sessionID = body[_SAVE.size : end].decode("utf-8")
+        return operation, sessionID, version, body[end:], _idle(idle)
+    raise ValueError(f"unknown operation {operation!r}")
+
+
+def _idle(value: float) -> Optional[float]:
+    """
+    A requested idle timeout: 0 for none, else a finite number above 0.
+    """
+    if value == 0:
+        return None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("the idle timeout must be a number > 0")
+    return value
+
+
+def packRecord(record: SessionRecord) -> bytes:
+    """
+    A L{SessionRecord} as bytes for the wire.
+    """
+    sessionID = record.sessionID.encode("utf-8")
+    header = _RECORD.pack(
+        record.version,
+        record.created,
+        record.lastSeen,
+        record.idleTimeout,
+        len(sessionID),
+    )
+    return header + sessionID + record.data
+
+
+def unpackRecord(blob: object) -> SessionRecord:
+    """
+    Read a record made by L{packRecord}.
+
+    @raise ValueError: C{blob} is not a packed record.
+    """
+    if not isinstance(blob, bytes) or len(blob) < _RECORD.size:
+        raise ValueError(f"not a session record: {blob!r:.80}")
+    version, created, lastSeen, idleTimeout, length = _RECORD.unpack_from(blob)
+    end = _RECORD.size + length
+    if len(blob) < end or not all(
+        math.isfinite(t) for t in (created, lastSeen, idleTimeout)
+    ):
+        raise ValueError(f"not a session record: {blob!r:.80}")
+    return SessionRecord(
+        blob[_RECORD.size : end].decode("utf-8"),
+        version,
+        blob[end:],
+        created,
+        lastSeen,
+        idleTimeout,
+    )
+
+
+def packSaved(version: int, lastSeen: float) -> bytes:
+    """
+    The payload of a save's answer.
+    """
+    return _SAVED.pack(version, lastSeen)
+
+
+def unpackSaved(payload: bytes) -> tuple[int, float]:
+    """
+    Read L{packSaved}'s payload.
+
+    @raise ValueError: it is not one.
+    """
+    if len(payload) != _SAVED.size:
+        raise ValueError("not the answer to a save")
+    version, lastSeen = _SAVED.unpack(payload)
+    return version, lastSeen
+
+
+def packSeen(lastSeen: float) -> bytes:
+    """
+    The payload of a touch's answer.
+    """
+    return _SEEN.pack(lastSeen)
+
+
+def unpackSeen(payload: bytes) -> float:
+    """
+    Read L{packSeen}'s payload.
+
+    @raise ValueError: it is not one.
+    """
+    if len(payload) != _SEEN.size:
+        raise ValueError("not the answer to a touch")
+    (lastSeen,) = _SEEN.unpack(payload)
+    return float(lastSeen)
+
+
+def packRefusal(failure: Failure) -> Any:
+    """
+    Turn a store's refusal into an answer, so the client can raise the
+    same exception type; any other failure is passed on.
+    """
+    error = failure.value
+    if isinstance(error, ConflictError):
+        current = -1 if error.current is None else error.current
+        return CONFLICT + _CURRENT.pack(current)
+    if isinstance(error, SessionGoneError):
+        return GONE
+    if isinstance(error, ValueTooLargeError):
+        return TOO_LARGE + _TOO_LARGE.pack(error.size, error.limit)
+    return failure
+
+
+def unpackAnswer(answer: object, sessionID: str, expectedVersion: int = 0) -> bytes:
+    """
+    The payload of a successful answer, or the error a refusal stands for.
+
+    @raise ConflictError: for a conflict (C{expectedVersion} is reported).
+    @raise SessionGoneError: for a missing session.
+    @raise ValueTooLargeError: for oversized data.
+    @raise ValueError: the answer is none of these.
+    """
+    if not isinstance(answer, bytes) or not answer:
+        raise ValueError(f"unexpected answer: {answer!r:.80}")
+    status, payload = answer[:1], answer[1:]
+    if status == OK:
+        return payload
+    if status == CONFLICT and len(payload) == _CURRENT.size:
+        (current,) = _CURRENT.unpack(payload)
+        raise ConflictError(
+            sessionID, expectedVersion, None if current < 0 else current
+        )
+    if status == GONE and not payload:
+        raise SessionGoneError(sessionID)
+    if status == TOO_LARGE and len(payload) == _TOO_LARGE.size:
+        raise ValueTooLargeError(*_TOO_LARGE.unpack(payload))
+    if status == BAD:
+        raise ValueError(
+            "the daemon refused the request: " + payload.decode("utf-8", "replace")
+        )
+    raise ValueError(f"unexpected answer: {answer!r:.80}")
+
+
+def packChanges(changes: Iterable[tuple[str, Optional[int]]]) -> bytes:
+    """
+    Invalidations as bytes for the wire: C{(sessionID, version)}, with
+    C{None} for a session that is gone.
+    """
+    parts = []
+    for sessionID, version in changes:
+        encoded = sessionID.encode("utf-8")
+        parts.append(_CHANGE.pack(-1 if version is None else version, len(encoded)))
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+def unpackChanges(blob: object) -> list[tuple[str, Optional[int]]]:
+    """
+    Read L{packChanges}'s bytes.
+
+    @raise ValueError: C{blob} is not packed changes.
+    """
+    if not isinstance(blob, bytes):
+        raise ValueError("invalidations must be bytes")
+    changes: list[tuple[str, Optional[int]]] = []
+    offset = 0
+    while offset < len(blob):
+        if len(blob) - offset < _CHANGE.size:
+            raise ValueError("truncated invalidations")
+        version, length = _CHANGE.unpack_from(blob, offset)
+        offset += _CHANGE.size
+        if len(blob) - offset < length:
+            raise ValueError("truncated invalidations")
+        sessionID = blob[offset : offset + length].decode("utf-8")
+        offset += length
+        changes.append((sessionID, None if version < 0 else version))
+    return changes
+
+
+# Authentication.
+
+
+@implementer(ICredentialsChecker)
+class SecretChecker:
+    """
+    Accepts the clients that know the shared secret, comparing in constant
+    time.
+
+    PB sends an MD5 challenge response (L{IUsernameMD5Password}); plain
+    L{IUsernamePassword} credentials are accepted too, for in-process use.
+    """
+
+    credentialInterfaces = (IUsernamePassword, pb.IUsernameMD5Password)
+
+    def __init__(self, secret: bytes, username: bytes = SECRET_USERNAME) -> None:
+        if not secret:
+            raise ValueError("the secret must not be empty")
+        self._secret = secret
+        self._hashedSecret = md5(secret).digest()
+        self._username = username
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[Union[bytes, Tuple[()]]]:
+        """
+        Check C{credentials}.
+
+        @return: a L{Deferred} firing with the user name, or failing with
+            L{UnauthorizedLogin}.
+        """
+        username = credentials.username
+        if isinstance(username, str):
+            username = username.encode("utf-8", "replace")
+        if not isinstance(username, bytes) or not hmac.compare_digest(
+            username, self._username
+        ):
+            return self._refuse("unknown user name")
+        if IUsernamePassword.providedBy(credentials):
+            password = credentials.password
+            if isinstance(password, str):
+                password = password.encode("utf-8")
+            if isinstance(password, bytes) and hmac.compare_digest(
+                password, self._secret
+            ):
+                return succeed(self._username)
+            return self._refuse("wrong secret")
+        challenge = getattr(credentials, "challenge", None)
+        response = getattr(credentials, "response", None)
+        if isinstance(challenge, bytes) and isinstance(response, bytes):
+            expected = md5(self._hashedSecret + challenge).digest()
+            if hmac.compare_digest(response, expected):
+                return succeed(self._username)
+            return self._refuse("wrong secret")
+        # Some other MD5 credentials: let them do the comparison.
+        checked = maybeDeferred(credentials.checkMD5Password, self._hashedSecret)
+
+        def decide(matched: object) -> Any:
+            if matched is True:
+                return self._username
+            return self._refuse("wrong secret")
+
+        return checked.addCallback(decide)
+
+    def _refuse(self, reason: str) -> Deferred[Union[bytes, Tuple[()]]]:
+        log.warn("tlsession: refused a login: {reason}", reason=reason)
+        failed: Deferred[Union[bytes, Tuple[()]]] = Deferred()
+        failed.errback(UnauthorizedLogin(reason))
+        return failed
+
+
+# The avatar and the realm.
+
+
+class SessionAvatar(pb.Avatar):
+    """
+    One logged-in app process. Its store operations come in batches (one
+    PB message carries every request the client had waiting), each request
+    a byte string; each answer is one too: L{OK} and the operation's
+    payload, the store's refusal (L{CONFLICT} and the current version,
+    L{GONE}, L{TOO_LARGE} and the size and limit), or L{BAD} for a request
+    that could not be read. L{unpackAnswer} reads it.
+
+    @ivar mind: the client's L{pb.RemoteReference} for invalidations, or
+        C{None}.
+    @ivar outstandingPushes: push messages sent and not yet acknowledged.
+    """
+
+    def __init__(self, realm: SessionRealm, mind: Any) -> None:
+        self.realm = realm
+        self.mind = mind
+        self.outstandingPushes = 0
+        self.connected = True
+
+    def perspective_limits(self) -> dict[str, Any]:
+        """
+        The daemon's limits: C{idleTimeout}, C{absoluteTimeout},
+        C{maxValueBytes}.
+        """
+        store = self.realm.store
+        return {
+            "idleTimeout": float(store.idleTimeout),
+            "absoluteTimeout": float(store.absoluteTimeout),
+            "maxValueBytes": int(store.maxValueBytes),
+        }
+
+    def perspective_stats(self) -> dict[str, Any]:
+        """
+        The daemon's counters (see L{SessionRealm.stats}).
+        """
+        return self.realm.stats()
+
+    def perspective_batch(self, requests: object) -> Any:
+        """
+        Run requests (L{packCreate}, L{packSave}, L{packSession}) in order.
+
+        @return: their answers, in the same order (a L{Deferred} of them if
+            the store answers later).
+        """
+        if not isinstance(requests, list) or len(requests) > MAX_BATCH:
+            raise pb.Error(
+                f"bad request: expected a list of at most {MAX_BATCH} requests"
+            )
+        return self.realm.runBatch(self, requests)
+
+
+@implementer(IRealm)
+class SessionRealm:
+    """
+    Hands a L{SessionAvatar} to each client that logs in, and pushes every
+    change the store reports to the other clients.
+
+    Changes made by a client's own call reach the others right after that
+    call; changes made by the store on its own (expiry sweeps) are batched
+    and sent on the next turn of the reactor.
+
+    @ivar store: the store, which must offer C{addObserver} and C{stats}.
+    @ivar clock: the store's clock (session times).
+    @ivar avatars: the logged-in clients.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        clock: IReactorTime,
+        reactor: Optional[IReactorTime] = None,
+        maxOutstandingPushes: int = 1000,
+    ) -> None:
+        """
+        @param store: the session store the daemon serves.
+        @param clock: the clock the store keeps its times by.
+        @param reactor: schedules batched pushes and reads the time for
+            statistics (C{clock} if C{None}).
+        @param maxOutstandingPushes: push messages a client may leave
+            unacknowledged before it is disconnected (it cannot be keeping
+            its near cache right, and would make the daemon buffer without
+            bound).
+        """
+        self.store = store
+        self.clock = clock
+        self.reactor = reactor if reactor is not None else clock
+        self.maxOutstandingPushes = maxOutstandingPushes
+        self.avatars: list[SessionAvatar] = []
+        self._origin: Optional[SessionAvatar] = None
+        self._subject: Optional[str] = None
+        self._inCall = False
+        self._stopped = False
+        self._pending: list[tuple[Optional[SessionAvatar], str, Optional[int]]] = []
+        self._flushCall: Optional[IDelayedCall] = None
+        self.started = self.reactor.seconds()
+        self._rateMark = (self.started, 0)
+        self.counters = {
+            "logins": 0,
+            "pushMessages": 0,
+            "invalidations": 0,
+            "slowClientsDropped": 0,
+        }
+        store.addObserver(self._changed)
+
+    def requestAvatar(
+        self, avatarId: Any, mind: Any, *interfaces: Any
+    ) -> tuple[Any, SessionAvatar, Callable[[], None]]:
+        """
+        Make the avatar of a client that logged in.
+        """
+        if pb.IPerspective not in interfaces:
+            raise TypeError("the session daemon serves Perspective Broker only")
+        avatar = SessionAvatar(self, mind)
+        self.avatars.append(avatar)
+        self.counters["logins"] += 1
+
+        def logout() -> None:
+            avatar.connected = False
+            if avatar in self.avatars:
+                self.avatars.remove(avatar)
+
+        return pb.IPerspective, avatar, logout
+
+    def runBatch(self, avatar: SessionAvatar, requests: list[Any]) -> Any:
+        """
+        Run a batch of requests on behalf of C{avatar}, then push what they
+        changed to the clients.
+
+        @return: the answers, or a L{Deferred} of them when the store
+            answers later.
+        """
+        answers = [self._run(avatar, request) for request in requests]
+        self._flush()
+        if all(isinstance(answer, bytes) for answer in answers):
+            return answers
+        return gatherResults(
+            [a if isinstance(a, Deferred) else succeed(a) for a in answers]
+        )
+
+    def _run(self, avatar: SessionAvatar, request: object) -> Any:
+        """
+        Run one request: its answer, or a L{Deferred} of it.
+
+        The caller learns what happened to the session a request is about
+        from the answer, so it is not told again; it is told about every
+        other session the request changed (sessions evicted or expired to
+        make room).
+        """
+        try:
+            operation, sessionID, version, data, idle = unpackRequest(request)
+        except ValueError as e:
+            return BAD + str(e).encode("utf-8")
+        store = self.store
+        now = self.clock.seconds()
+        call: Callable[[], Deferred[Any]]
+        encode: Callable[[Any], bytes]
+        if operation == LOAD:
+            call = partial(store.load, sessionID)
+            encode = _packLoaded
+        elif operation == SAVE:
+            call = partial(store.save, sessionID, version, data, idle)
+            # lastSeen as read just before the save: never later than the
+            # one stored.
+            encode = partial(_packSavedAt, now)
+        elif operation == TOUCH:
+            call = partial(store.touch, sessionID)
+            encode = partial(_packSeenAt, now)
+        elif operation == CREATE:
+            call = partial(store.create, data, idle)
+            encode = packRecord
+        elif operation == ROTATE:
+            call = partial(store.rotate, sessionID)
+            encode = packRecord
+        else:
+            call = partial(store.delete, sessionID)
+            encode = _packNothing
+        self._origin, self._subject, self._inCall = avatar, sessionID, True
+        try:
+            result = maybeDeferred(call)
+        finally:
+            self._origin, self._subject, self._inCall = None, None, False
+        result.addCallbacks(lambda value: OK + encode(value), self._refused)
+        # The memory store answers at once: answer without a Deferred then.
+        settled: list[Any] = []
+
+        def keep(answer: Any) -> Any:
+            settled.append(answer)
+            return answer
+
+        result.addBoth(keep)
+        if settled:
+            return settled[0]
+        return result
+
+    def _refused(self, failure: Failure) -> Any:
+        """
+        The answer to a store call that failed.
+        """
+        answer = packRefusal(failure)
+        if isinstance(answer, bytes):
+            return answer
+        log.failure("tlsession: a store call failed", failure)
+        return BAD + b"internal error"
+
+    def _changed(self, sessionID: str, version: Optional[int]) -> None:
+        """
+        The store's observer: a session changed (C{version}) or went away
+        (C{None}).
+        """
+        if self._stopped:
+            # Every client is being disconnected, and drops its near cache.
+            return
+        origin = self._origin if sessionID == self._subject else None
+        self._pending.append((origin, sessionID, version))
+        if not self._inCall and self._flushCall is None:
+            self._flushCall = self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """
+        Send the pending invalidations, in batches, to every client but the
+        one that caused each.
+        """
+        if self._flushCall is not None:
+            if self._flushCall.active():
+                self._flushCall.cancel()
+            self._flushCall = None
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        for avatar in list(self.avatars):
+            if avatar.mind is None:
+                continue
+            changes = [
+                (sid, ver) for origin, sid, ver in pending if origin is not avatar
+            ]
+            for start in range(0, len(changes), PUSH_BATCH):
+                self._push(avatar, changes[start : start + PUSH_BATCH])
+
+    def _push(self, avatar: SessionAvatar, changes: list[Any]) -> None:
+        """
+        Send one batch to one client, which must keep up.
+        """
+        if not avatar.connected:
+            return
+        if avatar.outstandingPushes >= self.maxOutstandingPushes:
+            self.counters["slowClientsDropped"] += 1
+            log.warn(
+                "tlsession: a client left {count} invalidation messages "
+                "unanswered; disconnecting it (it drops its near cache and "
+                "reconnects)",
+                count=avatar.outstandingPushes,
+            )
+            avatar.connected = False
+            _disconnect(avatar.mind)
+            return
+        try:
+            sent = avatar.mind.callRemote("invalidate", packChanges(changes))
+        except pb.DeadReferenceError:
+            return
+        avatar.outstandingPushes += 1
+        self.counters["pushMessages"] += 1
+        self.counters["invalidations"] += len(changes)
+
+        def answered(result: object) -> None:
+            avatar.outstandingPushes -= 1
+
+        sent.addBoth(answered)
+
+    def stop(self) -> None:
+        """
+        Send what is pending now and schedule nothing more (the daemon is
+        stopping).
+        """
+        self._flush()
+        self._stopped = True
+
+    def stats(self) -> dict[str, Any]:
+        """
+        The store's counters plus the daemon's: C{clients}, C{logins},
+        C{pushMessages}, C{invalidations}, C{slowClientsDropped},
+        C{operations} (store calls answered), C{opsPerSecond} (since the
+        previous summary line, or the start) and C{uptime} in seconds.
+        """
+        numbers = dict(self.store.stats())
+        numbers.update(self.counters)
+        now = self.reactor.seconds()
+        operations = _operations(numbers)
+        markTime, markOperations = self._rateMark
+        elapsed = now - markTime
+        numbers["operations"] = operations
+        numbers["opsPerSecond"] = (
+            (operations - markOperations) / elapsed if elapsed > 0 else 0.0
+        )
+        numbers["clients"] = len(self.avatars)
+        numbers["uptime"] = now - self.started
+        return numbers
+
+    def markRate(self) -> None:
+        """
+        Start a new interval for C{opsPerSecond}.
+        """
+        self._rateMark = (self.reactor.seconds(), _operations(self.store.stats()))
+
+
+def _packLoaded(record: Optional[SessionRecord]) -> bytes:
+    return b"" if record is None else packRecord(record)
+
+
+def _packSavedAt(lastSeen: float, version: int) -> bytes:
+    return packSaved(version, lastSeen)
+
+
+def _packSeenAt(lastSeen: float, ignored: object) -> bytes:
+    return packSeen(lastSeen)
+
+
+def _packNothing(ignored: object) -> bytes:
+    return b""
+
+
+_OPERATION_COUNTERS = ("creates", "loads", "saves", "deletes", "rotations", "touches")
+
+
+def _operations(numbers: dict[str, Any]) -> int:
+    return sum(int(numbers.get(name, 0)) for name in _OPERATION_COUNTERS)
+
+
+def _disconnect(mind: Any) -> None:
+    """
+    Close the connection a remote reference came over.
+    """
+    broker = getattr(mind, "broker", None)
+    transport = getattr(broker, "transport", None)
+    if transport is not None:
+        transport.loseConnection()
+
+
+# The server side of the connection.
+
+
+class _ServerBroker(pb.Broker):
+    """
+    A broker that drops peers which send much, or wait long, without
+    logging in.
+    """
+
+    isLoggedIn = False
+    factory: Any
+    _received = 0
+    _loginTimer: Optional[IDelayedCall] = None
+    _closedWaiters: Optional[list[Deferred[None]]] = None
+
+    def whenClosed(self) -> Deferred[None]:
+        """
+        @return: a L{Deferred} firing once the connection is closed.
+        """
+        if self.disconnected:
+            return succeed(None)
+        if self._closedWaiters is None:
+            self._closedWaiters = []
+        waiting: Deferred[None] = Deferred()
+        self._closedWaiters.append(waiting)
+        return waiting
+
+    def loggedIn(self) -> None:
+        """
+        The peer logged in: it is trusted from now on.
+        """
+        self.isLoggedIn = True
+        if self._loginTimer is not None and self._loginTimer.active():
+            self._loginTimer.cancel()
+        self._loginTimer = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.isLoggedIn:
+            self._received += len(data)
+            if self._received > MAX_BYTES_BEFORE_LOGIN:
+                log.warn(
+                    "tlsession: {peer} sent {count} bytes without logging in; closing",
+                    peer=_peer(self),
+                    count=self._received,
+                )
+                transport: Any = self.transport
+                transport.abortConnection()
+                return
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._loginTimer is not None and self._loginTimer.active():
+            self._loginTimer.cancel()
+        self._loginTimer = None
+        self.factory.connectionEnded(self)
+        super().connectionLost(reason)
+        waiters, self._closedWaiters = self._closedWaiters or [], None
+        for waiting in waiters:
+            waiting.callback(None)
+
+
+def _peer(broker: Any) -> str:
+    transport = getattr(broker, "transport", None)
+    try:
+        return str(transport.getPeer())  # type: ignore[union-attr]
+    except Exception:
+        return "a peer"
+
+
+class SessionServerFactory(pb.PBServerFactory):
+    """
+    The daemon's PB factory: the portal's root, a bounded number of
+    connections, and a deadline to log in.
+
+    @ivar connections: the brokers of the open connections.
+    """
+
+    protocol = _ServerBroker
+    noisy = False
+
+    def __init__(
+        self,
+        portal: Portal,
+        clock: IReactorTime,
+        loginTimeout: float = 10.0,
+        maxConnections: int = 1000,
+    ) -> None:
+        super().__init__(portal, unsafeTracebacks=False, security=wireSecurity())
+        self.clock = clock
+        self.loginTimeout = loginTimeout
+        self.maxConnections = maxConnections
+        self.connections: set[Any] = set()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.connections) >= self.maxConnections:
+            log.warn(
+                "tlsession: refusing {peer}: {count} connections already open",
+                peer=addr,
+                count=len(self.connections),
+            )
+            return None
+        broker = super().buildProtocol(addr)
+        self.connections.add(broker)
+        broker._loginTimer = self.clock.callLater(
+            self.loginTimeout, self._loginTimedOut, broker
+        )
+        return broker
+
+    def _loginTimedOut(self, broker: Any) -> None:
+        broker._loginTimer = None
+        log.warn(
+            "tlsession: {peer} did not log in within {timeout} s; closing",
+            peer=_peer(broker),
+            timeout=self.loginTimeout,
+        )
+        broker.transport.abortConnection()
+
+    def connectionEnded(self, broker: Any) -> None:
+        """
+        A connection closed.
+        """
+        self.connections.discard(broker)
+
+    def disconnectAll(self, timeout: float = 5.0) -> Deferred[None]:
+        """
+        Close every connection (the daemon is stopping): clients drop their
+        near caches at once instead of serving from them.
+
+        @param timeout: seconds a connection gets to close cleanly before it
+            is aborted.
+        @return: a L{Deferred} firing once every connection is closed.
+        """
+        closing = []
+        for broker in list(self.connections):
+            closed = broker.whenClosed()
+            broker.transport.loseConnection()
+            if not closed.called:
+                timer = self.clock.callLater(timeout, broker.transport.abortConnection)
+                closed.addBoth(_cancelling(timer))
+            closing.append(closed)
+        return DeferredList(closing).addCallback(lambda _: None)
+
+
+class LoginRefusedError(pb.Error, UnauthorizedLogin):
+    """
+    A login without the shared secret. It is a L{pb.Error}, so PB sends it
+    to the peer without logging a traceback (the checker has logged one
+    line); it does not say whether the user name or the secret was wrong.
+    """
+
+
+def _cancelling(timer: IDelayedCall) -> Callable[[Any], Any]:
+    """
+    A callback that cancels C{timer} and passes its result on.
+    """
+
+    def cancel(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        return result
+
+    return cancel
+
+
+class _ClosingPortal(Portal):
+    """
+    A portal that refuses logins with L{LoginRefusedError} and closes the
+    connection once the refusal has been sent: a peer without the secret
+    gets one try per connection.
+    """
+
+    def __init__(self, realm: IRealm, checkers: Sequence[Any], clock: Any) -> None:
+        super().__init__(realm, checkers)
+        self.clock = clock
+
+    def login(self, credentials: Any, mind: Any, *interfaces: Any) -> Any:
+        attempt = super().login(credentials, mind, *interfaces)
+        # PB's challenger credentials know their connection; a mind does too.
+        broker = getattr(credentials, "broker", None) or getattr(mind, "broker", None)
+
+        def accepted(result: Any) -> Any:
+            loggedIn = getattr(broker, "loggedIn", None)
+            if loggedIn is not None:
+                loggedIn()
+            return result
+
+        def refused(failure: Failure) -> Failure:
+            if not failure.check(LoginFailed):
+                return failure
+            transport = getattr(broker, "transport", None)
+            if transport is not None:
+                self.clock.callLater(0, transport.loseConnection)
+            raise LoginRefusedError("login refused: wrong user name or secret")
+
+        return attempt.addCallbacks(accepted, refused)
+
+
+# The service.
+
+
+class _Listener(StreamServerEndpointService):
+    """
+    One listen endpoint, which can tell where it listens once bound.
+    """
+
+    def __init__(self, description: str, endpoint: Any, factory: Any) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+        self.port: Optional[IListeningPort] = None
+        # Fail start-up loudly when the address cannot be bound.
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        waiting: Any = self._waitingForPort
+        waiting.addCallback(self._bound)
+
+    def _bound(self, port: Optional[IListeningPort]) -> Optional[IListeningPort]:
+        self.port = port
+        return port
+
+
+class SessionDaemonService(MultiService):
+    """
+    The session daemon as a service: its listeners, the store's sweep and
+    the periodic summary line. Stopping it stops listening, closes every
+    client connection and stops the sweep.
+
+    @ivar realm: the L{SessionRealm}.
+    @ivar factory: the L{SessionServerFactory}.
+    @ivar listeners: one service per listen endpoint.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        secret: bytes,
+        listen: Sequence[str],
+        clock: IReactorTime,
+        reactor: Any,
+        statsInterval: float = 60.0,
+        loginTimeout: float = 10.0,
+        maxConnections: int = 1000,
+    ) -> None:
+        """
+        @param store: the store to serve (C{addObserver}, C{stats},
+            C{startSweeping}/C{stopSweeping}).
+        @param secret: the shared secret clients log in with.
+        @param listen: server endpoint strings (checked by the caller, see
+            L{DaemonConfig}).
+        @param clock: the store's clock.
+        @param reactor: listens, and schedules pushes and summaries.
+        """
+        super().__init__()
+        self.store = store
+        self.reactor = reactor
+        self.statsInterval = statsInterval
+        self.realm = SessionRealm(store, clock, reactor)
+        portal = _ClosingPortal(self.realm, [SecretChecker(secret)], reactor)
+        self.factory = SessionServerFactory(
+            portal, reactor, loginTimeout=loginTimeout, maxConnections=maxConnections
+        )
+        self.listeners: list[_Listener] = []
+        for description in listen:
+            listener = _Listener(
+                description, serverFromString(reactor, description), self.factory
+            )
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
+        self._summary = LoopingCall(self.logSummary)
+        self._summary.clock = reactor
+
+    def startService(self) -> None:
+        log.info(
+            "tlsession: session daemon listening on {listen}; up to {sessions} "
+            "sessions, {megabytes:.0f} MiB",
+            listen=", ".join(listener.description for listener in self.listeners),
+            sessions=getattr(self.store, "maxSessions", "?"),
+            megabytes=getattr(self.store, "maxBytes", 0) / 2**20,
+        )
+        _startStore(self.store)
+        self.realm.markRate()
+        if self.statsInterval > 0:
+            self._summary.start(self.statsInterval, now=False)
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        self.running = False
+        stopped = DeferredList(
+            [maybeDeferred(listener.stopService) for listener in self.listeners]
+        )
+
+        def rest(_: object) -> Deferred[None]:
+            self.realm.stop()
+            if self._summary.running:
+                self._summary.stop()
+            self.logSummary()
+            _stopStore(self.store)
+            return self.factory.disconnectAll()
+
+        return stopped.addCallback(rest)
+
+    def stats(self) -> dict[str, Any]:
+        """
+        The daemon's counters (L{SessionRealm.stats}).
+        """
+        return self.realm.stats()
+
+    def logSummary(self) -> None:
+        """
+        Log the one-line summary: sessions, bytes, evictions, expiries,
+        operations per second since the previous line, clients.
+        """
+        numbers = self.realm.stats()
+        log.info(
+            "tlsession: {sessions} sessions, {bytes} bytes, {evictions} "
+            "evictions, {expired} expired, {rate:.1f} ops/s, {clients} clients",
+            sessions=numbers.get("sessions", 0),
+            bytes=numbers.get("bytes", 0),
+            evictions=numbers.get("evictions", 0),
+            expired=numbers.get("expired", 0),
+            rate=numbers["opsPerSecond"],
+            clients=numbers["clients"],
+        )
+        self.realm.markRate()
+
+
+def _startStore(store: Any) -> None:
+    starting = getattr(store, "startSweeping", None)
+    if starting is None:
+        starting = getattr(store, "startService", None)
+    if starting is not None:
+        starting()
+
+
+def _stopStore(store: Any) -> None:
+    stopping = getattr(store, "stopSweeping", None)
+    if stopping is None:
+        stopping = getattr(store, "stopService", None)
+    if stopping is not None:
+        stopping()

@@ -1,0 +1,1180 @@
+# -*- test-case-name: tests.unit.test_pbstore -*-
+"""
+The client of the session daemon (L{tlsession.daemon}): an L{ISessionStore}
+over Perspective Broker, with a near cache kept right by the daemon's
+invalidations.
+
+The near cache
+==============
+
+Every record this process loads or writes is kept in a bounded LRU cache,
+and C{load} answers from it with no round trip. The daemon pushes
+C{(sessionID, version)} after every change made by another process (and
+after expiries and evictions), and the cache drops what those make stale.
+The whole cache is dropped when the connection is lost, since pushes may
+have been missed; after a reconnection it fills again from the daemon.
+
+Replies and pushes travel on the one PB connection, in the order the daemon
+produced them, and the daemon answers each batch of requests before it runs
+the next, so a reply is never older than a push that came before it. The cache does not
+rely on that for sessions it already knows: each call about one notes the
+session first; a push arriving before the reply raises a floor (the pushed
+version, or "gone"), and a reply below the floor is not cached. A cached
+record is only ever replaced by one of the same or a higher version.
+
+A change made by another process reaches this one when its push arrives
+(a fraction of a millisecond on a unix socket); until then a load may
+answer the version before it. Saves are compare-and-swap in the daemon, so
+a save based on such a read fails with L{ConflictError} (the manager
+re-reads and re-applies) and no update is lost. Changes made by this
+process are seen by it at once.
+
+What a hit may answer: the record as this process last read or wrote it.
+Touches from other processes are not pushed (they change no data), so a
+cached C{lastSeen} can be older than the daemon's, never newer: a record
+the cache judges alive (by this process's clock, against its idle timeout
+and the daemon's absolute timeout) is alive in the daemon too, and one it
+judges expired is asked for again. Entries are also re-read after
+C{nearCacheMaxAge} seconds whatever happens. Clocks of the daemon's and the
+app's hosts should agree (NTP); on one host they are the same clock.
+
+Requests and failures
+=====================
+
+Requests are sent in batches: a request goes out at once when none is in
+flight, and the requests made while one is in flight go out together in
+one PB message when its answer arrives. A lone request waits for nothing;
+many concurrent ones share the cost of each message.
+
+While the daemon is unreachable every call fails at once with
+L{StoreUnavailableError} (the app answers 503). A batch with no answer
+within C{callTimeout} fails the same way and the connection is dropped (a
+request queued behind it waits at most twice that); the client reconnects
+with backoff. A restarted daemon has no sessions: old identifiers load as
+C{None} and users get new sessions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import attrs
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.cred.credentials import UsernamePassword
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    TimeoutError,
+    fail,
+    succeed,
+)
+from twisted.internet.endpoints import _parse, clientFromString
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.spread import pb
+from zope.interface import implementer
+
+from tlsession.daemon import (
+    DELETE,
+    LOAD,
+    MAX_BATCH,
+    ROTATE,
+    SECRET_USERNAME,
+    TOUCH,
+    packCreate,
+    packSave,
+    packSession,
+    unpackAnswer,
+    unpackChanges,
+    unpackRecord,
+    unpackSaved,
+    unpackSeen,
+    wireSecurity,
+)
+from tlsession.interfaces import (
+    ConflictError,
+    ISessionStore,
+    SessionGoneError,
+    SessionRecord,
+    StoreUnavailableError,
+    ValueTooLargeError,
+)
+from tlsession.stores import isWellFormedSessionID
+
+__all__ = ["NearCache", "PBSessionStore"]
+
+log = Logger(namespace="tlsession.stores.pb")
+
+# What the store reports before it has heard the daemon's own limits.
+_DEFAULT_IDLE = 1800.0
+_DEFAULT_ABSOLUTE = 86400.0
+_DEFAULT_MAX_VALUE = 65536
+
+_GONE = -1
+
+
+class NearCache:
+    """
+    A bounded LRU map of session identifier to L{SessionRecord}, with the
+    floors that keep late replies from bringing back what a push removed.
+
+    @ivar maxEntries: records kept at most.
+    @ivar maxBytes: total record data kept at most.
+    """
+
+    def __init__(self, maxEntries: int = 10_000, maxBytes: int = 64 * 2**20):
+        self.maxEntries = maxEntries
+        self.maxBytes = maxBytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, tuple[SessionRecord, float]] = OrderedDict()
+        # Per session with calls in flight: [calls, floor]; the floor is the
+        # highest version pushed meanwhile, or _GONE.
+        self._watches: Dict[str, List[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, sessionID: str) -> Optional[tuple[SessionRecord, float]]:
+        """
+        The cached record and when it was stored, marking it recently used.
+        """
+        entry = self._entries.get(sessionID)
+        if entry is not None:
+            self._entries.move_to_end(sessionID)
+        return entry
+
+    def fresh(
+        self, sessionID: str, now: float, maxAge: float, absoluteTimeout: float
+    ) -> Optional[SessionRecord]:
+        """
+        The cached record for C{sessionID} if it is surely alive at C{now}
+        (within its idle timeout and C{absoluteTimeout}) and was stored
+        less than C{maxAge} seconds ago; a record that is not is dropped.
+        """
+        entry = self._entries.get(sessionID)
+        if entry is None:
+            return None
+        record, storedAt = entry
+        if (
+            now - storedAt < maxAge
+            and now - record.lastSeen < record.idleTimeout
+            and now - record.created < absoluteTimeout
+        ):
+            self._entries.move_to_end(sessionID)
+            return record
+        self.discard(sessionID)
+        return None
+
+    def watch(self, sessionID: str) -> None:
+        """
+        A call about C{sessionID} is going out; its reply is checked with
+        L{unwatch}.
+        """
+        watch = self._watches.get(sessionID)
+        if watch is None:
+            self._watches[sessionID] = [1, 0]
+        else:
+            watch[0] += 1
+
+    def unwatch(self, sessionID: str) -> int:
+        """
+        A reply about C{sessionID} came back (or the call failed).
+
+        @return: the floor: the highest version pushed since the call went
+            out, C{-1} if the session was pushed as gone, else C{0}.
+        """
+        watch = self._watches.get(sessionID)
+        if watch is None:
+            return 0
+        watch[0] -= 1
+        if watch[0] <= 0:
+            del self._watches[sessionID]
+        return watch[1]
+
+    def put(self, record: SessionRecord, storedAt: float, floor: int = 0) -> None:
+        """
+        Keep C{record}, unless a push said it is stale (C{floor}) or a newer
+        version is cached already.
+        """
+        if floor == _GONE or record.version < floor:
+            self.discard(record.sessionID)
+            return
+        if len(record.data) > self.maxBytes:
+            self.discard(record.sessionID)
+            return
+        old = self._entries.get(record.sessionID)
+        if old is not None:
+            if old[0].version > record.version:
+                return
+            self.bytes -= len(old[0].data)
+        self._entries[record.sessionID] = (record, storedAt)
+        self._entries.move_to_end(record.sessionID)
+        self.bytes += len(record.data)
+        while len(self._entries) > self.maxEntries or self.bytes > self.maxBytes:
+            _, (evicted, _) = self._entries.popitem(last=False)
+            self.bytes -= len(evicted.data)
+
+    def invalidate(self, sessionID: str, version: Optional[int]) -> bool:
+        """
+        The daemon says C{sessionID} is now at C{version} (C{None}: gone).
+
+        @return: whether a cached record was dropped.
+        """
+        watch = self._watches.get(sessionID)
+        if watch is not None:
+            watch[1] = (
+                _GONE
+                if version is None or watch[1] == _GONE
+                else max(watch[1], version)
+            )
+        entry = self._entries.get(sessionID)
+        if entry is None:
+            return False
+        if version is not None and entry[0].version >= version:
+            return False
+        self.discard(sessionID)
+        return True
+
+    def discard(self, sessionID: str) -> None:
+        """
+        Forget C{sessionID}.
+        """
+        entry = self._entries.pop(sessionID, None)
+        if entry is not None:
+            self.bytes -= len(entry[0].data)
+
+    def clear(self) -> None:
+        """
+        Forget everything, floors included (the connection they were about
+        is gone).
+        """
+        self._entries.clear()
+        self._watches.clear()
+        self.bytes = 0
+
+
+class _Mind(pb.Referenceable):
+    """
+    What the daemon calls back: one per connection.
+    """
+
+    def __init__(self, store: PBSessionStore) -> None:
+        self.store = store
+        self.connection: Optional[_Connection] = None
+
+    def remote_invalidate(self, changes: object) -> None:
+        """
+        Sessions changed: drop what the near cache holds of older versions.
+        """
+        if self.connection is None or self.store._connection is not self.connection:
+            return
+        try:
+            unpacked = unpackChanges(changes)
+        except ValueError:
+            # Nothing can be trusted about this connection's cache now.
+            log.error("tlsession: malformed invalidations; reconnecting")
+            self.connection.abort()
+            return
+        self.store._invalidate(unpacked)
+
+
+@implementer(IProtocol)
+class _Connection:
+    """
+    The protocol L{ClientService} manages: one logged-in connection to the
+    daemon (the transport belongs to the PB broker underneath).
+
+    @ivar avatar: the daemon's L{pb.RemoteReference} for our calls.
+    @ivar limits: the daemon's limits, as sent at login.
+    @ivar queue: requests waiting for the batch in flight to be answered.
+    @ivar inFlight: whether a batch is waiting for its answer.
+    """
+
+    transport: Any = None
+
+    def __init__(self, store: PBSessionStore) -> None:
+        self.store = store
+        self.broker: Any = None
+        self.avatar: Any = None
+        self.limits: Dict[str, Any] = {}
+        # Requests waiting for the batch in flight to be answered.
+        self.queue: List[tuple[bytes, Deferred[Any]]] = []
+        self.inFlight = False
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+        self.connectionMade()
+
+    def connectionMade(self) -> None:
+        self.store._connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Never called: the broker reads the connection.
+        """
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.store._disconnected(self, reason)
+
+    def abort(self) -> None:
+        """
+        Drop the connection now (the daemon stopped answering).
+        """
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+
+@implementer(IProtocolFactory)
+class _ConnectionFactory:
+    """
+    Hands L{ClientService} the L{_Connection} that L{_LoginEndpoint} has
+    just logged in.
+
+    @ivar prepared: the connection to hand out next.
+    """
+
+    def __init__(self) -> None:
+        self.prepared: Optional[_Connection] = None
+
+    def doStart(self) -> None:
+        """
+        Part of the factory interface; nothing to do.
+        """
+
+    def doStop(self) -> None:
+        """
+        Part of the factory interface; nothing to do.
+        """
+
+    def buildProtocol(self, addr: Any) -> Any:
+        connection, self.prepared = self.prepared, None
+        return connection
+
+
+class _ClientBroker(pb.Broker):
+    """
+    A client broker that tells its factory when the connection is lost
+    (endpoints do not), so a login waiting on it fails at once.
+    """
+
+    factory: Any
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.factory.clientConnectionLost(None, reason)
+
+
+class _ClientFactory(pb.PBClientFactory):
+    """
+    One per connection attempt, speaking only basic types.
+    """
+
+    protocol = _ClientBroker
+    noisy = False
+
+    def __init__(self) -> None:
+        super().__init__(unsafeTracebacks=False, security=wireSecurity())
+
+
+@implementer(IStreamClientEndpoint)
+class _LoginEndpoint:
+    """
+    Connects to the daemon and logs in, all within C{loginTimeout}; only a
+    logged-in connection counts as connected for L{ClientService}, so a
+    refused secret backs off like a refused connection.
+    """
+
+    def __init__(self, store: PBSessionStore, endpoint: IStreamClientEndpoint):
+        self.store = store
+        self.endpoint = endpoint
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        store = self.store
+        clientFactory = _ClientFactory()
+        mind = _Mind(store)
+        brokers: List[Any] = []
+
+        def loggingIn(broker: Any) -> Deferred[Any]:
+            brokers.append(broker)
+            credentials = UsernamePassword(SECRET_USERNAME, store._secret)
+            return clientFactory.login(credentials, client=mind)
+
+        def askLimits(avatar: Any) -> Deferred[Any]:
+            return avatar.callRemote("limits").addCallback(lambda x: (avatar, x))
+
+        def ready(result: tuple[Any, Any]) -> Any:
+            avatar, limits = result
+            broker = brokers[0]
+            if broker.disconnected:
+                raise ConnectionLost("the session daemon closed the connection")
+            inner = _Connection(store)
+            inner.broker = broker
+            inner.avatar = avatar
+            inner.limits = limits if isinstance(limits, dict) else {}
+            mind.connection = inner
+            # ClientService builds the protocol it manages through our
+            # factory (wrapped in its own); ours hands out this one.
+            store._connectionFactory.prepared = inner
+            connection = protocolFactory.buildProtocol(broker.transport.getPeer())
+            connection.makeConnection(broker.transport)
+            broker.notifyOnDisconnect(
+                lambda: connection.connectionLost(
+                    Failure(ConnectionLost("the session daemon connection closed"))
+                )
+            )
+            return connection
+
+        def failed(reason: Failure) -> Failure:
+            for broker in brokers:
+                if not broker.disconnected:
+                    broker.transport.abortConnection()
+            store._connectFailed(reason)
+            if _isLoginRefusal(reason):
+                return Failure(
+                    StoreUnavailableError(
+                        f"the session daemon at {store.endpointDescription} "
+                        "refused the secret (do the app and the daemon read the "
+                        "same secret file?)"
+                    )
+                )
+            return reason
+
+        attempt: Deferred[Any] = self.endpoint.connect(clientFactory)
+        attempt.addCallback(loggingIn)
+        attempt.addCallback(askLimits)
+        attempt.addCallback(ready)
+        attempt.addErrback(failed)
+        attempt.addTimeout(store.loginTimeout, store._reactor)
+        return attempt
+
+
+def _checkClientEndpoint(description: str, insecure: bool) -> None:
+    """
+    Refuse a plain endpoint string unless C{insecure}: the login is an MD5
+    challenge and sessions would travel in the clear.
+    """
+    args, kwargs = _parse(description)
+    kind = str(args[0]).lower() if args else ""
+    if kind in ("unix", "ssl", "tls") or insecure:
+        return
+    raise ValueError(
+        f"{description!r}: sessions and the login would travel unencrypted; "
+        "connect over unix:path=... or ssl:/tls:, or pass insecure=True "
+        "(only on a private network)"
+    )
+
+
+@implementer(ISessionStore)
+class PBSessionStore(Service):
+    """
+    Sessions kept by the session daemon, shared by every process connected
+    to it, with a near cache (see the module's documentation).
+
+    Start it (it is an L{twisted.application.service.IService}; set it as
+    a child of the app's service) before use; L{whenConnected} tells when
+    the first login is done. Calls made while not connected fail at once
+    with L{StoreUnavailableError}.
+
+    @ivar callTimeout: seconds a call may wait for its answer.
+    @ivar loginTimeout: seconds to connect and log in.
+    @ivar nearCache: the L{NearCache}.
+    """
+
+    def __init__(
+        self,
+        endpoint: Union[str, IStreamClientEndpoint],
+        secret: Union[bytes, str],
+        clock: IReactorTime,
+        *,
+        reactor: Optional[Any] = None,
+        idleTimeout: Optional[float] = None,
+        absoluteTimeout: Optional[float] = None,
+        maxValueBytes: Optional[int] = None,
+        insecure: bool = False,
+        callTimeout: float = 5.0,
+        loginTimeout: float = 10.0,
+        maxPendingCalls: int = 10_000,
+        nearCacheEntries: int = 10_000,
+        nearCacheBytes: int = 64 * 2**20,
+        nearCacheMaxAge: float = 60.0,
+        retryPolicy: Optional[Callable[[int], float]] = None,
+    ) -> None:
+        """
+        @param endpoint: the daemon's client endpoint string
+            (C{unix:path=/run/tlsession/daemon.sock}, C{ssl:host=...:port=...},
+            C{tls:...}) or an endpoint.
+        @param secret: the shared secret (L{tlsession.tap.readSecretFile}
+            reads the daemon's file with the same checks).
+        @param clock: the time every session timestamp is judged by (the
+            reactor; a L{twisted.internet.task.Clock} in tests).
+        @param reactor: connects, and times calls and reconnections
+            (C{clock} if C{None}).
+        @param idleTimeout: the idle timeout of the sessions this process
+            creates; C{None} for the daemon's.
+        @param absoluteTimeout: the daemon's absolute timeout as expected
+            until it says its own (it is the daemon's to decide; a
+            different one is logged).
+        @param maxValueBytes: a limit below the daemon's, checked here
+            before sending; C{None} for the daemon's alone.
+        @param insecure: allow a plain C{tcp:} endpoint string.
+        @param callTimeout: seconds a batch of requests may wait for its
+            answer; then its calls fail with L{StoreUnavailableError} and
+            the connection is dropped and made again.
+        @param loginTimeout: seconds to connect and log in.
+        @param maxPendingCalls: calls that may wait for answers at once;
+            more fail at once.
+        @param nearCacheEntries: records the near cache keeps (0 turns it
+            off).
+        @param nearCacheBytes: session bytes the near cache keeps.
+        @param nearCacheMaxAge: seconds after which a cached record is
+            read again from the daemon anyway.
+        @param retryPolicy: seconds to wait before the n-th reconnection
+            attempt (L{backoffPolicy} up to 5 seconds by default).
+        """
+        if reactor is None:
+            reactor = clock
+        connectTo: IStreamClientEndpoint
+        if isinstance(endpoint, str):
+            _checkClientEndpoint(endpoint, insecure)
+            self.endpointDescription = endpoint
+            connectTo = clientFromString(reactor, endpoint)
+        else:
+            self.endpointDescription = repr(endpoint)
+            connectTo = endpoint
+        if isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        if not secret:
+            raise ValueError("the secret must not be empty")
+        for name, value in [
+            ("callTimeout", callTimeout),
+            ("loginTimeout", loginTimeout),
+            ("maxPendingCalls", maxPendingCalls),
+            ("nearCacheMaxAge", nearCacheMaxAge),
+        ]:
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        self._secret = secret
+        self.clock = clock
+        self._reactor = reactor
+        self._ownIdle = None if idleTimeout is None else float(idleTimeout)
+        self._expectedAbsolute = absoluteTimeout
+        self._absoluteTimeout = (
+            _DEFAULT_ABSOLUTE if absoluteTimeout is None else float(absoluteTimeout)
+        )
+        self._ownMaxValue = maxValueBytes
+        self.callTimeout = callTimeout
+        self.loginTimeout = loginTimeout
+        self.maxPendingCalls = maxPendingCalls
+        self.nearCacheMaxAge = nearCacheMaxAge
+        self._cacheOn = nearCacheEntries > 0
+        self.nearCache = NearCache(max(nearCacheEntries, 1), nearCacheBytes)
+        self._limits: Dict[str, Any] = {}
+        self._connection: Optional[_Connection] = None
+        self._pending = 0
+        self._wasConnected = False
+        self.counters = dict.fromkeys(
+            [
+                "calls",
+                "nearCacheHits",
+                "nearCacheMisses",
+                "invalidations",
+                "cacheFlushes",
+                "unavailable",
+                "timeouts",
+                "logins",
+                "loginFailures",
+            ],
+            0,
+        )
+        self._connectionFactory = _ConnectionFactory()
+        self._service = ClientService(
+            _LoginEndpoint(self, connectTo),
+            self._connectionFactory,
+            retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.2, maxDelay=5.0),
+            clock=reactor,
+        )
+
+    # Limits: the daemon decides; until it has said, what we were told.
+
+    @property
+    def idleTimeout(self) -> float:
+        """
+        The idle timeout of the sessions this process creates.
+        """
+        if self._ownIdle is not None:
+            return self._ownIdle
+        return float(self._limits.get("idleTimeout", _DEFAULT_IDLE))
+
+    @property
+    def absoluteTimeout(self) -> float:
+        """
+        The daemon's absolute timeout.
+        """
+        return self._absoluteTimeout
+
+    @property
+    def maxValueBytes(self) -> int:
+        """
+        The largest session data accepted: this process's limit and the
+        daemon's, whichever is smaller.
+        """
+        limits = [
+            limit
+            for limit in (self._ownMaxValue, self._limits.get("maxValueBytes"))
+            if limit is not None
+        ]
+        return int(min(limits)) if limits else _DEFAULT_MAX_VALUE
+
+    # The service.
+
+    def startService(self) -> None:
+        """
+        Start connecting (and reconnecting) to the daemon.
+        """
+        super().startService()
+        self._service.startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Disconnect and stop reconnecting.
+        """
+        super().stopService()
+        return self._service.stopService()
+
+    def whenConnected(self, failAfterFailures: Optional[int] = None) -> Deferred[Any]:
+        """
+        @param failAfterFailures: fail after this many failed attempts in a
+            row (C{None}: wait until connected or stopped).
+        @return: a L{Deferred} firing with this store once logged in (on
+            the reactor turn after, so that code waiting on it never runs
+            inside L{ClientService}'s bookkeeping).
+        """
+        result: Deferred[Any] = Deferred()
+
+        def later(outcome: Any) -> None:
+            self._reactor.callLater(0, result.callback, outcome)
+
+        self._service.whenConnected(failAfterFailures).addCallback(
+            lambda _: self
+        ).addBoth(later)
+        return result
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether the store is logged in to the daemon right now.
+        """
+        return self._connection is not None
+
+    def stats(self) -> Dict[str, Any]:
+        """
+        This client's counters: C{calls} to the daemon, C{nearCacheHits},
+        C{nearCacheMisses}, C{invalidations} that dropped a cached record,
+        C{cacheFlushes} (connections lost), C{unavailable} (calls failed at
+        once), C{timeouts}, C{logins}, C{loginFailures}, C{pending} (calls
+        waiting for answers), and the near cache's C{nearCacheEntries} and
+        C{nearCacheBytes}.
+        """
+        numbers: Dict[str, Any] = dict(self.counters)
+        numbers["pending"] = self._pending
+        numbers["nearCacheEntries"] = len(self.nearCache)
+        numbers["nearCacheBytes"] = self.nearCache.bytes
+        numbers["connected"] = self.connected
+        return numbers
+
+    def daemonStats(self) -> Deferred[Dict[str, Any]]:
+        """
+        The daemon's counters (sessions, bytes, evictions, operations per
+        second, clients...).
+        """
+        return self._callRemote("stats")
+
+    # ISessionStore
+
+    def create(
+        self, data: bytes = b"", idleTimeout: Optional[float] = None
+    ) -> Deferred[SessionRecord]:
+        """
+        Create a session in the daemon.
+        """
+        refused = self._checkData(data) or self._checkIdle(idleTimeout)
+        if refused is not None:
+            return refused
+        if idleTimeout is None:
+            idleTimeout = self._ownIdle
+
+        def created(answer: Any) -> SessionRecord:
+            record = _decode(unpackRecord, _payload(answer, ""))
+            self._keep(record)
+            return record
+
+        return self._request(packCreate(data, idleTimeout)).addCallback(created)
+
+    def load(self, sessionID: str) -> Deferred[Optional[SessionRecord]]:
+        """
+        Read a session: from the near cache when it holds a live record,
+        else from the daemon.
+        """
+        connected = self._connection is not None
+        # Only well-formed identifiers are ever cached: look there first.
+        if connected and self._cacheOn and type(sessionID) is str:
+            hit = self.nearCache.fresh(
+                sessionID,
+                self.clock.seconds(),
+                self.nearCacheMaxAge,
+                self._absoluteTimeout,
+            )
+            if hit is not None:
+                self.counters["nearCacheHits"] += 1
+                return succeed(hit)
+        if not isWellFormedSessionID(sessionID):
+            return succeed(None)
+        if not connected:
+            return self._unavailable()
+        self.counters["nearCacheMisses"] += 1
+
+        def loaded(answer: Any) -> Optional[SessionRecord]:
+            payload = _payload(answer, sessionID)
+            if not payload:
+                self.nearCache.discard(sessionID)
+                return None
+            record = _decode(unpackRecord, payload)
+            self._keep(record, floor)
+            return record
+
+        floor = 0
+
+        def settled(result: Any) -> Any:
+            nonlocal floor
+            floor = self.nearCache.unwatch(sessionID)
+            return result
+
+        self.nearCache.watch(sessionID)
+        return (
+            self._request(packSession(LOAD, sessionID))
+            .addBoth(settled)
+            .addCallback(loaded)
+        )
+
+    def save(
+        self,
+        sessionID: str,
+        expectedVersion: int,
+        data: bytes,
+        idleTimeout: Optional[float] = None,
+    ) -> Deferred[int]:
+        """
+        Compare-and-swap a session's data in the daemon.
+        """
+        refused = self._checkData(data) or self._checkIdle(idleTimeout)
+        if refused is not None:
+            return refused
+        if not isWellFormedSessionID(sessionID):
+            return fail(SessionGoneError(sessionID))
+        before = self.nearCache.get(sessionID)
+        floor = 0
+
+        def settled(result: Any) -> Any:
+            nonlocal floor
+            floor = self.nearCache.unwatch(sessionID)
+            return result
+
+        def saved(answer: Any) -> int:
+            version, lastSeen = _decode(
+                unpackSaved, _payload(answer, sessionID, expectedVersion)
+            )
+            old = before[0] if before is not None else None
+            if old is not None and old.version == expectedVersion:
+                record = attrs.evolve(
+                    old,
+                    version=version,
+                    data=data,
+                    lastSeen=float(lastSeen),
+                    idleTimeout=(
+                        old.idleTimeout if idleTimeout is None else float(idleTimeout)
+                    ),
+                )
+                self._keep(record, floor)
+            else:
+                self.nearCache.discard(sessionID)
+            return int(version)
+
+        self.nearCache.watch(sessionID)
+        return (
+            self._request(packSave(sessionID, expectedVersion, data, idleTimeout))
+            .addBoth(settled)
+            .addCallback(saved)
+            .addErrback(self._forget, sessionID)
+        )
+
+    def touch(self, sessionID: str) -> Deferred[None]:
+        """
+        Restart a session's idle timeout in the daemon.
+        """
+        if not isWellFormedSessionID(sessionID):
+            return fail(SessionGoneError(sessionID))
+        floor = 0
+
+        def settled(result: Any) -> Any:
+            nonlocal floor
+            floor = self.nearCache.unwatch(sessionID)
+            return result
+
+        def touched(answer: Any) -> None:
+            lastSeen = _decode(unpackSeen, _payload(answer, sessionID))
+            entry = self.nearCache.get(sessionID)
+            if entry is not None and entry[0].lastSeen < lastSeen:
+                self._keep(attrs.evolve(entry[0], lastSeen=lastSeen), floor)
+
+        self.nearCache.watch(sessionID)
+        return (
+            self._request(packSession(TOUCH, sessionID))
+            .addBoth(settled)
+            .addCallback(touched)
+            .addErrback(self._forget, sessionID)
+        )
+
+    def rotate(self, sessionID: str) -> Deferred[SessionRecord]:
+        """
+        Move a session to a new identifier in the daemon.
+        """
+        if not isWellFormedSessionID(sessionID):
+            return fail(SessionGoneError(sessionID))
+
+        def rotated(answer: Any) -> SessionRecord:
+            self.nearCache.discard(sessionID)
+            record = _decode(unpackRecord, _payload(answer, sessionID))
+            self._keep(record)
+            return record
+
+        return (
+            self._request(packSession(ROTATE, sessionID))
+            .addCallback(rotated)
+            .addErrback(self._forget, sessionID)
+        )
+
+    def delete(self, sessionID: str) -> Deferred[None]:
+        """
+        Delete a session in the daemon.
+        """
+        if not isWellFormedSessionID(sessionID):
+            return succeed(None)
+
+        def deleted(answer: Any) -> None:
+            _payload(answer, sessionID)
+            self.nearCache.discard(sessionID)
+
+        return self._request(packSession(DELETE, sessionID)).addCallback(deleted)
+
+    # Internals.
+
+    def _checkData(self, data: object) -> Optional[Deferred[Any]]:
+        if not isinstance(data, bytes):
+            return fail(
+                TypeError(f"session data must be bytes, not {type(data).__name__}")
+            )
+        limit = self.maxValueBytes
+        if len(data) > limit:
+            return fail(ValueTooLargeError(len(data), limit))
+        return None
+
+    def _checkIdle(self, idleTimeout: object) -> Optional[Deferred[Any]]:
+        if idleTimeout is None:
+            return None
+        if (
+            isinstance(idleTimeout, bool)
+            or not isinstance(idleTimeout, (int, float))
+            or not (idleTimeout > 0 and math.isfinite(idleTimeout))
+        ):
+            return fail(
+                ValueError(
+                    f"idleTimeout must be a positive number, not {idleTimeout!r}"
+                )
+            )
+        return None
+
+    def _keep(self, record: SessionRecord, floor: int = 0) -> None:
+        if self._cacheOn:
+            self.nearCache.put(record, self.clock.seconds(), floor)
+
+    def _forget(self, reason: Failure, sessionID: str) -> Failure:
+        """
+        The daemon says the cached record is stale or gone: drop it.
+        """
+        if reason.check(ConflictError, SessionGoneError):
+            self.nearCache.discard(sessionID)
+        return reason
+
+    def _invalidate(self, changes: list[tuple[str, Optional[int]]]) -> None:
+        for sessionID, version in changes:
+            if self.nearCache.invalidate(sessionID, version):
+                self.counters["invalidations"] += 1
+
+    def _unavailable(self, reason: str = "") -> Deferred[Any]:
+        self.counters["unavailable"] += 1
+        return fail(
+            StoreUnavailableError(
+                reason
+                or f"not connected to the session daemon at "
+                f"{self.endpointDescription} (reconnecting)"
+            )
+        )
+
+    def _request(self, request: bytes) -> Deferred[Any]:
+        """
+        Send a request (L{packCreate}, L{packSave}, L{packSession}) to the
+        daemon, failing with L{StoreUnavailableError} at once when not
+        connected.
+
+        Requests go out in batches: one at once when nothing is in flight,
+        and all those made meanwhile together when its answer arrives. So a
+        lone request costs no more than before, and many concurrent ones
+        share each message's cost.
+
+        @return: a L{Deferred} firing with the answer (see
+            L{unpackAnswer}).
+        """
+        connection = self._connection
+        if connection is None:
+            return self._unavailable()
+        if self._pending >= self.maxPendingCalls:
+            return self._unavailable(
+                f"{self._pending} calls are already waiting for the session daemon"
+            )
+        answer: Deferred[Any] = Deferred()
+        self._pending += 1
+        self.counters["calls"] += 1
+        connection.queue.append((request, answer))
+        if not connection.inFlight:
+            self._sendBatch(connection)
+        return answer
+
+    def _sendBatch(self, connection: _Connection) -> None:
+        """
+        Send what C{connection} has queued, up to L{MAX_BATCH} requests and
+        about L{_MAX_BATCH_BYTES}.
+        """
+        queue = connection.queue
+        count = size = 0
+        for request, _ in queue:
+            if count and (count >= MAX_BATCH or size + len(request) > _MAX_BATCH_BYTES):
+                break
+            count += 1
+            size += len(request)
+        batch, connection.queue = queue[:count], queue[count:]
+        try:
+            sent = connection.avatar.callRemote(
+                "batch", [request for request, _ in batch]
+            )
+        except pb.DeadReferenceError:
+            self._settle(batch, Failure(StoreUnavailableError(_LOST)))
+            return
+        connection.inFlight = True
+        self._guard(sent, connection, "a batch of requests").addCallbacks(
+            self._answered,
+            self._batchFailed,
+            callbackArgs=(connection, batch),
+            errbackArgs=(connection, batch),
+        )
+
+    def _answered(
+        self,
+        answers: object,
+        connection: _Connection,
+        batch: List[tuple[bytes, Deferred[Any]]],
+    ) -> None:
+        """
+        A batch was answered: fire each request's L{Deferred}, in order,
+        then send what was queued meanwhile.
+        """
+        if not isinstance(answers, list) or len(answers) != len(batch):
+            connection.abort()
+            self._batchFailed(
+                Failure(StoreUnavailableError("unexpected answer from the daemon")),
+                connection,
+                batch,
+            )
+            return
+        for (_, waiting), answer in zip(batch, answers):
+            self._pending -= 1
+            waiting.callback(answer)
+        self._next(connection)
+
+    def _batchFailed(
+        self,
+        reason: Failure,
+        connection: _Connection,
+        batch: List[tuple[bytes, Deferred[Any]]],
+    ) -> None:
+        """
+        A batch failed: so does each of its requests.
+        """
+        self._settle(batch, reason)
+        self._next(connection)
+
+    def _next(self, connection: _Connection) -> None:
+        connection.inFlight = False
+        if connection.queue and connection is self._connection:
+            self._sendBatch(connection)
+
+    def _settle(
+        self, batch: List[tuple[bytes, Deferred[Any]]], reason: Failure
+    ) -> None:
+        for _, waiting in batch:
+            self._pending -= 1
+            waiting.errback(reason)
+
+    def _callRemote(self, name: str, *args: Any) -> Deferred[Any]:
+        """
+        Call one of the daemon's other methods (C{stats}).
+        """
+        connection = self._connection
+        if connection is None:
+            return self._unavailable()
+        try:
+            answer: Deferred[Any] = connection.avatar.callRemote(name, *args)
+        except pb.DeadReferenceError:
+            return self._unavailable()
+        return self._guard(answer, connection, name)
+
+    def _guard(
+        self, answer: Deferred[Any], connection: _Connection, what: str
+    ) -> Deferred[Any]:
+        """
+        Fail C{answer} with L{StoreUnavailableError} when it does not come
+        within C{callTimeout} (dropping the connection, which no longer
+        answers) or when it fails.
+        """
+        answer.addTimeout(self.callTimeout, self._reactor)
+
+        def failed(reason: Failure) -> Failure:
+            if reason.check(TimeoutError):
+                self.counters["timeouts"] += 1
+                log.warn(
+                    "tlsession: the session daemon did not answer {what} within "
+                    "{timeout} s; reconnecting",
+                    what=what,
+                    timeout=self.callTimeout,
+                )
+                connection.abort()
+                raise StoreUnavailableError(
+                    f"the session daemon did not answer within {self.callTimeout} s"
+                )
+            if reason.check(pb.PBConnectionLost, pb.DeadReferenceError):
+                raise StoreUnavailableError(_LOST)
+            raise StoreUnavailableError(
+                f"the session daemon failed: {reason.getErrorMessage()}"
+            )
+
+        return answer.addErrback(failed)
+
+    def _connected(self, connection: _Connection) -> None:
+        self.nearCache.clear()
+        self._limits = dict(connection.limits)
+        if "absoluteTimeout" in self._limits:
+            self._absoluteTimeout = float(self._limits["absoluteTimeout"])
+        self._connection = connection
+        self.counters["logins"] += 1
+        self._wasConnected = True
+        daemonAbsolute = self._limits.get("absoluteTimeout")
+        if (
+            self._expectedAbsolute is not None
+            and daemonAbsolute is not None
+            and float(daemonAbsolute) != float(self._expectedAbsolute)
+        ):
+            log.warn(
+                "tlsession: the session daemon ends sessions after {daemon} s, "
+                "not the {expected} s this app was configured with; the "
+                "daemon's applies",
+                daemon=daemonAbsolute,
+                expected=self._expectedAbsolute,
+            )
+        log.info(
+            "tlsession: logged in to the session daemon at {endpoint}",
+            endpoint=self.endpointDescription,
+        )
+
+    def _disconnected(self, connection: _Connection, reason: Failure) -> None:
+        queued, connection.queue = connection.queue, []
+        self._settle(queued, Failure(StoreUnavailableError(_LOST)))
+        if self._connection is not connection:
+            return
+        self._connection = None
+        self.nearCache.clear()
+        self.counters["cacheFlushes"] += 1
+        log.warn(
+            "tlsession: lost the session daemon at {endpoint} ({reason}); "
+            "session calls fail until it is back",
+            endpoint=self.endpointDescription,
+            reason=reason.getErrorMessage(),
+        )
+
+    def _connectFailed(self, reason: Failure) -> None:
+        if reason.check(CancelledError):
+            return
+        if _isLoginRefusal(reason):
+            self.counters["loginFailures"] += 1
+            log.error(
+                "tlsession: the session daemon at {endpoint} refused our secret; "
+                "check that the app and the daemon read the same secret file",
+                endpoint=self.endpointDescription,
+            )
+        elif self._wasConnected:
+            self._wasConnected = False
+            log.info(
+                "tlsession: cannot reach the session daemon at {endpoint}: {reason}",
+                endpoint=self.endpointDescription,
+                reason=reason.getErrorMessage(),
+            )
+
+
+_LOST = "lost the connection to the session daemon"
+
+#: A batch grows past this many bytes only to carry one large request.
+_MAX_BATCH_BYTES = 2**20
+
+
+def _isLoginRefusal(reason: Failure) -> bool:
+    """
+    Whether a failed connection attempt was the daemon refusing the secret.
+    """
+    return bool(
+        reason.check("twisted.cred.error.UnauthorizedLogin")
+        or reason.check(b"twisted.cred.error.UnauthorizedLogin")
+    )
+
+
+def _payload(answer: Any, sessionID: str, expectedVersion: int = 0) -> bytes:
+    """
+    The payload of a successful answer; a refusal raises its error.
+    """
+    try:
+        return unpackAnswer(answer, sessionID, expectedVersion)
+    except ValueError as e:
+        raise StoreUnavailableError(
+            f"unexpected answer from the session daemon: {e}"
+        ) from None
+
+
+def _decode(unpack: Callable[[bytes], Any], payload: bytes) -> Any:
+    """
+    Read a payload with C{unpack}; one that does not read is the daemon's
+    fault, not the caller's.
+    """
+    try:
+        return unpack(payload)
+    except ValueError as e:
+        raise StoreUnavailableError(
+            f"unexpected answer from the session daemon: {e}"
+        ) from None
