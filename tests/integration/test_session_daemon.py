@@ -44,7 +44,8 @@ from tests.integration._support import (
     waitUntil,
 )
 from tests.sessionstore_conformance import SessionStoreConformance
-from tlsession.daemon import SECRET_USERNAME, SessionDaemonService, wireSecurity
+from tlsession._wire import SECRET_USERNAME, wireSecurity
+from tlsession.daemon import SessionDaemonService
 from tlsession.interfaces import ConflictError, StoreUnavailableError
 from tlsession.stores.memory import MemorySessionStore
 from tlsession.stores.pb import PBSessionStore

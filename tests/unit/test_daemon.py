@@ -31,7 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tlsession import daemon as daemonModule
-from tlsession.daemon import (
+from tlsession._wire import (
     BAD,
     CONFLICT,
     CREATE,
@@ -39,16 +39,12 @@ from tlsession.daemon import (
     GONE,
     LOAD,
     MAX_BATCH,
-    MAX_BYTES_BEFORE_LOGIN,
     OK,
-    PUSH_BATCH,
     ROTATE,
     SAVE,
     SECRET_USERNAME,
     TOO_LARGE,
     TOUCH,
-    SecretChecker,
-    SessionDaemonService,
     packChanges,
     packCreate,
     packRecord,
@@ -64,6 +60,12 @@ from tlsession.daemon import (
     unpackSaved,
     unpackSeen,
     wireSecurity,
+)
+from tlsession.daemon import (
+    MAX_BYTES_BEFORE_LOGIN,
+    PUSH_BATCH,
+    SecretChecker,
+    SessionDaemonService,
 )
 from tlsession.interfaces import (
     ConflictError,

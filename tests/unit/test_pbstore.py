@@ -22,7 +22,8 @@ from tests.unit.test_daemon import (
     capturedLog,
     makeDaemon,
 )
-from tlsession.daemon import MAX_BATCH, SessionDaemonService
+from tlsession._wire import MAX_BATCH
+from tlsession.daemon import SessionDaemonService
 from tlsession.interfaces import (
     ConflictError,
     SessionGoneError,
