@@ -51,7 +51,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check tlbalance tlsession tlcache tests bench examples twisted
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy tlbalance tlsession
+	$(VENV)/bin/mypy tlbalance tlsession tlcache
 
 bench: $(STAMP)
 	$(PY) bench/balancer.py
