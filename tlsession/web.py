@@ -36,7 +36,7 @@ from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from tlsession.interfaces import ISession, StoreUnavailableError
+from tlsession.interfaces import ISession, StoreUnavailableError, ValueTooLargeError
 from tlsession.manager import SessionCommitError, SessionManager, registeredSession
 
 __all__ = ["NoSessionError", "SessionResource", "sessionSite"]
@@ -61,6 +61,7 @@ _CONFLICT = (
 )
 _UNAVAILABLE = "Sessions are unavailable for a moment. Please try again shortly.\n"
 _FAILED = "The session could not be saved.\n"
+_TOO_LARGE = "The session could not be saved: it grew over the size limit.\n"
 
 # Under an outage every request fails the same way: one log line per this
 # many seconds says so, with a count.
@@ -355,6 +356,14 @@ class _CommitBeforeHeaders:
         elif failure.check(StoreUnavailableError):
             self.wrapper._reportOutage(failure)
             code, body, retryAfter = 503, _UNAVAILABLE, self.wrapper.retryAfter
+        elif failure.check(ValueTooLargeError):
+            # The application stored too much: a known limit, not a crash.
+            log.warn(
+                "Session not saved for {uri}: {why}",
+                uri=self.request.uri,
+                why=failure.getErrorMessage(),
+            )
+            code, body = 500, _TOO_LARGE
         else:
             log.failure("Saving a session failed", failure)
             code, body = 500, _FAILED

@@ -13,8 +13,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, formatEvent
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import EncodingResourceWrapper, Resource
@@ -608,6 +608,36 @@ class StoreFailureTests(WebTestCase):
         self.assertEqual(response.code, 503)
         self.assertNotIn(b"visits", response.body)
         self.assertIsNone(response.cookie())
+
+    def test_oversizedSession(self) -> None:
+        """
+        A session grown over the store's limit answers 500 with a message
+        saying so, is logged in one line (no traceback), and nothing of it
+        is stored.
+        """
+        self.memory = MemorySessionStore(self.clock, maxValueBytes=1024)
+        self.useStore(self.memory)
+
+        class Hoarder(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:
+                ISession(request)["everything"] = "x" * 2048
+                return b"stored it all"
+
+        self.root.putChild(b"hoard", Hoarder())
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        response = self.get(b"/hoard")
+        self.assertEqual(response.code, 500)
+        self.assertIn(b"over the size limit", response.body)
+        self.assertNotIn(b"stored it all", response.body)
+        self.assertIsNone(response.cookie())
+        self.assertEqual(self.memory.stats()["sessions"], 0)
+        self.assertEqual([e for e in observer if "log_failure" in e], [])
+        warnings = [
+            e for e in observer if e["log_format"].startswith("Session not saved")
+        ]
+        self.assertEqual(len(warnings), 1)
 
     def test_sessionGoneAtCommit(self) -> None:
         """
