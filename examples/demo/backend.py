@@ -1,6 +1,7 @@
 """
-The demo's application: a page that counts your visits in a session kept by
-the tlsession daemon, so the count goes on whichever backend answers, and
+The demo's application: a page (written with C{tlcache.nevow}, Nevow's page
+API on Python 3) that counts your visits in a session kept by the tlsession
+daemon, so the count goes on whichever backend answers, and
 says which backend answered and which client address it was told about.
 
 Each demo backend runs this file as a .tac (C{examples/demo/run.py} starts
@@ -21,7 +22,6 @@ C{request.getClientAddress()} is the real client.
 
 from __future__ import annotations
 
-import html
 import os
 from typing import Any, Mapping, Optional
 
@@ -29,6 +29,7 @@ from twisted.application import strports
 from twisted.application.service import Application, MultiService
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from zope.interface import Interface
 
 from tlbalance.proxyprotocol import (
     PP2_CLIENT_SSL,
@@ -37,6 +38,8 @@ from tlbalance.proxyprotocol import (
     ProxyHeader,
     parseSSLTLV,
 )
+from tlcache.nevow import inevow, loaders, rend
+from tlcache.nevow import tags as T
 from tlsession import ISession, SessionManager, SessionResource
 from tlsession.stores.pb import PBSessionStore
 from tlsession.tap import readSecretFile
@@ -44,21 +47,6 @@ from tlsession.tap import readSecretFile
 #: How much of the session identifier the page shows: enough to tell two
 #: sessions apart, far too little to use (the identifier is a credential).
 SHOWN_ID_CHARACTERS = 6
-
-PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>tlsuite demo</title></head>
-<body>
-<h1>Visit {visits}, answered by backend {name}</h1>
-<p>Backend {name} listens on {where}; both backends keep their sessions in
-the tlsession daemon, so the count goes on whichever of them answers.</p>
-<p>Your session: <code>{session}</code> (the first characters of its
-identifier; the whole identifier is in your cookie only)</p>
-<p>Client address as this backend sees it: <b>{client}</b></p>
-<p>Balancer connection: {balancer}</p>
-<p>{connection}</p>
-<p>Reload to see the balancer take turns and the count go on.</p>
-</body></html>
-"""
 
 
 def proxyHeaderOf(request: Any) -> Optional[ProxyHeader]:
@@ -116,12 +104,41 @@ class Health(Resource):
         return b"ok\n"
 
 
-class VisitCounter(Resource):
+class VisitPage(rend.Page):
     """
-    Counts the visits of the session and says who answered.
+    Counts the visits of the session and says who answered: a
+    L{tlcache.nevow} page (Nevow's API, on Python 3), whose template is
+    precompiled once and filled through slots.
     """
 
-    isLeaf = True
+    docFactory = loaders.stan(
+        T.html[
+            T.head[T.meta(charset="utf-8"), T.title["tlsuite demo"]],
+            T.body(render=T.directive("facts"))[
+                T.h1[
+                    "Visit ", T.slot("visits"), ", answered by backend ", T.slot("name")
+                ],
+                T.p[
+                    "Backend ",
+                    T.slot("name"),
+                    " listens on ",
+                    T.slot("where"),
+                    "; both backends keep their sessions in the tlsession daemon, "
+                    "so the count goes on whichever of them answers.",
+                ],
+                T.p[
+                    "Your session: ",
+                    T.code[T.slot("session")],
+                    " (the first characters of its identifier; the whole "
+                    "identifier is in your cookie only)",
+                ],
+                T.p["Client address as this backend sees it: ", T.b[T.slot("client")]],
+                T.p["Balancer connection: ", T.slot("balancer")],
+                T.p[T.slot("connection")],
+                T.p["Reload to see the balancer take turns and the count go on."],
+            ],
+        ]
+    )
 
     def __init__(self, name: str, where: str) -> None:
         """
@@ -132,11 +149,31 @@ class VisitCounter(Resource):
         self.name = name
         self.where = where
 
-    def render_GET(self, request: Request) -> bytes:
+    def renderHTTP(self, ctx: Any) -> Any:
         """
-        Count the visit and render the page; C{?format=text} gives one line
-        of C{key=value} fields for scripts.
+        Count the visit, then render the page; C{?format=text} gives one
+        line of C{key=value} fields for scripts.
         """
+        request = inevow.IRequest(ctx)
+        facts = self._countVisit(request)
+        if request.args.get(b"format") == [b"text"]:
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return (
+                f"backend={self.name} visits={facts['visits']} "
+                f"session={facts['session']} client={facts['client']}\n"
+            ).encode()
+        ctx.remember(facts, IVisitFacts)
+        return super().renderHTTP(ctx)
+
+    def render_facts(self, ctx: Any, data: Any) -> Any:
+        """
+        Fill the page's slots with what this request found.
+        """
+        for key, value in ctx.locate(IVisitFacts).items():
+            ctx.fillSlots(key, value)
+        return ctx.tag
+
+    def _countVisit(self, request: Request) -> dict[str, str]:
         session = ISession(request)
         previous = session.get("visits", 0)
         visits = (previous if isinstance(previous, int) else 0) + 1
@@ -144,13 +181,6 @@ class VisitCounter(Resource):
         # A new session gets its identifier when it is stored, after this
         # render; its cookie comes with this response.
         sessionID = session.sessionID
-        shown = "new" if sessionID is None else sessionID[:SHOWN_ID_CHARACTERS]
-        client = _describe(request.getClientAddress())
-        if request.args.get(b"format") == [b"text"]:
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return (
-                f"backend={self.name} visits={visits} session={shown} client={client}\n"
-            ).encode()
         header = proxyHeaderOf(request)
         # The receiver wraps the real connection: its own transport is the
         # socket from the balancer.
@@ -160,9 +190,9 @@ class VisitCounter(Resource):
             balancer = _describe(inner.getPeer())
         if request.isSecure():
             authority = header.tlv(PP2_TYPE_AUTHORITY) if header is not None else None
-            name = authority.decode("utf-8", "replace") if authority else "(none)"
+            server = authority.decode("utf-8", "replace") if authority else "(none)"
             connection = (
-                f"TLS to the balancer (server name {name}): the session cookie "
+                f"TLS to the balancer (server name {server}): the session cookie "
                 "is __Host-TLSESSION, Secure, a session apart from plain HTTP's"
             )
         else:
@@ -170,16 +200,24 @@ class VisitCounter(Resource):
                 "Plain HTTP: the session cookie is TLSESSION (HttpOnly, "
                 "SameSite=Lax); over HTTPS you get a separate, Secure one"
             )
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return PAGE.format(
-            visits=visits,
-            name=html.escape(self.name),
-            where=html.escape(self.where),
-            session=html.escape(shown),
-            client=html.escape(client),
-            balancer=html.escape(balancer),
-            connection=html.escape(connection),
-        ).encode("utf-8")
+        return {
+            "visits": str(visits),
+            "name": self.name,
+            "where": self.where,
+            "session": (
+                "new" if sessionID is None else sessionID[:SHOWN_ID_CHARACTERS]
+            ),
+            "client": _describe(request.getClientAddress()),
+            "balancer": balancer,
+            "connection": connection,
+        }
+
+
+class IVisitFacts(Interface):
+    """
+    What one request's visit found, remembered in the page's context for
+    its renderer.
+    """
 
 
 def makeService(
@@ -200,7 +238,7 @@ def makeService(
     store.setServiceParent(service)
     manager = SessionManager(store, reactor)
     root = Resource()
-    root.putChild(b"", SessionResource(VisitCounter(name, where), manager))
+    root.putChild(b"", SessionResource(VisitPage(name, where), manager))
     root.putChild(b"health", Health())
     site = Site(root, requestFactory=BalancedRequest)
     strports.service(listen, site).setServiceParent(service)
