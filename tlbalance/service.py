@@ -135,6 +135,12 @@ class BalancerService(MultiService):
         )
 
         def drain(_: Any) -> Deferred[None]:
+            # Connections still waiting for their PROXY header carry no
+            # client data yet and are not relayed: close them now rather
+            # than leave them to the header timeout.
+            for listener in self.listeners:
+                if isinstance(listener.factory, ProxyReceiverFactory):
+                    listener.factory.dropWaiting("the balancer is stopping")
             return self.balancer.drain(self.config.drainTimeout)
 
         def stopRest(_: Any) -> Deferred[Any]:

@@ -425,6 +425,25 @@ class ProxyReceiverFactory(WrappingFactory):
         """
         return self.protocol(self)
 
+    def dropWaiting(self, why: str) -> int:
+        """
+        Close the connections still waiting for their PROXY header (the
+        server is stopping: they have sent no application data yet).
+
+        @param why: the reason, for the log.
+        @return: how many were closed.
+        """
+        waiting = [
+            p
+            for p in list(self.protocols)
+            if isinstance(p, ProxyReceiverProtocol)
+            and p.wrappedProtocol is None
+            and not p._refused
+        ]
+        for receiver in waiting:
+            receiver._refuse(why)
+        return len(waiting)
+
     def logPrefix(self) -> str:
         """
         The wrapped factory's log prefix, marked as behind PROXY.

@@ -373,6 +373,29 @@ class ReceiverTests(SynchronousTestCase):
         self.assertEqual(transport.proxyHeader.tlv(PP2_TYPE_AUTHORITY), b"example.com")
         self.assertEqual(transport.proxyHeader.version, 2)
 
+    def test_dropWaiting(self) -> None:
+        """
+        When the server stops, connections still waiting for their header
+        are closed at once (no application data came yet), and connections
+        already handed to the application are left to finish.
+        """
+        clock = Clock()
+        factory = ProxyReceiverFactory(
+            RecordingFactory(), TrustedPeers.fromString("10.0.0.0/8"), 5.0, clock
+        )
+        transports = []
+        for chunk in [HEADER_V1[:10], HEADER_V1]:
+            receiver = factory.buildProtocol(BALANCER)
+            transport = FullTransport(hostAddress=LISTENER, peerAddress=BALANCER)
+            receiver.makeConnection(transport)
+            receiver.dataReceived(chunk)
+            transports.append(transport)
+        waiting, started = transports
+        self.assertEqual(factory.dropWaiting("stopping"), 1)
+        self.assertTrue(waiting.disconnecting)
+        self.assertFalse(started.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_untrustedPeer(self) -> None:
         """
         A peer outside the trusted networks is logged and disconnected at
