@@ -1,16 +1,36 @@
 # -*- test-case-name: tests.unit.test_memorystore -*-
 """
 The session stores (memory, the PB daemon's client, Redis, memcached, SQL,
-files) and the identifier rules they share: identifiers are 256 random bits
-from L{secrets}, and anything not shaped like one is unknown without a lookup.
+files) and the rules they share: identifiers are 256 random bits from
+L{secrets}, and anything not shaped like one is unknown without a lookup;
+the default limits, and the checks of timeouts and session data.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 
-__all__ = ["SESSION_ID_LENGTH", "isWellFormedSessionID", "newSessionID"]
+from tlsession.interfaces import ValueTooLargeError
+
+__all__ = [
+    "DEFAULT_ABSOLUTE_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_VALUE_BYTES",
+    "SESSION_ID_LENGTH",
+    "checkData",
+    "checkTimeout",
+    "isWellFormedSessionID",
+    "newSessionID",
+]
+
+#: Seconds of inactivity after which a session expires, unless set otherwise.
+DEFAULT_IDLE_TIMEOUT = 1800.0
+#: Seconds after creation when a session ends however active it is.
+DEFAULT_ABSOLUTE_TIMEOUT = 86400.0
+#: The largest session value a store accepts, in bytes.
+DEFAULT_MAX_VALUE_BYTES = 65536
 
 #: The length of an identifier: 32 random bytes in URL-safe base64.
 SESSION_ID_LENGTH = 43
@@ -34,3 +54,29 @@ def isWellFormedSessionID(sessionID: object) -> bool:
     clients (too long, wrong alphabet, not text) never reaches a backend.
     """
     return isinstance(sessionID, str) and _SESSION_ID.fullmatch(sessionID) is not None
+
+
+def checkTimeout(name: str, value: float) -> float:
+    """
+    C{value} as a float, checked to be a positive, finite number of seconds.
+
+    @param name: the setting, for the message.
+    @raise ValueError: for zero, negative, infinite or NaN values.
+    """
+    seconds = float(value)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+def checkData(data: object, maxValueBytes: int) -> None:
+    """
+    Check that C{data} is session data a store accepts.
+
+    @raise TypeError: it is not bytes.
+    @raise ValueTooLargeError: it is longer than C{maxValueBytes}.
+    """
+    if not isinstance(data, bytes):
+        raise TypeError(f"session data must be bytes, not {type(data).__name__}")
+    if len(data) > maxValueBytes:
+        raise ValueTooLargeError(len(data), maxValueBytes)

@@ -34,14 +34,14 @@ from tlsession.interfaces import (
     StoreUnavailableError,
     ValueTooLargeError,
 )
-from tlsession.stores import isWellFormedSessionID, newSessionID
-from tlsession.stores.sql import (
+from tlsession.stores import (
     DEFAULT_ABSOLUTE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_VALUE_BYTES,
-    checkIdleTimeout,
-    checkLimits,
+    isWellFormedSessionID,
+    newSessionID,
 )
+from tlsession.stores.sql import checkIdleTimeout, checkLimits
 
 __all__ = ["FileSessionStore", "LOCK_FILE", "MAGIC"]
 

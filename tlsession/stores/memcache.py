@@ -51,6 +51,8 @@ from tlsession.interfaces import (
 )
 from tlsession.stores import (
     SESSION_ID_LENGTH,
+    checkData,
+    checkTimeout,
     isWellFormedSessionID,
     newSessionID,
 )
@@ -129,16 +131,6 @@ def _unpack(value: Optional[bytes]) -> Optional[tuple[_Header, bytes]]:
         return None
     _, version, created, lastSeen, idle = _HEADER.unpack_from(value)
     return _Header(version, created, lastSeen, idle), value[_HEADER.size :]
-
-
-def _checkTimeout(name: str, value: float) -> float:
-    """
-    C{value} as a float, checked to be a positive, finite number of seconds.
-    """
-    value = float(value)
-    if not (0 < value < math.inf):
-        raise ValueError(f"{name} must be a positive number of seconds, not {value}")
-    return value
 
 
 def _unavailable(failure: Failure) -> Failure:
@@ -337,8 +329,8 @@ class MemcacheSessionStore:
             raise ValueError(f"reclaimMargin must not be negative: {reclaimMargin}")
         self._connection = connection
         self._clock = clock
-        self.idleTimeout = _checkTimeout("idleTimeout", idleTimeout)
-        self.absoluteTimeout = _checkTimeout("absoluteTimeout", absoluteTimeout)
+        self.idleTimeout = checkTimeout("idleTimeout", idleTimeout)
+        self.absoluteTimeout = checkTimeout("absoluteTimeout", absoluteTimeout)
         self.maxValueBytes = maxValueBytes
         self.reclaimMargin = float(reclaimMargin)
         self._casCacheSize = casCacheSize
@@ -414,7 +406,7 @@ class MemcacheSessionStore:
             idle = (
                 self.idleTimeout
                 if idleTimeout is None
-                else _checkTimeout("idleTimeout", idleTimeout)
+                else checkTimeout("idleTimeout", idleTimeout)
             )
         except (ValueError, ValueTooLargeError, TypeError) as e:
             return fail(e)
@@ -466,7 +458,7 @@ class MemcacheSessionStore:
             idle = (
                 None
                 if idleTimeout is None
-                else _checkTimeout("idleTimeout", idleTimeout)
+                else checkTimeout("idleTimeout", idleTimeout)
             )
         except (ValueError, ValueTooLargeError, TypeError) as e:
             return fail(e)
@@ -584,10 +576,7 @@ class MemcacheSessionStore:
         return self._prefix + sessionID.encode("ascii")
 
     def _checkData(self, data: bytes) -> None:
-        if not isinstance(data, bytes):
-            raise TypeError(f"session data must be bytes, not {type(data).__name__}")
-        if len(data) > self.maxValueBytes:
-            raise ValueTooLargeError(len(data), self.maxValueBytes)
+        checkData(data, self.maxValueBytes)
 
     def _expired(self, header: _Header, now: float) -> bool:
         return (

@@ -28,7 +28,7 @@ from tlsession.interfaces import (
     SessionRecord,
     ValueTooLargeError,
 )
-from tlsession.stores import isWellFormedSessionID, newSessionID
+from tlsession.stores import checkData, isWellFormedSessionID, newSessionID
 
 __all__ = ["MemorySessionStore", "SessionObserver"]
 
@@ -359,10 +359,7 @@ class MemorySessionStore(Service):
     # Internals
 
     def _checkData(self, data: Any) -> None:
-        if not isinstance(data, bytes):
-            raise TypeError(f"session data must be bytes, not {type(data).__name__}")
-        if len(data) > self.maxValueBytes:
-            raise ValueTooLargeError(len(data), self.maxValueBytes)
+        checkData(data, self.maxValueBytes)
 
     def _checkIdle(self, idleTimeout: Optional[float], default: float) -> float:
         if idleTimeout is None:

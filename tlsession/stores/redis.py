@@ -35,7 +35,12 @@ from tlsession.interfaces import (
     StoreUnavailableError,
     ValueTooLargeError,
 )
-from tlsession.stores import isWellFormedSessionID, newSessionID
+from tlsession.stores import (
+    checkData,
+    checkTimeout,
+    isWellFormedSessionID,
+    newSessionID,
+)
 
 __all__ = ["RedisSessionStore"]
 
@@ -145,16 +150,6 @@ def _number(value: float) -> bytes:
     return repr(float(value)).encode("ascii")
 
 
-def _checkTimeout(name: str, value: float) -> float:
-    """
-    C{value} as a float, checked to be a positive, finite number of seconds.
-    """
-    value = float(value)
-    if not (0 < value < math.inf):
-        raise ValueError(f"{name} must be a positive number of seconds, not {value}")
-    return value
-
-
 def _isNoScript(failure: Failure) -> bool:
     """
     Whether the server answered C{EVALSHA} with C{NOSCRIPT} (its script cache
@@ -242,8 +237,8 @@ class RedisSessionStore:
             raise ValueError(f"reclaimMargin must not be negative: {reclaimMargin}")
         self._connection = connection
         self._clock = clock
-        self.idleTimeout = _checkTimeout("idleTimeout", idleTimeout)
-        self.absoluteTimeout = _checkTimeout("absoluteTimeout", absoluteTimeout)
+        self.idleTimeout = checkTimeout("idleTimeout", idleTimeout)
+        self.absoluteTimeout = checkTimeout("absoluteTimeout", absoluteTimeout)
         self.maxValueBytes = maxValueBytes
         self.reclaimMargin = float(reclaimMargin)
         self._prefix = prefix.encode("utf-8")
@@ -349,7 +344,7 @@ class RedisSessionStore:
             idle = (
                 self.idleTimeout
                 if idleTimeout is None
-                else _checkTimeout("idleTimeout", idleTimeout)
+                else checkTimeout("idleTimeout", idleTimeout)
             )
         except (ValueError, ValueTooLargeError, TypeError) as e:
             return fail(e)
@@ -415,7 +410,7 @@ class RedisSessionStore:
             idleText = (
                 b""
                 if idleTimeout is None
-                else _number(_checkTimeout("idleTimeout", idleTimeout))
+                else _number(checkTimeout("idleTimeout", idleTimeout))
             )
             expected = b"%d" % expectedVersion
         except (ValueError, ValueTooLargeError, TypeError) as e:
@@ -501,10 +496,7 @@ class RedisSessionStore:
         return self._prefix + sessionID.encode("ascii")
 
     def _checkData(self, data: bytes) -> None:
-        if not isinstance(data, bytes):
-            raise TypeError(f"session data must be bytes, not {type(data).__name__}")
-        if len(data) > self.maxValueBytes:
-            raise ValueTooLargeError(len(data), self.maxValueBytes)
+        checkData(data, self.maxValueBytes)
 
     def _liveArguments(self) -> Tuple[bytes, bytes, bytes]:
         return (

@@ -43,7 +43,13 @@ from tlsession.interfaces import (
     StoreUnavailableError,
     ValueTooLargeError,
 )
-from tlsession.stores import isWellFormedSessionID, newSessionID
+from tlsession.stores import (
+    DEFAULT_ABSOLUTE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_VALUE_BYTES,
+    isWellFormedSessionID,
+    newSessionID,
+)
 
 __all__ = [
     "DEFAULT_ABSOLUTE_TIMEOUT",
@@ -55,13 +61,6 @@ __all__ = [
     "checkIdleTimeout",
     "checkLimits",
 ]
-
-#: Seconds of inactivity after which a session expires, unless set otherwise.
-DEFAULT_IDLE_TIMEOUT = 1800.0
-#: Seconds after creation when a session ends however active it is.
-DEFAULT_ABSOLUTE_TIMEOUT = 86400.0
-#: The largest session value a store accepts, in bytes.
-DEFAULT_MAX_VALUE_BYTES = 65536
 
 #: The table sessions live in (one row per session).
 TABLE = "tlsession_sessions"
