@@ -316,10 +316,11 @@ class MemoryCacheStoreTests(SynchronousTestCase):
         what Python really allocates, so the budget bounds real memory.
         """
         import platform
-        import tracemalloc
 
         if platform.python_implementation() != "CPython":
             raise SkipTest("tracemalloc measures CPython allocations")
+        import tracemalloc
+
         store = MemoryCacheStore(self.clock, maxBytes=10**9, maxVariantsPerPath=None)
         tracemalloc.start()
         try:
