@@ -70,7 +70,7 @@ SECRET = "bench-sessions-secret-0123456789"
 STORES: Dict[str, str] = {
     "redis-raw": "GET/SET through txredisapi, no session store (the issue's "
     "'Redis via txredisapi')",
-    "redis": "RedisSessionStore (HMGET load, EVALSHA compare-and-swap save)",
+    "redis": "RedisSessionStore (one EVALSHA each: a packed load, a compare-and-swap save)",
     "memcached-raw": "get/set through twisted.protocols.memcache, no session store",
     "memcached": "MemcacheSessionStore (gets load, cas save)",
     "pb-nocache": "PBSessionStore, near cache off: every op a round trip to the daemon",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import struct
 from typing import Any, List, Optional, Sequence, Union
 
 import txredisapi
@@ -108,11 +109,31 @@ def hashReply(
     data: bytes = b"data",
 ) -> List[Any]:
     """
-    What C{HMGET version created lastSeen idleTimeout data} answers for a
-    session the store wrote.
+    The fields C{version created lastSeen idleTimeout data} of a session the
+    store wrote (as rotation's script answers them).
     """
     return [b"%d" % version, repr(created).encode(), repr(lastSeen).encode(),
             repr(idle).encode(), data]  # fmt: skip
+
+
+def packed(fields: Sequence[Optional[bytes]]) -> bytes:
+    """
+    What the load script answers for a hash with C{fields}: each a 4-byte
+    big-endian length and its bytes, a missing one the length 0xFFFFFFFF.
+    """
+    return b"".join(
+        struct.pack(">I", 0xFFFFFFFF)
+        if field is None
+        else struct.pack(">I", len(field)) + field
+        for field in fields
+    )
+
+
+def loadReply(*arguments: Any, **keywords: Any) -> bytes:
+    """
+    What the load script answers for a session the store wrote.
+    """
+    return packed(hashReply(*arguments, **keywords))
 
 
 class RedisStoreTests(SynchronousTestCase):
@@ -146,18 +167,14 @@ class RedisStoreTests(SynchronousTestCase):
         self.assertEqual(command[2:], list(arguments))
         return command[1]
 
-    def test_loadIsOneHMGET(self) -> None:
+    def test_loadIsOneEVALSHA(self) -> None:
         """
-        A load sends one C{HMGET} for the session's fields and returns the
-        record it answers.
+        A load sends one C{EVALSHA} naming the session's key and returns the
+        record its one packed answer holds.
         """
         d = self.store.load(self.sessionID)
-        self.assertEqual(
-            self.wire.sent(),
-            [[b"HMGET", self.key, b"version", b"created", b"lastSeen",
-              b"idleTimeout", b"data"]],
-        )  # fmt: skip
-        self.wire.reply(hashReply(3, NOW - 100, NOW - 10, 60.0, b"\x00\xff"))
+        self.evalsha(b"1", self.key)
+        self.wire.reply(loadReply(3, NOW - 100, NOW - 10, 60.0, b"\x00\xff"))
         self.assertEqual(
             self.successResultOf(d),
             SessionRecord(self.sessionID, 3, b"\x00\xff", NOW - 100, NOW - 10, 60.0),
@@ -168,7 +185,7 @@ class RedisStoreTests(SynchronousTestCase):
         A session Redis does not have loads as C{None}.
         """
         d = self.store.load(self.sessionID)
-        self.wire.reply([None] * 5)
+        self.wire.reply(None)
         self.assertIsNone(self.successResultOf(d))
 
     def test_loadExpired(self) -> None:
@@ -178,14 +195,14 @@ class RedisStoreTests(SynchronousTestCase):
         C{None}: the store's clock decides.
         """
         for reply in [
-            hashReply(lastSeen=NOW - 60.5),
-            hashReply(created=NOW - 3601, lastSeen=NOW),
+            loadReply(lastSeen=NOW - 60.5),
+            loadReply(created=NOW - 3601, lastSeen=NOW),
         ]:
             d = self.store.load(self.sessionID)
             self.wire.reply(reply)
             self.assertIsNone(self.successResultOf(d))
         d = self.store.load(self.sessionID)
-        self.wire.reply(hashReply(lastSeen=NOW - 60))
+        self.wire.reply(loadReply(lastSeen=NOW - 60))
         self.assertIsNotNone(self.successResultOf(d))
 
     def test_loadForeignHash(self) -> None:
@@ -194,7 +211,7 @@ class RedisStoreTests(SynchronousTestCase):
         C{None} instead of failing the request.
         """
         d = self.store.load(self.sessionID)
-        self.wire.reply([b"one", b"two", b"three", b"four", b"five"])
+        self.wire.reply(packed([b"one", b"two", b"three", b"four", b"five"]))
         self.assertIsNone(self.successResultOf(d))
 
     def test_malformedIdentifiersNeverSent(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import attrs
@@ -48,6 +49,27 @@ _log = Logger()
 
 #: Fresh identifiers tried when one is taken (practically never: 256 bits).
 _CREATE_ATTEMPTS = 3
+
+# The session's fields in one bulk string (a multi-bulk reply of five costs
+# txredisapi a pause and resume of the socket per element): each field as a
+# 4-byte big-endian length and its bytes, a missing field as the length
+# 0xFFFFFFFF; nil when the session does not exist. Reads only: expiry is
+# decided by the caller, with the store's clock.
+_LOAD = b"""
+local f = redis.call('HMGET', KEYS[1], 'version', 'created', 'lastSeen',
+                     'idleTimeout', 'data')
+if not f[1] then return false end
+local parts = {}
+for i = 1, 5 do
+  local v = f[i]
+  if v then
+    parts[i] = struct.pack('>I4', #v) .. v
+  else
+    parts[i] = struct.pack('>I4', 4294967295)
+  end
+end
+return table.concat(parts)
+"""
 
 _CREATE = b"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -135,12 +157,44 @@ class _Script:
         return hashlib.sha1(self.source).hexdigest().encode("ascii")
 
 
+_LOAD_SCRIPT = _Script(_LOAD)
 _CREATE_SCRIPT = _Script(_CREATE)
 _SAVE_SCRIPT = _Script(_SAVE)
 _TOUCH_SCRIPT = _Script(_TOUCH)
 _ROTATE_SCRIPT = _Script(_ROTATE)
 
-_FIELDS = (b"version", b"created", b"lastSeen", b"idleTimeout", b"data")
+#: The fields the load script packs, in order.
+_FIELD_COUNT = 5
+
+#: The length the load script gives a field the hash does not have.
+_MISSING = 0xFFFFFFFF
+
+_LENGTH = struct.Struct(">I")
+
+
+def _unpackFields(packed: bytes) -> List[Optional[bytes]]:
+    """
+    The fields the load script packed into one string.
+
+    @raise ValueError: when C{packed} is not what the script makes.
+    """
+    fields: List[Optional[bytes]] = []
+    offset = 0
+    for _ in range(_FIELD_COUNT):
+        if offset + _LENGTH.size > len(packed):
+            raise ValueError("truncated packed session")
+        (length,) = _LENGTH.unpack_from(packed, offset)
+        offset += _LENGTH.size
+        if length == _MISSING:
+            fields.append(None)
+            continue
+        if offset + length > len(packed):
+            raise ValueError("truncated packed session")
+        fields.append(packed[offset : offset + length])
+        offset += length
+    if offset != len(packed):
+        raise ValueError("trailing bytes after packed session")
+    return fields
 
 
 def _number(value: float) -> bytes:
@@ -183,8 +237,9 @@ class RedisSessionStore:
     Sessions in Redis, shared by every process that uses the same server and
     prefix.
 
-    A load is one C{HMGET}; create, save, touch and rotate are one C{EVALSHA}
-    each (a C{NOSCRIPT} answer, after a server restart, costs one C{EVAL}).
+    Load, create, save, touch and rotate are one C{EVALSHA} each (a
+    C{NOSCRIPT} answer, after a server restart, costs one C{EVAL}); a load
+    gets the session back as one bulk string, not one element per field.
 
     The connection must hand back raw bytes: build it with C{charset=None}
     and C{convertNumbers=False} (L{RedisSessionStore.fromEndpoint} does), and
@@ -369,19 +424,28 @@ class RedisSessionStore:
     def load(self, sessionID: str) -> Deferred[Optional[SessionRecord]]:
         """
         Read a live session, or C{None} (see L{ISessionStore.load}). One
-        C{HMGET}; reading does not count as activity.
+        C{EVALSHA} of a read-only script; reading does not count as activity.
         """
         if not isWellFormedSessionID(sessionID):
             return succeed(None)
-        d = self._command(b"HMGET", self._key(sessionID), *_FIELDS)
-        d.addCallback(self._recordFromHash, sessionID)
+        d = self._run(_LOAD_SCRIPT, [self._key(sessionID)], [])
+        d.addCallback(self._recordFromPacked, sessionID)
         d.addErrback(_unavailable)
         return d
 
-    def _recordFromHash(
-        self, fields: Sequence[Optional[bytes]], sessionID: str
+    def _recordFromPacked(
+        self, packed: Optional[bytes], sessionID: str
     ) -> Optional[SessionRecord]:
-        if not fields or fields[0] is None:
+        if packed is None:
+            return None
+        try:
+            if not isinstance(packed, bytes):
+                raise TypeError(f"unexpected reply {packed!r}")
+            fields = _unpackFields(packed)
+        except (TypeError, ValueError):
+            self._warnMalformed(sessionID)
+            return None
+        if fields[0] is None:
             return None
         record = self._record(sessionID, fields)
         if record is None:
@@ -521,11 +585,14 @@ class RedisSessionStore:
                 float(idle),
             )
         except (TypeError, ValueError):
-            _log.warn(
-                "Ignoring a malformed session hash at {key!r}",
-                key=self._key(sessionID),
-            )
+            self._warnMalformed(sessionID)
             return None
+
+    def _warnMalformed(self, sessionID: str) -> None:
+        _log.warn(
+            "Ignoring a malformed session hash at {key!r}",
+            key=self._key(sessionID),
+        )
 
     def _command(self, *arguments: Union[bytes, int]) -> Deferred[Any]:
         """
