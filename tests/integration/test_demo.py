@@ -169,7 +169,12 @@ class DemoTests(TestCase):
         seen: set[str] = set()
         deadline = time.monotonic() + 30
         while len(seen) < 2 and time.monotonic() < deadline:
-            status, _, body = Browser().get(self.url())
+            try:
+                status, _, body = Browser().get(self.url())
+            except OSError:
+                # Still starting: the balancer may have had no backend
+                # ready to connect to yet, and closed the connection.
+                status = 0
             if status == 200:
                 seen.add(fields(body)["backend"])
             time.sleep(0.1)
