@@ -201,9 +201,15 @@ class ForeignLoad:
         self.fraction = 0.0
         self._start: Tuple[float, float, float] = (0.0, 0.0, 0.0)
 
+    def ownCpuSeconds(self) -> float:
+        """
+        CPU seconds the benchmark's own processes used so far: this process,
+        its reaped children, and the watched process groups.
+        """
+        return sum(os.times()[:4]) + _groupCpuSeconds(self.groups)
+
     def _snapshot(self) -> Tuple[float, float, float]:
-        own = sum(os.times()[:4]) + _groupCpuSeconds(self.groups)
-        return time.monotonic(), _machineBusySeconds(), own
+        return time.monotonic(), _machineBusySeconds(), self.ownCpuSeconds()
 
     def __enter__(self) -> ForeignLoad:
         self._start = self._snapshot()

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from _harness import (
     LOOPBACK,
     BenchError,
+    ForeignLoad,
     ProcessSet,
     findProgram,
     freePort,
@@ -70,7 +71,8 @@ SECRET = "bench-sessions-secret-0123456789"
 STORES: Dict[str, str] = {
     "redis-raw": "GET/SET through txredisapi, no session store (the issue's "
     "'Redis via txredisapi')",
-    "redis": "RedisSessionStore (one EVALSHA each: a packed load, a compare-and-swap save)",
+    "redis": "RedisSessionStore (one EVALSHA each: a packed load, a compare-and-swap "
+    "save)",
     "memcached-raw": "get/set through twisted.protocols.memcache, no session store",
     "memcached": "MemcacheSessionStore (gets load, cas save)",
     "pb-nocache": "PBSessionStore, near cache off: every op a round trip to the daemon",
@@ -946,45 +948,21 @@ def probeInterpreter(python: str) -> Dict[str, str]:
     return missing
 
 
-class ForeignShare:
+class ForeignShare(ForeignLoad):
     """
     How busy the machine was with processes that are not the benchmark's,
     as L{_harness.ForeignLoad} measures it, except that the descendants of
     the given process groups count as the benchmark's too: PostgreSQL's
     backends leave the postmaster's group, and would otherwise be counted
     as noise.
-
-    @ivar fraction: after exit, the other processes' share of all CPUs,
-        from 0 to 1.
     """
 
-    def __init__(self, groups: Sequence[int]) -> None:
-        self.groups = set(groups)
-        self.fraction = 0.0
-        self._start = (0.0, 0.0, 0.0)
-
-    def _snapshot(self) -> Tuple[float, float, float]:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        # user nice system idle iowait irq softirq steal: all but idle and
-        # iowait is busy.
-        values = [int(v) for v in fields[1:9]]
-        busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-        # This process and its reaped children (the clients), and the
-        # servers with everything they forked.
-        own = sum(os.times()[:4]) + serverCpuSeconds(sorted(self.groups))
-        return time.monotonic(), busy, own
-
-    def __enter__(self) -> ForeignShare:
-        self._start = self._snapshot()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        end = self._snapshot()
-        wall = end[0] - self._start[0]
-        foreign = (end[1] - self._start[1]) - (end[2] - self._start[2])
-        if wall > 0:
-            self.fraction = max(0.0, foreign / (wall * (os.cpu_count() or 1)))
+    def ownCpuSeconds(self) -> float:
+        """
+        This process and its reaped children (the clients), and the servers
+        with everything they forked.
+        """
+        return sum(os.times()[:4]) + serverCpuSeconds(sorted(self.groups))
 
 
 def runStoreClient(
