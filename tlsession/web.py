@@ -77,6 +77,11 @@ class NoSessionError(LookupError):
 def _sessionOfRequest(request: IRequest) -> ISession:
     session = registeredSession(request)
     if session is None:
+        # A request that must not have a session says so itself (tlcache's
+        # renders for the cache, shared between users).
+        refuse = getattr(request, "refuseSession", None)
+        if refuse is not None:
+            refuse()
         raise NoSessionError(
             "no session was loaded for this request: wrap the resource in "
             "tlsession.SessionResource, or call "

@@ -30,6 +30,7 @@ from tlcache.nevow.context import PageContext, RequestContext, SiteContext, WebC
 __all__ = [
     "WebResourceMixin",
     "asWebResource",
+    "copyRequestState",
     "locateWebChild",
     "renderContext",
     "renderNevowResource",
@@ -72,6 +73,37 @@ def _requestState(request: Any) -> _RequestState:
         state = _RequestState(RequestContext(parent=siteContext, tag=request))
         setattr(request, _STATE_ATTRIBUTE, state)
     return state
+
+
+def copyRequestState(original: Any, copy: Any) -> None:
+    """
+    Give C{copy}, a request standing in for C{original}, the contexts
+    C{original}'s traversal left behind (what the pages above remembered),
+    re-rooted on a context of C{copy}'s own, so that C{IRequest(ctx)} is
+    C{copy} when a page renders for it.
+    """
+    state = getattr(original, _STATE_ATTRIBUTE, None)
+    if state is None:
+        return
+    old = state.requestContext
+    remembered = dict(old._remembrances or {})
+    remembered.pop(inevow.IRequest, None)
+    newState = _RequestState(
+        RequestContext(parent=old.parent, tag=copy, remembrances=remembered)
+    )
+    chain = []
+    ctx = state.last
+    while ctx is not None and ctx is not old:
+        chain.append(ctx)
+        ctx = ctx.parent
+    if ctx is old:
+        parent: WebContext = newState.requestContext
+        for link in reversed(chain):
+            parent = type(link)(
+                parent=parent, tag=link.tag, remembrances=link._remembrances
+            )
+        newState.last = parent if chain else None
+    setattr(copy, _STATE_ATTRIBUTE, newState)
 
 
 def _decode(segments: Any) -> Tuple[str, ...]:
@@ -201,6 +233,12 @@ def renderFailed(reason: Failure, request: Any) -> None:
     instead so that the client cannot take it for a complete response.
     """
     uri = getattr(request, "uri", b"").decode("latin-1")
+    if getattr(request, "sessionUsed", False):
+        # tlcache rendered the page without a session, to share it; it
+        # serves the page uncached instead: not an error to log.
+        request.setResponseCode(500)
+        request.finish()
+        return
     if _gone(request):
         if not reason.check(CancelledError):
             log.failure("Rendering {uri} failed", failure=reason, uri=uri)

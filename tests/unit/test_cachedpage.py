@@ -1,0 +1,1077 @@
+"""
+Tests for L{tlcache.page}: the whole-page render cache, driven through a
+real twisted.web site over in-memory connections, one test (at least) per
+row of the footgun table in shared/reference/nevow_cache.md §8.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import zlib
+from typing import Any, Dict, List, Optional
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import resource, server
+from twisted.web.resource import EncodingResourceWrapper
+from twisted.web.server import NOT_DONE_YET, GzipEncoderFactory
+from twisted.web.util import Redirect
+from zope.interface import Interface, implementer
+
+from tests.httpdriver import SiteDriver
+from tlcache import CachedPage, RenderCache
+from tlcache.keys import familyOfKey, pageKey
+from tlcache.nevow import appserver, inevow, loaders, rend
+from tlcache.nevow import tags as T
+from tlcache.store import ICacheStore, MemoryCacheStore
+
+
+class Counter:
+    """
+    Counts renders.
+    """
+
+    def __init__(self) -> None:
+        self.renders = 0
+
+
+class Plain(CachedPage, resource.Resource):
+    """
+    A plain twisted.web resource, cached; its body names the render.
+    """
+
+    isLeaf = True
+    cacheStatusHeader = b"x-cache"
+
+    def __init__(self, cache: RenderCache, counter: Counter, **knobs: Any) -> None:
+        resource.Resource.__init__(self)
+        self.renderCache = cache
+        self.counter = counter
+        for name, value in knobs.items():
+            setattr(self, name, value)
+
+    def render_GET(self, request: Any) -> Any:
+        self.counter.renders += 1
+        return self.body(request)
+
+    def body(self, request: Any) -> bytes:
+        return b"<p>render %d of %s</p>" % (self.counter.renders, request.uri)
+
+
+class Held(Plain):
+    """
+    Renders when told to: C{release()} finishes every render waiting.
+    """
+
+    def __init__(self, cache: RenderCache, counter: Counter, **knobs: Any) -> None:
+        super().__init__(cache, counter, **knobs)
+        self.pending: List[Any] = []
+
+    def render_GET(self, request: Any) -> Any:
+        self.counter.renders += 1
+        self.pending.append(request)
+        return NOT_DONE_YET
+
+    def release(self, code: int = 200, body: Optional[bytes] = None) -> None:
+        pending, self.pending = self.pending, []
+        for request in pending:
+            request.setResponseCode(code)
+            request.write(body if body is not None else self.body(request))
+            request.finish()
+
+
+class CacheTestCase(SynchronousTestCase):
+    """
+    A clock, a render cache on it, and a way to make sites.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryCacheStore(self.clock)
+        self.cache = RenderCache(self.store, self.clock)
+        self.counter = Counter()
+        self.drivers: List[SiteDriver] = []
+
+    def tearDown(self) -> None:
+        for driver in self.drivers:
+            driver.close()
+        # Footgun 16: nothing of the cache's is left on the clock.
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def driver(self, root: Any, nevow: bool = False) -> SiteDriver:
+        if nevow:
+            site: Any = appserver.NevowSite(root, reactor=self.clock)
+        else:
+            site = server.Site(root, reactor=self.clock)
+        driver = SiteDriver(site)
+        self.drivers.append(driver)
+        return driver
+
+    def plain(self, **knobs: Any) -> SiteDriver:
+        return self.driver(Plain(self.cache, self.counter, **knobs))
+
+
+class HitTests(CacheTestCase):
+    """
+    The basic contract: one render, then copies.
+    """
+
+    def test_secondRequestIsServedFromTheCache(self) -> None:
+        """
+        The first GET renders; the next ones get the same bytes without a
+        render, with the same headers.
+        """
+        site = self.plain()
+        first = site.get(b"/a")
+        second = site.get(b"/a")
+        self.assertEqual(first.code, 200)
+        self.assertEqual(first.body, b"<p>render 1 of /a</p>")
+        self.assertEqual(second.body, first.body)
+        self.assertEqual(second.header(b"content-type"), first.header(b"content-type"))
+        self.assertEqual(second.header(b"x-cache"), b"HIT")
+        self.assertEqual(first.header(b"x-cache"), b"MISS")
+        self.assertEqual(self.counter.renders, 1)
+        self.assertEqual(self.cache.stats()["hits"], 1)
+
+    def test_hitCarriesValidatorsAndAge(self) -> None:
+        """
+        A copy says its ETag, when it was rendered, and how old it is.
+        """
+        site = self.plain()
+        site.get(b"/a")
+        self.clock.advance(7)
+        hit = site.get(b"/a")
+        self.assertTrue(hit.header(b"etag").startswith(b'"'))
+        self.assertEqual(hit.header(b"last-modified"), b"Thu, 01 Jan 1970 00:00:00 GMT")
+        self.assertEqual(hit.header(b"age"), b"7")
+
+    def test_expiredAfterTimeoutAndHardLimit(self) -> None:
+        """
+        Past C{cacheTimeout} plus the stale windows, the page renders again.
+        """
+        site = self.plain(cacheTimeout=10, cacheGrace=0, cacheStaleIfError=0)
+        site.get(b"/a")
+        self.clock.advance(10)
+        again = site.get(b"/a")
+        self.assertEqual(again.body, b"<p>render 2 of /a</p>")
+
+    def test_postIsNeverCached(self) -> None:
+        """
+        Only GET and HEAD go through the cache.
+        """
+
+        class Form(Plain):
+            def render_POST(self, request: Any) -> bytes:
+                self.counter.renders += 1
+                return b"posted"
+
+        site = self.driver(Form(self.cache, self.counter))
+        site.get(b"/f", method=b"POST")
+        site.get(b"/f", method=b"POST")
+        self.assertEqual(self.counter.renders, 2)
+        self.assertEqual(self.cache.stats()["entries"], 0)
+
+
+class PersonalisationTests(CacheTestCase):
+    """
+    Footgun 1: one user's page never reaches another.
+    """
+
+    def test_sessionUsingPageIsNeverStored(self) -> None:
+        """
+        A page that counts visits in the session (Nevow's simple.py) shows
+        each client its own count and its own cookie; nothing is stored.
+        """
+
+        class Visits(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                self.counter.renders += 1
+                session = request.getSession()
+                visits = getattr(session, "visits", 0) + 1
+                session.visits = visits
+                return b"visit %d" % (visits,)
+
+        site = self.driver(Visits(self.cache, self.counter))
+        alice = site.get(b"/v")
+        bob = site.get(b"/v")
+        self.assertEqual(alice.body, b"visit 1")
+        self.assertEqual(bob.body, b"visit 1")
+        aliceCookie = alice.header(b"set-cookie").split(b";")[0]
+        bobCookie = bob.header(b"set-cookie").split(b";")[0]
+        self.assertNotEqual(aliceCookie, bobCookie)
+        again = site.get(b"/v", headers={b"Cookie": aliceCookie})
+        self.assertEqual(again.body, b"visit 2")
+        self.assertEqual(site.get(b"/v").body, b"visit 1")
+        self.assertEqual(self.cache.stats()["entries"], 0)
+        for response in site.responses:
+            response.disconnect()
+        for session in list(site.site.sessions.values()):
+            session.expire()
+
+    def test_tlsessionPageIsNeverStored(self) -> None:
+        """
+        Below tlsession's SessionResource too: a page reading
+        C{ISession(request)} is rendered for each client, never stored.
+        """
+        from tlsession import MemorySessionStore, SessionManager, sessionSite
+        from tlsession.interfaces import ISession
+
+        class Greeting(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                self.counter.renders += 1
+                session = ISession(request)
+                name = session.get("name", "stranger")
+                session["name"] = "known"
+                return ("hello " + name).encode()
+
+        manager = SessionManager(MemorySessionStore(self.clock), self.clock)
+        site = sessionSite(Greeting(self.cache, self.counter), manager)
+        site._reactor = self.clock
+        driver = SiteDriver(site)
+        self.drivers.append(driver)
+        first = driver.get(b"/g")
+        self.assertEqual(first.body, b"hello stranger")
+        cookie = first.header(b"set-cookie").split(b";")[0]
+        self.assertEqual(
+            driver.get(b"/g", headers={b"Cookie": cookie}).body, b"hello known"
+        )
+        self.assertEqual(driver.get(b"/g").body, b"hello stranger")
+        self.assertEqual(self.cache.stats()["entries"], 0)
+
+    def test_undeclaredCookieIsInvisibleToTheCachedRender(self) -> None:
+        """
+        A page that reads a cookie it did not declare renders, for the
+        cache, as if there were none: Alice's name never lands in the copy
+        Bob gets.
+        """
+
+        class Hello(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                self.counter.renders += 1
+                return b"hello " + (request.getCookie(b"user") or b"anonymous")
+
+        site = self.driver(Hello(self.cache, self.counter))
+        alice = site.get(b"/h", headers={b"Cookie": b"user=alice"})
+        bob = site.get(b"/h", headers={b"Cookie": b"user=bob"})
+        self.assertEqual(alice.body, b"hello anonymous")
+        self.assertEqual(bob.body, b"hello anonymous")
+
+    def test_declaredCookieVariesTheCopy(self) -> None:
+        """
+        A page that declares C{cookie:lang} gets a copy per value, and says
+        C{Vary: Cookie}.
+        """
+
+        class Lang(Plain):
+            cacheVary = ("cookie:lang",)
+
+            def render_GET(self, request: Any) -> bytes:
+                self.counter.renders += 1
+                return b"lang " + (request.getCookie(b"lang") or b"-")
+
+        site = self.driver(Lang(self.cache, self.counter))
+        fr = site.get(b"/l", headers={b"Cookie": b"lang=fr; user=alice"})
+        de = site.get(b"/l", headers={b"Cookie": b"lang=de"})
+        fr2 = site.get(b"/l", headers={b"Cookie": b"user=bob; lang=fr"})
+        self.assertEqual(
+            (fr.body, de.body, fr2.body), (b"lang fr", b"lang de", b"lang fr")
+        )
+        self.assertEqual(self.counter.renders, 2)
+        self.assertEqual(fr.header(b"vary"), b"cookie")
+        self.assertEqual(fr2.header(b"vary"), b"cookie")
+
+    def test_authorizationBypasses(self) -> None:
+        """
+        A request with credentials is rendered for itself, not answered
+        from (or stored in) the cache.
+        """
+        site = self.plain()
+        site.get(b"/a")
+        private = site.get(b"/a", headers={b"Authorization": b"Basic YTpi"})
+        self.assertEqual(private.body, b"<p>render 2 of /a</p>")
+        self.assertEqual(private.header(b"x-cache"), b"BYPASS")
+        self.assertEqual(site.get(b"/a").body, b"<p>render 1 of /a</p>")
+
+    def test_sessionCookieBypasses(self) -> None:
+        """
+        A request with a session cookie (twisted.web's or tlsession's) is
+        rendered for itself unless the page declares how it varies.
+        """
+        site = self.plain()
+        site.get(b"/a")
+        for cookie in (b"TWISTED_SESSION=abc", b"x=1; TLSESSION=abc"):
+            response = site.get(b"/a", headers={b"Cookie": cookie})
+            self.assertEqual(response.header(b"x-cache"), b"BYPASS")
+        other = site.get(b"/a", headers={b"Cookie": b"theme=dark"})
+        self.assertEqual(other.header(b"x-cache"), b"HIT")
+        self.assertEqual(self.counter.renders, 3)
+
+    def test_hostIsPartOfTheKey(self) -> None:
+        """
+        Footgun 9: the same path on two virtual hosts is two pages.
+        """
+        site = self.plain()
+        one = site.get(b"/a", host=b"one.example")
+        two = site.get(b"/a", host=b"two.example")
+        self.assertEqual(self.counter.renders, 2)
+        self.assertNotEqual(one.body + b"", b"")
+        self.assertEqual(site.get(b"/a", host=b"ONE.example:80").body, one.body)
+        self.assertEqual(two.header(b"x-cache"), b"MISS")
+
+    def test_reorderedQueryIsOnePage(self) -> None:
+        """
+        Footgun 9: C{?a=1&b=2} and C{?b=2&a=1} share a copy.
+        """
+        site = self.plain()
+        site.get(b"/q?a=1&b=2")
+        again = site.get(b"/q?b=2&a=1")
+        self.assertEqual(again.header(b"x-cache"), b"HIT")
+        self.assertEqual(self.counter.renders, 1)
+
+    def test_hostAllowList(self) -> None:
+        """
+        With C{cacheHosts}, made-up Host headers render uncached and fill
+        nothing.
+        """
+        site = self.plain(cacheHosts=(b"example.com",))
+        for index in range(20):
+            site.get(b"/a", host=b"h%d.evil" % (index,))
+        self.assertEqual(self.cache.stats()["entries"], 0)
+        site.get(b"/a")
+        self.assertEqual(self.cache.stats()["entries"], 1)
+
+
+class CookieTests(CacheTestCase):
+    """
+    Footgun 2: Set-Cookie is never replayed.
+    """
+
+    def test_renderThatSetsACookieIsNotStored(self) -> None:
+        """
+        Each client gets its own render and its own cookie.
+        """
+
+        class Tracker(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                self.counter.renders += 1
+                request.addCookie(b"id", b"%d" % (self.counter.renders,))
+                return b"tracked"
+
+        site = self.driver(Tracker(self.cache, self.counter))
+        first = site.get(b"/t")
+        second = site.get(b"/t")
+        self.assertEqual(first.header(b"set-cookie"), b"id=1")
+        self.assertEqual(second.header(b"set-cookie"), b"id=2")
+        self.assertEqual(self.cache.stats()["entries"], 0)
+
+    def test_privateResponseIsNotStored(self) -> None:
+        """
+        C{Cache-Control: private} or C{no-store} from the page keeps it out.
+        """
+        for value in (b"private", b"no-store, max-age=0"):
+
+            class Private(Plain):
+                cacheControl = value
+
+                def render_GET(self, request: Any) -> bytes:
+                    self.counter.renders += 1
+                    request.setHeader(b"cache-control", self.cacheControl)
+                    return b"mine"
+
+            self.counter.renders = 0
+            site = self.driver(Private(self.cache, self.counter))
+            site.get(b"/p" + value[:2])
+            site.get(b"/p" + value[:2])
+            self.assertEqual(self.counter.renders, 2)
+
+    def test_undeclaredVaryIsNotStored(self) -> None:
+        """
+        A response that says it varies on a header the page did not declare
+        is not stored (the key could not tell its variants apart).
+        """
+
+        class Sniffer(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                self.counter.renders += 1
+                request.setHeader(b"vary", b"User-Agent")
+                return b"for your browser"
+
+        site = self.driver(Sniffer(self.cache, self.counter))
+        site.get(b"/s")
+        site.get(b"/s")
+        self.assertEqual(self.counter.renders, 2)
+
+
+class SingleFlightTests(CacheTestCase):
+    """
+    Footgun 3: concurrent misses run one render.
+    """
+
+    def test_hundredConcurrentMissesRenderOnce(self) -> None:
+        """
+        100 requests for a page being rendered wait for that one render and
+        all get it.
+        """
+        page = Held(self.cache, self.counter)
+        site = self.driver(page)
+        responses = [site.request(b"/slow") for _ in range(100)]
+        self.assertEqual(self.counter.renders, 1)
+        page.release()
+        self.assertEqual({r.code for r in responses}, {200})
+        self.assertEqual({r.body for r in responses}, {b"<p>render 1 of /slow</p>"})
+        self.assertEqual(self.cache.stats()["lockWaits"], 99)
+
+    def test_disconnectingClientsDoNotCancelTheRender(self) -> None:
+        """
+        The first client and a waiter go away; the render carries on and the
+        others get it.
+        """
+        page = Held(self.cache, self.counter)
+        site = self.driver(page)
+        first = site.request(b"/slow")
+        waiter = site.request(b"/slow")
+        stays = site.request(b"/slow")
+        first.disconnect()
+        waiter.disconnect()
+        page.release()
+        self.assertEqual(stays.body, b"<p>render 1 of /slow</p>")
+        self.assertEqual(site.get(b"/slow").header(b"x-cache"), b"HIT")
+        self.assertEqual(self.counter.renders, 1)
+
+    def test_firstClientIsStreamed(self) -> None:
+        """
+        Footgun 13: the first client gets each chunk as the page writes it,
+        and the whole response is kept.
+        """
+
+        class Streaming(Plain):
+            def render_GET(self, request: Any) -> Any:
+                self.counter.renders += 1
+                self.request = request
+                request.write(b"<p>first</p>")
+                return NOT_DONE_YET
+
+        page = Streaming(self.cache, self.counter)
+        site = self.driver(page)
+        first = site.request(b"/s")
+        self.assertIn(b"<p>first</p>", first.transport.value())
+        self.assertFalse(first.complete)
+        page.request.write(b"<p>second</p>")
+        page.request.finish()
+        self.assertEqual(first.body, b"<p>first</p><p>second</p>")
+        hit = site.get(b"/s")
+        self.assertEqual(hit.body, b"<p>first</p><p>second</p>")
+        self.assertEqual(hit.header(b"content-length"), b"25")
+
+    def test_waiterTimesOutAndRendersItself(self) -> None:
+        """
+        A waiter that waits longer than C{lockTimeout} renders for itself;
+        its render is not stored.
+        """
+        page = Held(self.cache, self.counter)
+        site = self.driver(page)
+        site.request(b"/slow")
+        waiter = site.request(b"/slow")
+        self.clock.advance(self.cache.lockTimeout)
+        self.assertEqual(self.counter.renders, 2)
+        self.assertEqual(self.cache.stats()["lockTimeouts"], 1)
+        page.release()
+        self.assertEqual(waiter.code, 200)
+
+    def test_hungRenderDoesNotBlockForever(self) -> None:
+        """
+        After C{lockAge} a new request starts a new render instead of
+        waiting behind a render that never ends.
+        """
+        page = Held(self.cache, self.counter)
+        site = self.driver(page)
+        site.request(b"/slow")
+        self.clock.advance(self.cache.lockAge)
+        site.request(b"/slow")
+        self.assertEqual(self.counter.renders, 2)
+        page.release()
+
+    def test_uncacheableLeaderReleasesWaitersToRenderThemselves(self) -> None:
+        """
+        When the shared render may not be stored, each waiter renders for
+        itself; for a while after, requests do not queue at all.
+        """
+
+        class HeldTracker(Held):
+            def release(self, code: int = 200, body: Optional[bytes] = None) -> None:
+                for request in self.pending:
+                    request.addCookie(b"id", b"1")
+                super().release(code, body)
+
+        page = HeldTracker(self.cache, self.counter)
+        site = self.driver(page)
+        first = site.request(b"/t")
+        others = [site.request(b"/t") for _ in range(3)]
+        page.release()
+        self.assertEqual(self.counter.renders, 4)
+        page.release()
+        self.assertTrue(first.complete)
+        self.assertTrue(all(o.complete for o in others))
+        site.request(b"/t")
+        site.request(b"/t")
+        self.assertEqual(self.cache.stats()["lockWaits"], 3)
+        page.release()
+
+
+class StaleTests(CacheTestCase):
+    """
+    Footguns 4, 5 and 12: stale while revalidate, failures, the hard limit.
+    """
+
+    def test_staleServedWhileOneRefreshRuns(self) -> None:
+        """
+        After C{cacheTimeout}, requests get the old copy at once while a
+        single background render replaces it.
+        """
+        page = Held(self.cache, self.counter, cacheTimeout=10, cacheGrace=30)
+        site = self.driver(page)
+        site.request(b"/p")
+        page.release()
+        self.clock.advance(11)
+        stale = [site.get(b"/p") for _ in range(5)]
+        self.assertEqual({s.body for s in stale}, {b"<p>render 1 of /p</p>"})
+        self.assertEqual({s.header(b"x-cache") for s in stale}, {b"STALE"})
+        self.assertEqual(self.counter.renders, 2)
+        page.release()
+        fresh = site.get(b"/p")
+        self.assertEqual(fresh.body, b"<p>render 2 of /p</p>")
+        self.assertEqual(fresh.header(b"x-cache"), b"HIT")
+        self.assertEqual(self.cache.stats()["refreshes"], 1)
+
+    def test_failedRefreshKeepsTheOldCopy(self) -> None:
+        """
+        A refresh that fails leaves the old copy in place; it is counted;
+        after the grace window the old copy stands in for the error until
+        the stale-if-error limit.
+        """
+        page = Held(
+            self.cache,
+            self.counter,
+            cacheTimeout=10,
+            cacheGrace=5,
+            cacheStaleIfError=60,
+        )
+        site = self.driver(page)
+        site.request(b"/p")
+        page.release()
+        self.clock.advance(11)
+        site.get(b"/p")
+        page.release(500, b"oops")
+        self.assertEqual(self.cache.stats()["refreshFailures"], 1)
+        self.assertEqual(site.get(b"/p").body, b"<p>render 1 of /p</p>")
+        self.clock.advance(10)
+        standIn = site.request(b"/p")
+        page.release(503, b"down")
+        self.assertEqual(standIn.code, 200)
+        self.assertEqual(standIn.body, b"<p>render 1 of /p</p>")
+        self.assertEqual(self.cache.stats()["staleIfError"], 2)
+
+    def test_noStaleCopyPastTheHardLimit(self) -> None:
+        """
+        Footgun 12: past C{cacheMaxStale}, a failing page gives its error,
+        not an ever older copy.
+        """
+        page = Held(
+            self.cache,
+            self.counter,
+            cacheTimeout=10,
+            cacheGrace=5,
+            cacheStaleIfError=20,
+        )
+        site = self.driver(page)
+        site.request(b"/p")
+        page.release()
+        self.clock.advance(31)
+        error = site.request(b"/p")
+        page.release(500, b"broken")
+        self.assertEqual(error.code, 500)
+        self.assertEqual(error.body, b"broken")
+
+    def test_exceptionInRefreshKeepsTheOldCopy(self) -> None:
+        """
+        A render that raises counts as a failure like a 500.
+        """
+        calls = []
+
+        class Flaky(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                calls.append(request)
+                if len(calls) > 1:
+                    raise RuntimeError("database gone")
+                return b"good"
+
+        site = self.driver(Flaky(self.cache, self.counter, cacheTimeout=10))
+        site.get(b"/f")
+        self.clock.advance(11)
+        self.assertEqual(site.get(b"/f").body, b"good")
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(site.get(b"/f").body, b"good")
+
+
+class ErrorTests(CacheTestCase):
+    """
+    Footgun 5: errors and redirects are never stored, and evict.
+    """
+
+    def test_errorsAreNotStored(self) -> None:
+        """
+        A 500 and a render that raises are not kept.
+        """
+        page = Held(self.cache, self.counter)
+        site = self.driver(page)
+        first = site.request(b"/e")
+        page.release(500, b"no")
+        self.assertEqual(first.code, 500)
+        second = site.request(b"/e")
+        page.release()
+        self.assertEqual(second.code, 200)
+        self.assertEqual(self.counter.renders, 2)
+
+    def test_notFoundEvictsTheOldCopy(self) -> None:
+        """
+        The nginx lesson: a page that now answers 404 (or redirects) drops
+        the copy it replaces instead of leaving it to be served.
+        """
+        page = Held(self.cache, self.counter, cacheTimeout=10, cacheGrace=30)
+        site = self.driver(page)
+        site.request(b"/gone")
+        page.release()
+        self.clock.advance(11)
+        site.get(b"/gone")
+        page.release(404, b"not here")
+        after = site.request(b"/gone")
+        self.assertEqual(self.counter.renders, 3)
+        page.release(404, b"not here")
+        self.assertEqual(after.code, 404)
+
+    def test_redirectIsNotStored(self) -> None:
+        """
+        A redirect is passed on and not kept.
+        """
+
+        class Moved(CachedPage, Redirect):
+            renderCache = self.cache
+
+            def render(self, request: Any) -> Any:
+                self.calls = getattr(self, "calls", 0) + 1
+                return super().render(request)
+
+        moved = Moved(b"/elsewhere")
+        site = self.driver(moved)
+        self.assertEqual(site.get(b"/").code, 302)
+        self.assertEqual(site.get(b"/").code, 302)
+        self.assertEqual(self.cache.stats()["entries"], 0)
+
+
+class BoundsTests(CacheTestCase):
+    """
+    Footgun 6: memory stays bounded.
+    """
+
+    def test_tenThousandRandomQueriesStayUnderBudget(self) -> None:
+        """
+        A flood of distinct query strings evicts, it does not grow.
+        """
+        self.store = MemoryCacheStore(
+            self.clock, maxBytes=256 * 1024, maxEntryBytes=64 * 1024
+        )
+        self.cache = RenderCache(self.store, self.clock)
+        site = self.plain()
+        rng = random.Random(5)
+        for _ in range(10000):
+            response = site.get(b"/search?x=%d" % (rng.getrandbits(64),))
+            self.assertEqual(response.code, 200)
+            response.disconnect()
+        site.responses = []
+        stats = self.cache.stats()
+        self.assertLessEqual(stats["bytes"], 256 * 1024)
+        self.assertLessEqual(stats["entries"], 256)
+        self.assertGreater(stats["evictions"], 9000)
+
+    def test_oversizedResponseIsServedNotStored(self) -> None:
+        """
+        A response over C{maxEntryBytes} reaches its client whole and is
+        not kept.
+        """
+        self.cache.maxEntryBytes = 1000
+
+        class Big(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                self.counter.renders += 1
+                return b"x" * 5000
+
+        site = self.driver(Big(self.cache, self.counter))
+        self.assertEqual(len(site.get(b"/big").body), 5000)
+        self.assertEqual(len(site.get(b"/big").body), 5000)
+        self.assertEqual(self.counter.renders, 2)
+
+
+class HeadTests(CacheTestCase):
+    """
+    Footgun 7: HEAD is answered from the GET copy and never fills it alone.
+    """
+
+    def test_headFirstThenGet(self) -> None:
+        """
+        A HEAD on a miss is answered from a GET render, which is kept: the
+        GET after it is a hit with the whole body.
+        """
+        site = self.plain()
+        head = site.get(b"/h", method=b"HEAD")
+        self.assertEqual(head.code, 200)
+        self.assertEqual(head.header(b"content-length"), b"21")
+        self.assertEqual(head.transport.value().split(b"\r\n\r\n", 1)[1], b"")
+        get = site.get(b"/h")
+        self.assertEqual(get.body, b"<p>render 1 of /h</p>")
+        self.assertEqual(get.header(b"x-cache"), b"HIT")
+        self.assertEqual(self.counter.renders, 1)
+
+    def test_headOnAHit(self) -> None:
+        """
+        A HEAD on a hit has the copy's length and no body.
+        """
+        site = self.plain()
+        site.get(b"/h")
+        head = site.get(b"/h", method=b"HEAD")
+        self.assertEqual(head.header(b"content-length"), b"21")
+        self.assertEqual(head.transport.value().split(b"\r\n\r\n", 1)[1], b"")
+
+
+class EncodingTests(CacheTestCase):
+    """
+    Footgun 8: the bytes are kept before gzip.
+    """
+
+    def test_gzipWrappedPage(self) -> None:
+        """
+        Behind twisted.web's gzip wrapper, a gzip client gets gzip and a
+        plain client the plain page, from one render.
+        """
+        page = Plain(self.cache, self.counter)
+        root = resource.Resource()
+        root.putChild(b"g", EncodingResourceWrapper(page, [GzipEncoderFactory()]))
+        site = self.driver(root)
+        zipped = site.get(b"/g", headers={b"Accept-Encoding": b"gzip"})
+        plain = site.get(b"/g")
+        zipped2 = site.get(b"/g", headers={b"Accept-Encoding": b"gzip"})
+        self.assertEqual(plain.body, b"<p>render 1 of /g</p>")
+        self.assertIsNone(plain.header(b"content-encoding"))
+        for response in (zipped, zipped2):
+            self.assertEqual(response.header(b"content-encoding"), b"gzip")
+            self.assertEqual(
+                zlib.decompress(response.body, 16 + zlib.MAX_WBITS), plain.body
+            )
+        self.assertEqual(self.counter.renders, 1)
+
+
+class ConditionalTests(CacheTestCase):
+    """
+    Footgun 15: 304s.
+    """
+
+    def test_ifNoneMatch(self) -> None:
+        """
+        The copy's ETag, alone, in a list, or weak, gives a 304 without a
+        body; another ETag the page.
+        """
+        site = self.plain()
+        etag = site.get(b"/c").header(b"etag")
+        for value in (etag, b'"x", ' + etag, b"W/" + etag, b"*"):
+            response = site.get(b"/c", headers={b"If-None-Match": value})
+            self.assertEqual(response.code, 304)
+            self.assertEqual(response.header(b"etag"), etag)
+            self.assertEqual(response.transport.value().split(b"\r\n\r\n", 1)[1], b"")
+        other = site.get(b"/c", headers={b"If-None-Match": b'"other"'})
+        self.assertEqual(other.code, 200)
+        self.assertEqual(self.cache.stats()["notModified"], 4)
+
+    def test_ifModifiedSince(self) -> None:
+        """
+        A date at or after the render gives a 304; before it, or junk, the
+        page.
+        """
+        self.clock.advance(1000)
+        site = self.plain()
+        modified = site.get(b"/c").header(b"last-modified")
+        self.assertEqual(
+            site.get(b"/c", headers={b"If-Modified-Since": modified}).code, 304
+        )
+        for value in (b"Thu, 01 Jan 1970 00:00:00 GMT", b"not a date", b"\xff" * 40):
+            response = site.get(b"/c", headers={b"If-Modified-Since": value})
+            self.assertEqual(response.code, 200)
+
+
+class TemplateTests(CacheTestCase):
+    """
+    Footgun 10: editing a template gives its pages new keys.
+    """
+
+    def test_templateEditInvalidates(self) -> None:
+        """
+        After the template file changes, the next request (once the change
+        has been looked for) renders the new template.
+        """
+        directory = tempfile.mkdtemp(prefix="tlcache-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "page.html")
+        with open(path, "w") as template:
+            template.write("<html><p>version one</p></html>")
+        cache = self.cache
+
+        class Templated(CachedPage, rend.Page):
+            renderCache = cache
+            docFactory = loaders.xmlfile(path)
+
+        site = self.driver(Templated(), nevow=True)
+        self.assertIn(b"version one", site.get(b"/").body)
+        with open(path, "w") as template:
+            template.write("<html><p>version two, longer</p></html>")
+        self.assertIn(b"version one", site.get(b"/").body)
+        self.clock.advance(cache.templateCheckInterval)
+        self.assertIn(b"version two", site.get(b"/").body)
+
+
+class InvalidationTests(CacheTestCase):
+    """
+    Footgun 11: explicit invalidation.
+    """
+
+    def test_byKeyPathPrefixAndTag(self) -> None:
+        """
+        Pages dropped by key, by path (all variants), by subtree and by tag
+        render again; others stay.
+        """
+        site = self.plain(cacheTags=("news",))
+        for path in (b"/news/a", b"/news/a?page=2", b"/news/b", b"/about"):
+            site.get(path)
+        self.assertEqual(self.counter.renders, 4)
+        self.successResultOf(self.cache.invalidatePath(b"example.com", b"/news/a"))
+        site.get(b"/news/a")
+        site.get(b"/news/a?page=2")
+        site.get(b"/news/b")
+        self.assertEqual(self.counter.renders, 6)
+        self.successResultOf(self.cache.invalidatePath(b"example.com", b"/news/"))
+        site.get(b"/news/b")
+        site.get(b"/about")
+        self.assertEqual(self.counter.renders, 7)
+        self.assertEqual(self.successResultOf(self.cache.invalidateTag("news")), 2)
+        site.get(b"/about")
+        self.assertEqual(self.counter.renders, 8)
+
+    def test_invalidateByKey(self) -> None:
+        """
+        L{RenderCache.invalidate} takes a page's own key.
+        """
+        page = Plain(self.cache, self.counter)
+        site = self.driver(page)
+        site.get(b"/k")
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest([b"k"])
+        request.uri = b"/k"
+        request.requestHeaders.setRawHeaders(b"host", [b"example.com"])
+        self.assertTrue(
+            self.successResultOf(self.cache.invalidate(page.cacheKey(request)))
+        )
+        site.get(b"/k")
+        self.assertEqual(self.counter.renders, 2)
+
+    def test_renderDuringInvalidationIsNotStored(self) -> None:
+        """
+        A render that was running when the data changed may show the old
+        data: it is served to its waiters but not stored.
+        """
+        page = Held(self.cache, self.counter)
+        site = self.driver(page)
+        site.request(b"/r")
+        self.successResultOf(self.cache.invalidateTag("anything"))
+        page.release()
+        site.request(b"/r")
+        self.assertEqual(self.counter.renders, 2)
+        self.assertEqual(self.cache.stats()["raced"], 1)
+        page.release()
+
+
+class IRemembered(Interface):
+    """
+    Something a parent page remembers while traversing.
+    """
+
+
+@implementer(IRemembered)
+class Shop:
+    name = "corner shop"
+
+
+class NevowPageTests(CacheTestCase):
+    """
+    tlcache.nevow pages: traversal context survives into the cached render.
+    """
+
+    def test_rememberedDuringTraversal(self) -> None:
+        """
+        What a parent remembered in C{locateChild} is there when the child
+        renders for the cache; C{IRequest(ctx)} is the cache's copy.
+        """
+        cache = self.cache
+        counter = self.counter
+
+        class Child(CachedPage, rend.Page):
+            renderCache = cache
+            docFactory = loaders.stan(
+                [T.p(render=T.directive("shop")), T.p(render=T.directive("path"))]
+            )
+
+            def render_shop(self, ctx: Any, data: Any) -> str:
+                counter.renders += 1
+                return IRemembered(ctx).name
+
+            def render_path(self, ctx: Any, data: Any) -> str:
+                return inevow.IRequest(ctx).uri.decode()
+
+        class Root(rend.Page):
+            docFactory = loaders.stan(T.p["root"])
+
+            def locateChild(self, ctx: Any, segments: Any) -> Any:
+                ctx.remember(Shop(), IRemembered)
+                return Child(), segments[1:]
+
+        site = self.driver(Root(), nevow=True)
+        first = site.get(b"/child?q=1")
+        self.assertEqual(first.body, b"corner shop/child?q=1")
+        self.assertEqual(site.get(b"/child?q=1").body, first.body)
+        self.assertEqual(counter.renders, 1)
+
+    def test_nevowSessionIsRefused(self) -> None:
+        """
+        A shim page asking for C{ISession(ctx)} is rendered per client and
+        not stored.
+        """
+        cache = self.cache
+
+        class Counted(CachedPage, rend.Page):
+            renderCache = cache
+            docFactory = loaders.stan(T.p(render=T.directive("count")))
+
+            def render_count(self, ctx: Any, data: Any) -> str:
+                session = inevow.ISession(ctx)
+                session.count = getattr(session, "count", 0) + 1
+                return str(session.count)
+
+        site = self.driver(Counted(), nevow=True)
+        first = site.get(b"/")
+        cookie = first.header(b"set-cookie").split(b";")[0]
+        self.assertEqual(site.get(b"/", headers={b"Cookie": cookie}).body, b"2")
+        self.assertEqual(site.get(b"/").body, b"1")
+        self.assertEqual(self.cache.stats()["entries"], 0)
+        for session in list(site.site.sessions.values()):
+            session.expire()
+
+
+@implementer(ICacheStore)
+class BrokenStore:
+    """
+    A store whose every call fails, like an unreachable memcached.
+    """
+
+    def get(self, key: bytes) -> Deferred:
+        return fail(ConnectionError("store down"))
+
+    def set(self, key: bytes, entry: Any) -> Deferred:
+        return fail(ConnectionError("store down"))
+
+    def delete(self, key: bytes) -> Deferred:
+        return fail(ConnectionError("store down"))
+
+    def invalidatePrefix(self, prefix: bytes) -> Deferred:
+        return fail(ConnectionError("store down"))
+
+    def invalidateTag(self, tag: str) -> Deferred:
+        return fail(ConnectionError("store down"))
+
+    def stats(self) -> Dict[str, int]:
+        return {}
+
+
+class StoreFailureTests(CacheTestCase):
+    """
+    A failing store never breaks the site.
+    """
+
+    def test_brokenStoreServesUncached(self) -> None:
+        """
+        Every request is rendered and answered; the failure is logged.
+        """
+        self.cache = RenderCache(BrokenStore(), self.clock)
+        site = self.plain()
+        self.assertEqual(site.get(b"/a").body, b"<p>render 1 of /a</p>")
+        self.assertEqual(site.get(b"/a").body, b"<p>render 2 of /a</p>")
+        self.assertTrue(self.flushLoggedErrors(ConnectionError))
+
+    def test_asynchronousStore(self) -> None:
+        """
+        A store answering later (memcached) is waited for, then served.
+        """
+        pending: List[Deferred] = []
+        inner = self.store
+
+        @implementer(ICacheStore)
+        class Slow:
+            def get(self, key: bytes) -> Deferred:
+                d: Deferred = Deferred()
+                pending.append(d)
+                return inner.get(key).addCallback(lambda e: d.callback(e) or d)
+
+            def set(self, key: bytes, entry: Any) -> Deferred:
+                return inner.set(key, entry)
+
+            def delete(self, key: bytes) -> Deferred:
+                return inner.delete(key)
+
+            def invalidatePrefix(self, prefix: bytes) -> Deferred:
+                return succeed(0)
+
+            def invalidateTag(self, tag: str) -> Deferred:
+                return succeed(0)
+
+            def stats(self) -> Dict[str, int]:
+                return inner.stats()
+
+        self.cache = RenderCache(Slow(), self.clock)
+        site = self.plain()
+        site.get(b"/a")
+        hit = site.get(b"/a")
+        self.assertEqual(hit.header(b"x-cache"), b"HIT")
+        head = site.get(b"/a", method=b"HEAD")
+        self.assertEqual(head.header(b"content-length"), b"21")
+        self.assertEqual(self.counter.renders, 1)
+
+
+class KeyTests(SynchronousTestCase):
+    """
+    The page's key is L{pageKey}'s, with the template digest.
+    """
+
+    def test_keyFamilyIsHostAndPath(self) -> None:
+        """
+        Keys group by host and path, for prefix invalidation.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        request = DummyRequest([b"x"])
+        request.uri = b"/x?b=1"
+        request.requestHeaders.setRawHeaders(b"host", [b"Example.com"])
+        page = Plain(RenderCache(clock=Clock()), Counter())
+        key = page.cacheKey(request)
+        self.assertEqual(familyOfKey(key), b"example.com|/x")
+        self.assertEqual(key, pageKey(request))
