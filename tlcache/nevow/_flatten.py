@@ -33,13 +33,14 @@ from tlcache.nevow._data import (
     runMacro,
 )
 from tlcache.nevow.context import _NOTHING, WebContext, WovenContext, _childContext
-from tlcache.nevow.inevow import IDocFactory, IRenderer
+from tlcache.nevow.inevow import IDocFactory, IFragmentCache, IRenderer
 from tlcache.nevow.stan import (
     Comment,
     Entity,
     Proto,
     Tag,
     Unset,
+    cached,
     directive,
     raw,
     slot,
@@ -47,6 +48,7 @@ from tlcache.nevow.stan import (
 )
 
 __all__ = [
+    "FragmentRequestError",
     "SynchronousRenderError",
     "UnsupportedTypeError",
     "addBuiltinHandler",
@@ -82,6 +84,15 @@ class SynchronousRenderError(RuntimeError):
     """
     A synchronous render (L{rend.Page.renderSynchronously},
     L{flat.flatten}) met a L{Deferred} that had not fired.
+    """
+
+
+class FragmentRequestError(RuntimeError):
+    """
+    A renderer inside a L{cached} fragment asked for the request, the
+    session or the URL segments. Cached fragments are shared by every
+    request (and refreshed with no request at all), so they cannot use
+    them.
     """
 
 
@@ -596,8 +607,34 @@ def _renderTwistedTemplate(
 ) -> bool:
     if inAttribute:
         raise _tagInAttribute(item)
-    d = _twtemplate.flattenString(IRequest(ctx, None), item)
+    try:
+        request = IRequest(ctx, None)
+    except FragmentRequestError:
+        # Inside a cached fragment: twisted.web.template renders without one.
+        request = None
+    d = _twtemplate.flattenString(request, item)
     return fl.awaitDeferred(d.addCallback(_Static), ctx, inAttribute)
+
+
+def _renderCached(
+    fl: _Flattener, item: cached, ctx: WebContext, inAttribute: bool
+) -> bool:
+    if inAttribute:
+        raise _tagInAttribute(item)
+    cache = item.cache
+    if cache is None:
+        try:
+            cache = ctx.locate(IFragmentCache)
+        except KeyError:
+            from tlcache.fragment import defaultFragmentCache
+
+            cache = defaultFragmentCache()
+    body = cache.bytesFor(item, ctx)
+    if type(body) is bytes:
+        # Already escaped markup, made by this flattener: written as it is.
+        fl.out.append(body)
+        return False
+    return fl.awaitDeferred(body.addCallback(_Static), ctx, inAttribute)
 
 
 _HANDLERS: Dict[type, Handler] = {
@@ -629,6 +666,7 @@ _HANDLERS: Dict[type, Handler] = {
     _twtemplate.CDATA: _renderTwistedTemplate,
     _twtemplate.Comment: _renderTwistedTemplate,
     _twtemplate.CharRef: _renderTwistedTemplate,
+    cached: _renderCached,
 }
 
 # Types and interfaces given flatteners with registerFlattener. _HANDLERS

@@ -4,7 +4,8 @@ The precompiler: turns a stan tree into the list the render engine walks.
 
 Static markup (tags without specials, text, entities, comments) becomes
 escaped, UTF-8 encoded chunks, adjacent ones merged into one; tags with
-specials or filled slots stay tags (with precompiled children), and slots,
+specials or filled slots stay tags (with precompiled children), cached
+fragments stay nodes (with precompiled children), and slots,
 directives, render functions and other objects stay as they are, to be
 rendered per request. Macros run here, once.
 """
@@ -24,7 +25,17 @@ from tlcache.nevow._flatten import (
 )
 from tlcache.nevow.context import WebContext, WovenContext
 from tlcache.nevow.inevow import IMacroFactory
-from tlcache.nevow.stan import Comment, Entity, Proto, Tag, Unset, raw, slot, xml
+from tlcache.nevow.stan import (
+    Comment,
+    Entity,
+    Proto,
+    Tag,
+    Unset,
+    cached,
+    raw,
+    slot,
+    xml,
+)
 
 __all__ = ["precompile"]
 
@@ -103,6 +114,12 @@ class _Precompiler:
             )
             compiled.children = self.sub(node.children, inAttribute)
             self.dynamic(compiled)
+        elif kind is cached:
+            if inAttribute:
+                raise TypeError(
+                    f"a cached fragment cannot be inside an attribute value: {node!r}"
+                )
+            self.dynamic(node.withChildren(self.sub(node.children, False)))
         else:
             # Directives, render functions, fragments, URLs, Deferreds...:
             # whatever depends on the request is rendered per request.

@@ -6,18 +6,22 @@ C{nevow:render}, C{nevow:data} and C{nevow:macro} attributes become
 directives, C{nevow:pattern}, C{nevow:key} and C{nevow:remember} plain
 specials; C{<nevow:invisible>}, C{<nevow:slot name="" default="">} and
 C{<nevow:attr name="">} elements become L{invisible}, L{slot} and a
-computed attribute of the enclosing element. The C{nevow} namespace
-declaration itself is dropped from the output.
+computed attribute of the enclosing element, and C{<nevow:cached key=""
+refresh="" timeout="" version="" vary="">} a L{cached} fragment (whose key
+includes a digest of the template, so editing the template gives its
+fragments new keys). The C{nevow} namespace declaration itself is dropped
+from the output.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Any, Dict, List, Optional, Tuple
 from xml.sax import handler, make_parser
 from xml.sax.xmlreader import InputSource
 
-from tlcache.nevow.stan import Tag, directive, slot, xml
+from tlcache.nevow.stan import Tag, cached, directive, slot, xml
 
 __all__ = ["NAMESPACE", "TemplateError", "parseTemplate"]
 
@@ -26,6 +30,7 @@ NAMESPACE = "http://nevow.com/ns/nevow/0.1"
 _XML_NAMESPACE = "http://www.w3.org/XML/1998/namespace"
 _DIRECTIVES = ("render", "data", "macro")
 _PLAIN_SPECIALS = ("pattern", "key", "remember")
+_CACHED_ATTRIBUTES = ("key", "refresh", "timeout", "version", "vary")
 
 
 class TemplateError(ValueError):
@@ -40,9 +45,14 @@ class _ToStan(handler.ContentHandler, handler.EntityResolver):
     """
 
     def __init__(
-        self, ignoreDocType: bool, ignoreComment: bool, sourceName: Optional[str]
+        self,
+        ignoreDocType: bool,
+        ignoreComment: bool,
+        sourceName: Optional[str],
+        digest: str = "",
     ):
         super().__init__()
+        self.digest = digest
         self.ignoreDocType = ignoreDocType
         self.ignoreComment = ignoreComment
         self.sourceName = sourceName
@@ -121,6 +131,12 @@ class _ToStan(handler.ContentHandler, handler.EntityResolver):
                 )
                 self._open(node, node.children)
                 return
+            if local == "cached":
+                if specials:
+                    raise TemplateError("<nevow:cached> takes no nevow: attributes")
+                fragment = self._cached(attributes)
+                self._open(fragment, fragment.children)
+                return
             if local == "attr":
                 if not self.stack or not isinstance(self.stack[-1], Tag):
                     raise TemplateError("<nevow:attr> must be inside an element")
@@ -145,6 +161,42 @@ class _ToStan(handler.ContentHandler, handler.EntityResolver):
             tagName, attributes=attributes, specials=specials, **self._position()
         )
         self._open(element, element.children)
+
+    def _cached(self, attributes: Dict[str, Any]) -> cached:
+        unknown = sorted(set(attributes) - set(_CACHED_ATTRIBUTES))
+        if unknown:
+            raise TemplateError(
+                f"unknown attribute {unknown[0]} on <nevow:cached>"
+                f" (it takes {', '.join(_CACHED_ATTRIBUTES)})"
+            )
+        key = attributes.get("key")
+        if not key:
+            raise TemplateError("<nevow:cached> needs a key attribute")
+        seconds: Dict[str, Optional[float]] = {}
+        for name in ("refresh", "timeout"):
+            text = attributes.get(name, "").strip()
+            if not text:
+                seconds[name] = None
+                continue
+            try:
+                seconds[name] = float(text)
+            except ValueError:
+                raise TemplateError(
+                    f"<nevow:cached key={key!r}>: {name} must be a number of"
+                    f" seconds, not {text!r}"
+                ) from None
+        vary = attributes.get("vary", "")
+        try:
+            return cached(
+                key,
+                refresh=seconds["refresh"],
+                timeout=seconds["timeout"],
+                vary=tuple(v.strip() for v in vary.split(",")) if vary else (),
+                version=attributes.get("version", ""),
+                digest=self.digest,
+            )
+        except (TypeError, ValueError) as e:
+            raise TemplateError(f"<nevow:cached key={key!r}>: {e}") from None
 
     def _open(self, node: Any, children: List[Any]) -> None:
         self.current.append(node)
@@ -210,14 +262,16 @@ def parseTemplate(
     """
     if isinstance(source, str):
         source = source.encode("utf-8")
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
+    if not isinstance(source, bytes):
+        source = source.read()
+    digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+    source = io.BytesIO(source)
     parser = make_parser()
     parser.setFeature(handler.feature_namespaces, True)
     parser.setFeature(handler.feature_validation, False)
     parser.setFeature(handler.feature_external_ges, False)
     parser.setFeature(handler.feature_external_pes, False)
-    builder = _ToStan(ignoreDocType, ignoreComment, sourceName)
+    builder = _ToStan(ignoreDocType, ignoreComment, sourceName, digest)
     parser.setContentHandler(builder)
     parser.setEntityResolver(builder)
     parser.setProperty(handler.property_lexical_handler, builder)

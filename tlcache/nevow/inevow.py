@@ -9,7 +9,7 @@ else twisted.web's own.
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from twisted.web.iweb import IRequest
 from zope.interface import Attribute, Interface
@@ -20,6 +20,7 @@ __all__ = [
     "ICurrentSegments",
     "IData",
     "IDocFactory",
+    "IFragmentCache",
     "IGettable",
     "IMacroFactory",
     "IQ",
@@ -184,4 +185,36 @@ class ICanHandleNotFound(Interface):
     def renderHTTP_notFound(ctx: Any) -> Any:
         """
         Return the body of the 404 response.
+        """
+
+
+class IFragmentCache(Interface):
+    """
+    Keeps the flattened bytes of L{tlcache.nevow.stan.cached} fragments
+    (L{tlcache.fragment.FragmentCache}). Remember one on the site
+    (C{site.remember(cache, IFragmentCache)}) or on a context for the
+    fragments rendered below it.
+    """
+
+    def bytesFor(node: Any, ctx: Any) -> Any:
+        """
+        Return the fragment C{node}'s bytes (already escaped markup) as they
+        are cached, or a L{Deferred} firing with them once rendered. C{ctx}
+        is where the node appears in the page.
+        """
+
+    def invalidate(key: str) -> int:
+        """
+        Forget the bytes of every fragment named C{key}; return how many.
+        """
+
+    def invalidatePrefix(prefix: str) -> int:
+        """
+        Forget the bytes of every fragment whose name starts with
+        C{prefix}; return how many.
+        """
+
+    def stats() -> Dict[str, int]:
+        """
+        Return the cache's counters and gauges.
         """

@@ -5,13 +5,15 @@ Stan: documents written as Python expressions (C{div(id="x")["text"]}).
 L{Tag} is the tree node: C{()} sets attributes and the specials (C{data},
 C{render}, C{pattern}, C{remember}, C{key}, C{macro}), C{[]} appends
 children. The markers L{directive}, L{slot}, L{xml}, L{raw}, L{Entity} and
-the L{invisible} prototype complete the vocabulary. Nothing here renders:
-see L{tlcache.nevow.flat}.
+the L{invisible} prototype complete the vocabulary, and L{cached} marks a
+fragment whose bytes are cached (see L{tlcache.fragment}). Nothing here
+renders: see L{tlcache.nevow.flat}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from numbers import Real
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from twisted.python.components import registerAdapter
 from zope.interface import implementer
@@ -29,6 +31,7 @@ __all__ = [
     "Tag",
     "TooManyNodes",
     "Unset",
+    "cached",
     "cdata",
     "directive",
     "invisible",
@@ -203,6 +206,147 @@ class slot:  # noqa: N801 - Nevow's name
             [_cloneNode(c) for c in self.children] if deep else self.children[:]
         )
         return new
+
+
+_VARY_TYPES = (str, bytes, int, float)
+
+
+def _checkSeconds(name: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+    seconds = float(value)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{name} must be a positive, finite number of seconds")
+    return seconds
+
+
+class cached:  # noqa: N801 - the 2005 patch's name
+    """
+    A fragment whose flattened bytes are cached and spliced into the page
+    as they are: C{cached(key="news", refresh=10)[children]}.
+
+    The children are rendered apart from the page around them, in a context
+    that has the page (its C{render_*} and C{data_*} methods, what it
+    remembers) but no request, no session, and none of the data or slots of
+    the enclosing tags, so a render is the same whether a request or the
+    refresh timer asked for it. A renderer that asks for the request (or the
+    session, or the URL segments) fails with
+    L{tlcache.nevow._flatten.FragmentRequestError}, naming the fragment.
+
+    @ivar key: the fragment's name (a non-empty C{str}); with C{version},
+        the template C{digest} and the C{vary} values it makes the cache key.
+        L{tlcache.fragment.FragmentCache.invalidate} takes it.
+    @ivar refresh: re-render every C{refresh} seconds in the background (a
+        jittered timer), so that only the very first render is waited for;
+        or C{None}: render on demand and keep the bytes C{timeout} seconds.
+    @ivar timeout: how long rendered bytes may be served: C{None} for as
+        long as the cache keeps them. With C{refresh}, the limit on how
+        stale the bytes may get while refreshes keep failing.
+    @ivar vary: values that select one copy of the fragment among several
+        (a language, say): each distinct tuple is cached apart.
+    @ivar version: bump it to give the fragment new keys (the old bytes then
+        age out).
+    @ivar digest: the digest of the template this node came from (set by the
+        XML loaders, so that editing a template gives its fragments new
+        keys).
+    @ivar cache: the L{tlcache.fragment.FragmentCache} to use; C{None}: the
+        one remembered in the context (as
+        L{tlcache.nevow.inevow.IFragmentCache}), else the process default.
+    @ivar fullKey: the cache key, C{(key, version, digest, vary)}.
+    """
+
+    __slots__ = (
+        "key",
+        "refresh",
+        "timeout",
+        "vary",
+        "version",
+        "digest",
+        "cache",
+        "children",
+        "fullKey",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        refresh: Optional[float] = None,
+        timeout: Optional[float] = None,
+        vary: Any = (),
+        version: Any = "",
+        cache: Any = None,
+        digest: str = "",
+    ) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"a cached fragment's key must be a str, not {key!r}")
+        if not key:
+            raise ValueError("a cached fragment needs a non-empty key")
+        if isinstance(vary, _VARY_TYPES):
+            vary = (vary,)
+        varyValues: List[str] = []
+        for value in vary:
+            if not isinstance(value, _VARY_TYPES):
+                raise TypeError(
+                    f"fragment {key!r}: vary values must be str, bytes or numbers,"
+                    f" not {value!r}"
+                )
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "surrogateescape")
+            varyValues.append(str(value))
+        if not isinstance(version, (str, int)) or isinstance(version, bool):
+            raise TypeError(f"fragment {key!r}: version must be a str, not {version!r}")
+        self.key = key
+        self.refresh = _checkSeconds("refresh", refresh)
+        self.timeout = _checkSeconds("timeout", timeout)
+        self.vary: Tuple[str, ...] = tuple(varyValues)
+        self.version = str(version)
+        self.digest = str(digest)
+        self.cache = cache
+        self.children: List[Any] = []
+        self.fullKey: Tuple[str, str, str, Tuple[str, ...]] = (
+            key,
+            self.version,
+            self.digest,
+            self.vary,
+        )
+
+    def __getitem__(self, children: Any) -> cached:
+        if isinstance(children, (list, tuple)):
+            self.children.extend(children)
+        else:
+            self.children.append(children)
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("cached fragments are not iterable; use .children")
+
+    def withChildren(self, children: List[Any]) -> cached:
+        """
+        A copy of this node with C{children} (a list, not copied).
+        """
+        new = cached.__new__(cached)
+        for name in cached.__slots__:
+            setattr(new, name, getattr(self, name))
+        new.children = children
+        return new
+
+    def clone(self, deep: bool = True) -> cached:
+        """
+        A copy of this node (its children copied too when C{deep}).
+        """
+        return self.withChildren(
+            [_cloneNode(c) for c in self.children] if deep else self.children[:]
+        )
+
+    def __repr__(self) -> str:
+        options = "".join(
+            f", {name}={getattr(self, name)!r}"
+            for name in ("refresh", "timeout", "vary", "version", "digest")
+            if getattr(self, name)
+        )
+        return f"cached(key={self.key!r}{options})[{self.children!r}]"
 
 
 class Entity:

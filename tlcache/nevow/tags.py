@@ -5,7 +5,8 @@ C{from tlcache.nevow import tags as T}, then
 C{T.html[T.body[T.p(class_="x")["text"]]]}. Names that clash with Python
 builtins or keywords get a leading underscore (C{_del}, C{_dir}, C{_map},
 C{_object}); C{_0} ... C{_99} are C{directive("0")} ... C{directive("99")},
-for picking items out of sequence data.
+for picking items out of sequence data. C{cached(key=..., refresh=N)[...]}
+is a fragment whose bytes are cached (see L{tlcache.fragment}).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tlcache.nevow.stan import (
     CommentProto,
     Proto,
     Tag,
+    cached,
     cdata,
     directive,
     invisible,
@@ -65,6 +67,7 @@ __all__ = [
     "_dir",
     "_map",
     "_object",
+    "cached",
     "cdata",
     "comment",
     "directive",
