@@ -33,7 +33,6 @@ See docs/caching.md for the whole story.
 from __future__ import annotations
 
 import os
-import weakref
 from collections import OrderedDict
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -46,7 +45,7 @@ from twisted.web import http
 from twisted.web.server import NOT_DONE_YET
 
 from tlcache._shadow import SessionInCachedRenderError, ShadowRequest
-from tlcache.keys import keyPrefix, pageKey, templateDigest
+from tlcache.keys import keyPrefix, pageKey, requestIsSecure, templateDigest
 from tlcache.nevow._web import copyRequestState
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore
 
@@ -221,21 +220,24 @@ class RenderCache:
         self.store: ICacheStore = (
             store if store is not None else MemoryCacheStore(clock)
         )
+        # A store that can answer without a Deferred (the in-process one).
+        self._getNow = getattr(self.store, "getNow", None)
         self.lockTimeout = lockTimeout
         self.lockAge = lockAge
         self.maxEntryBytes = maxEntryBytes
         self.templateCheckInterval = templateCheckInterval
         self.maxUncacheableKeys = maxUncacheableKeys
         self._flights: Dict[bytes, _Flight] = {}
+        self._keys: Dict[Tuple[Any, ...], bytes] = {}
+        self._httpDates: Dict[int, bytes] = {}
         self._uncacheable: OrderedDict[bytes, float] = OrderedDict()
         self._retryAfter: OrderedDict[bytes, float] = OrderedDict()
         self.refreshRetryDelay = refreshRetryDelay
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._generation = 0
         self._throttle = _Throttle(clock)
-        self._digests: weakref.WeakKeyDictionary[Any, Tuple[float, Any, bytes]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Per loader (there are few, and they live as long as their pages).
+        self._digests: Dict[Any, Tuple[float, Any, bytes]] = {}
 
     # -- the public API ---------------------------------------------------
 
@@ -310,6 +312,9 @@ class RenderCache:
             self._counters["bypasses"] += 1
             page._cacheStatus(request, b"BYPASS")
             return renderUncached(request)
+        getNow = self._getNow
+        if getNow is not None:
+            return self._found(getNow(key), page, request, key, True)
         lookup = self.store.get(key)
         found: List[Any] = []
         lookup.addBoth(found.append)
@@ -384,9 +389,13 @@ class RenderCache:
         for name, value in entry.headers:
             headers.addRawHeader(name, value)
         headers.setRawHeaders(b"etag", [entry.etag])
-        headers.setRawHeaders(
-            b"last-modified", [http.datetimeToString(int(entry.created))]
-        )
+        created = int(entry.created)
+        date = self._httpDates.get(created)
+        if date is None:
+            if len(self._httpDates) > 1000:
+                self._httpDates.clear()
+            date = self._httpDates[created] = http.datetimeToString(created)
+        headers.setRawHeaders(b"last-modified", [date])
         headers.setRawHeaders(b"age", [b"%d" % (max(0, int(now - entry.created)),)])
         page._cacheStatus(request, status)
         if _notModified(request, entry):
@@ -793,6 +802,28 @@ class CachedPage:
         """
         cache = self.renderCache or defaultRenderCache()
         digest = cache.templateDigestOf(getattr(self, "docFactory", None))
+        if not self.cacheVary and self.cacheQueryArgs is None:
+            # Most pages: the key is a function of these few values alone,
+            # so it is worked out once per distinct set.
+            host = request.getHeader(b"host")
+            if host is not None:
+                memo: Tuple[Any, ...] = (
+                    request.uri,
+                    host,
+                    requestIsSecure(request),
+                    digest,
+                    self.cacheVersion,
+                )
+                keys = cache._keys
+                key = keys.get(memo)
+                if key is None:
+                    key = pageKey(
+                        request, version=self.cacheVersion, templateDigest=digest
+                    )
+                    if len(keys) >= cache.maxUncacheableKeys:
+                        keys.clear()
+                    keys[memo] = key
+                return key
         return pageKey(
             request,
             vary=self.cacheVary,
