@@ -317,7 +317,12 @@ class RenderCache:
             return self._found(getNow(key), page, request, key, True)
         lookup = self.store.get(key)
         found: List[Any] = []
-        lookup.addBoth(found.append)
+
+        def keep(result: Any) -> Any:
+            found.append(result)
+            return result
+
+        lookup.addBoth(keep)
         if found:
             result = found[0]
             if isinstance(result, Failure):

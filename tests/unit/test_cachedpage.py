@@ -1029,8 +1029,11 @@ class StoreFailureTests(CacheTestCase):
         class Slow:
             def get(self, key: bytes) -> Deferred:
                 d: Deferred = Deferred()
-                pending.append(d)
-                return inner.get(key).addCallback(lambda e: d.callback(e) or d)
+                pending.append((d, self.getNowFrom(key)))
+                return d
+
+            def getNowFrom(self, key: bytes) -> Any:
+                return inner.getNow(key)
 
             def set(self, key: bytes, entry: Any) -> Deferred:
                 return inner.set(key, entry)
@@ -1049,11 +1052,25 @@ class StoreFailureTests(CacheTestCase):
 
         self.cache = RenderCache(Slow(), self.clock)
         site = self.plain()
-        site.get(b"/a")
-        hit = site.get(b"/a")
+
+        def answer() -> None:
+            while pending:
+                d, found = pending.pop(0)
+                d.callback(found)
+
+        first = site.request(b"/a")
+        self.assertFalse(first.complete)
+        answer()
+        self.assertEqual(first.body, b"<p>render 1 of /a</p>")
+        hit = site.request(b"/a")
+        self.assertFalse(hit.complete)
+        answer()
         self.assertEqual(hit.header(b"x-cache"), b"HIT")
-        head = site.get(b"/a", method=b"HEAD")
+        self.assertEqual(hit.body, first.body)
+        head = site.request(b"/a", method=b"HEAD")
+        answer()
         self.assertEqual(head.header(b"content-length"), b"21")
+        self.assertEqual(head.transport.value().split(b"\r\n\r\n", 1)[1], b"")
         self.assertEqual(self.counter.renders, 1)
 
 
