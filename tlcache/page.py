@@ -317,18 +317,16 @@ class RenderCache:
             return self._found(getNow(key), page, request, key, True)
         lookup = self.store.get(key)
         found: List[Any] = []
-
-        def keep(result: Any) -> Any:
-            found.append(result)
-            return result
-
-        lookup.addBoth(keep)
+        # Taken out of the Deferred (so that a failure is not left in it
+        # unhandled) and handed on when the store answers later.
+        lookup.addBoth(found.append)
         if found:
             result = found[0]
             if isinstance(result, Failure):
                 self._storeFailed(result)
                 result = None
             return self._found(result, page, request, key, sync=True)
+        lookup.addCallback(lambda _: found[0])
         lookup.addCallback(self._found, page, request, key, False)
         lookup.addErrback(self._storeFailedThenRender, page, request, key)
         return NOT_DONE_YET
