@@ -1092,3 +1092,87 @@ class KeyTests(SynchronousTestCase):
         key = page.cacheKey(request)
         self.assertEqual(familyOfKey(key), b"example.com|/x")
         self.assertEqual(key, pageKey(request))
+
+
+class TemplateElementTests(CacheTestCase):
+    """
+    A twisted.web.template element, which twisted.web streams as it
+    flattens: the first client gets the part before a slow data source at
+    once, and the whole page is kept.
+    """
+
+    def test_renderElementStreams(self) -> None:
+        from twisted.web.template import Element, XMLString, renderElement, renderer
+
+        gate: Deferred = Deferred()
+
+        class Slow(Element):
+            loader = XMLString(
+                '<div xmlns:t="http://twistedmatrix.com/ns/twisted.web.template/0.1">'
+                '<p>head</p><p t:render="late" /></div>'
+            )
+
+            @renderer
+            def late(self, request: Any, tag: Any) -> Deferred:
+                return gate.addCallback(lambda _: tag("late part"))
+
+        counter = self.counter
+
+        class Page(CachedPage, resource.Resource):
+            isLeaf = True
+            renderCache = self.cache
+
+            def render_GET(self, request: Any) -> Any:
+                counter.renders += 1
+                return renderElement(request, Slow())
+
+        site = self.driver(Page())
+        first = site.request(b"/e")
+        self.assertIn(b"<p>head</p>", first.transport.value())
+        self.assertFalse(first.complete)
+        waiter = site.request(b"/e")
+        gate.callback(None)
+        self.assertIn(b"<p>late part</p>", first.body)
+        self.assertEqual(waiter.body, first.body)
+        self.assertEqual(site.get(b"/e").body, first.body)
+        self.assertEqual(counter.renders, 1)
+
+
+class HostileInputTests(CacheTestCase):
+    """
+    Odd and hostile requests get an answer, and nothing of them can make
+    two pages share a key.
+    """
+
+    def test_oddHostsAndHeaders(self) -> None:
+        """
+        A Host with the key separator, a huge Host, bytes that are not
+        ASCII, a junk cookie header, junk conditionals: each is answered
+        200 and the service keeps serving the normal page from the cache.
+        """
+        site = self.plain()
+        normal = site.get(b"/a")
+        odd = [
+            dict(host=b"example.com|/a"),
+            dict(host=b"h" * 8000),
+            dict(host=b"\xff\xfe.example"),
+            dict(headers={b"Cookie": b";;;=;" * 200}),
+            dict(headers={b"If-None-Match": b'W/"x, "y" , ,, junk"' * 20}),
+            dict(headers={b"If-Modified-Since": b"Sun, 99 Foo 99999 99:99:99 GMT"}),
+        ]
+        for options in odd:
+            response = site.get(b"/a", **options)
+            self.assertEqual(response.code, 200, options)
+        again = site.get(b"/a")
+        self.assertEqual(again.body, normal.body)
+        self.assertEqual(again.header(b"x-cache"), b"HIT")
+
+    def test_separatorInHostDoesNotCollide(self) -> None:
+        """
+        C{example.com|/a} as a Host, asking for C{/b}, is not the page C{/a}
+        of C{example.com} asking for something else.
+        """
+        site = self.plain()
+        site.get(b"/a|/b", host=b"example.com")
+        other = site.get(b"/b", host=b"example.com|/a")
+        self.assertEqual(other.header(b"x-cache"), b"MISS")
