@@ -12,7 +12,9 @@ their sessions through the tlsession daemon, all local.
   address, which tlbalance sends them as a PROXY v2 header; both count your
   visits in the session they share, so the count goes on whichever answers;
 - health checks every 2 s: stop one backend and the balancer routes around
-  it.
+  it;
+- on both backends, C{/cached}: a page kept in the backend's render cache
+  for 5 s, with a fragment re-rendered in the background every 10 s.
 
 The daemon runs as a process of its own rather than inside the balancer
 (C{twistd tlbalance --sessions ...} would host it there): that is how it is
@@ -335,6 +337,10 @@ def _announce(processes: List[Child]) -> None:
         f"  https://127.0.0.1:{HTTPS}/   through tlbalance, TLS (self-signed)",
         "  try a few times (the cookie jar keeps your session):",
         f"    curl -s -b {cookies} -c {cookies} 'http://127.0.0.1:{HTTP}/?format=text'",
+        f"  http://127.0.0.1:{HTTP}/cached   a page from each backend's render cache,",
+        "    with a fragment refreshed in the background; X-Cache and Age say how",
+        "    each answer was served:",
+        f"    curl -si http://127.0.0.1:{HTTP}/cached | grep -i -e ^x-cache -e ^age",
         "processes (kill one and watch: it is started again 2 s later):",
     ]
     for child in processes:

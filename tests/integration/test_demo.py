@@ -2,13 +2,15 @@
 C{make demo} works: the demo script's balancer answers over HTTP and HTTPS
 from both backends, each reporting the real client address; the visit count
 of a browser's session goes on whichever backend answers, because both keep
-their sessions in the demo's session daemon; killed processes come back; and
-everything stops cleanly on SIGTERM.
+their sessions in the demo's session daemon; the cached page is served from
+each backend's render cache, with a fragment refreshed in the background;
+killed processes come back; and everything stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import ssl
 import stat
@@ -99,16 +101,29 @@ def fields(line: str) -> Dict[str, str]:
     return dict(field.split("=", 1) for field in line.split())
 
 
+def dataAttributes(page: str) -> Dict[str, str]:
+    """
+    The C{data-*} attributes of the cached page, by name without C{data-}
+    (the page uses each name once).
+    """
+    found = re.findall(r'\sdata-([a-z-]+)="([^"]*)"', page)
+    names = [name for name, _ in found]
+    assert len(names) == len(set(names)), names
+    return dict(found)
+
+
 class DemoTests(TestCase):
     """
     The demo, run as C{make demo} runs it, on free ports.
     """
 
-    def startDemo(self) -> None:
+    def startDemo(self, **settings: str) -> None:
         """
         Start the demo in its own process session (so that every process it
         starts can be found, and killed if the test fails), and wait until
         it listens.
+
+        @param settings: more environment variables for the demo.
         """
         self.runDirectory = Path(temporaryDirectory(self)) / "run"
         self.http, self.https = freePort(), freePort()
@@ -119,6 +134,7 @@ class DemoTests(TestCase):
             TLSUITE_DEMO_HTTP=str(self.http),
             TLSUITE_DEMO_HTTPS=str(self.https),
             TLSUITE_DEMO_BACKEND=str(backend),
+            **settings,
         )
         self.demo = subprocess.Popen(
             [sys.executable, "examples/demo/run.py"],
@@ -318,6 +334,111 @@ class DemoTests(TestCase):
         self.assertEqual(fields(body)["visits"], "1")
         self.assertNotEqual(browser.cookie("TLSESSION"), oldID)
         self.assertEqual(self.visit(browser, 1)[0]["visits"], "2")
+
+        self.stopDemo()
+
+    def cachedURL(self, query: str = "") -> str:
+        """
+        The cached page through the balancer.
+        """
+        return f"http://127.0.0.1:{self.http}/cached" + query
+
+    def test_cachedPage(self) -> None:
+        """
+        The cached page, linked from the visit page, is rendered once by
+        each backend and then served from its render cache: a second request
+        to the same backend gets the same bytes (the same render time), with
+        C{X-Cache: HIT} and an C{Age} header, even though the browser sends
+        the visit page's session cookie. It sets no cookie, and says what
+        the headers mean. The first render of each backend waited for the
+        fragment's first render.
+        """
+        # Long enough that no request of this test finds its copy stale.
+        self.startDemo(TLSUITE_DEMO_CACHE_TIMEOUT="120")
+        self.waitForBothBackends()
+        browser = Browser()
+        status, _, visit = browser.get(self.url(text=False))
+        self.assertEqual(status, 200)
+        self.assertIn('<a href="/cached">', visit)
+        self.assertIsNotNone(browser.cookie("TLSESSION"))
+
+        first: Dict[str, str] = {}
+        for _ in range(6):
+            status, headers, page = browser.get(self.cachedURL())
+            self.assertEqual(status, 200, page)
+            self.assertNotIn("set-cookie", headers)
+            backend = dataAttributes(page)["backend"]
+            if backend in first:
+                break
+            self.assertEqual(headers["x-cache"], "MISS")
+            facts = dataAttributes(page)
+            self.assertEqual(facts["fragment-waited"], "yes")
+            self.assertEqual(facts["fragment-render"], "1")
+            first[backend] = page
+        else:
+            self.fail(f"no two answers from one backend: {sorted(first)}")
+
+        self.assertEqual(headers["x-cache"], "HIT")
+        self.assertGreaterEqual(int(headers["age"]), 0)
+        self.assertEqual(page, first[backend])
+        facts = dataAttributes(page)
+        self.assertEqual(
+            facts["rendered-at"], dataAttributes(first[backend])["rendered-at"]
+        )
+        self.assertIn(f"rendered by backend {backend}", page)
+        self.assertIn("<code>Age</code>", page)
+        self.assertIn("<code>X-Cache</code>", page)
+        self.assertIn('<a href="/">', page)
+
+        self.stopDemo()
+
+    def test_fragmentRefreshedInBackground(self) -> None:
+        """
+        The cached page's fragment is rendered again in the background: on
+        fresh renders of the page (each with a query string of its own, so
+        a key of its own), the fragment's render time changes once the
+        refresh interval has passed; only each backend's first page render
+        waited for the fragment; pages are rendered, with the fragment's
+        previous bytes, while a refresh is running.
+        """
+        self.startDemo(TLSUITE_DEMO_REFRESH="1")
+        self.waitForBothBackends()
+        browser = Browser()
+        seen: Dict[str, List[Dict[str, str]]] = {}
+        changed = servedDuringRefresh = False
+        poll = 0
+        deadline = time.monotonic() + 30
+        while not (changed and servedDuringRefresh):
+            self.assertLess(
+                time.monotonic(),
+                deadline,
+                f"changed={changed} servedDuringRefresh={servedDuringRefresh}",
+            )
+            poll += 1
+            status, headers, page = browser.get(self.cachedURL(f"?poll={poll}"))
+            self.assertEqual(status, 200, page)
+            self.assertEqual(headers["x-cache"], "MISS")
+            facts = dataAttributes(page)
+            earlier = seen.setdefault(facts["backend"], [])
+            if not earlier:
+                self.assertEqual(facts["fragment-waited"], "yes")
+            else:
+                self.assertEqual(facts["fragment-waited"], "no")
+                self.assertGreaterEqual(
+                    int(facts["fragment-render"]),
+                    int(earlier[-1]["fragment-render"]),
+                )
+                if facts["fragment-rendered-at"] != earlier[0]["fragment-rendered-at"]:
+                    changed = True
+                    self.assertGreater(
+                        float(facts["fragment-rendered-at"]),
+                        float(earlier[0]["fragment-rendered-at"]),
+                    )
+            if facts["refreshing"] != "none":
+                self.assertLess(int(facts["fragment-render"]), int(facts["refreshing"]))
+                servedDuringRefresh = True
+            earlier.append(facts)
+            time.sleep(0.1)
 
         self.stopDemo()
 
