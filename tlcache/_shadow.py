@@ -117,7 +117,7 @@ class ShadowRequest(server.Request):
     """
 
     # Rendered into by the cache itself: never looked up in the cache.
-    tlcacheShadow = True
+    tlcacheUncached = True
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ fills the cache and HEAD is answered from the GET entry.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlencode
 
 from twisted.internet.interfaces import ISSLTransport
@@ -126,11 +126,28 @@ def requestIsSecure(request: Any) -> bool:
         if channel is None:
             return False
         transport = getattr(channel, "transport", None)
-        if ISSLTransport.providedBy(transport):
-            return True
-        if type(transport).__module__.startswith("twisted.internet."):
-            return False
+        kind = type(transport)
+        known = _SECURE_TRANSPORTS.get(kind)
+        if known is None:
+            if ISSLTransport.implementedBy(kind):
+                known = True
+            elif kind.__module__.startswith(
+                ("twisted.internet.", "twisted.protocols.")
+            ):
+                known = False
+            else:
+                known = _ASK
+            if len(_SECURE_TRANSPORTS) < 1000:
+                _SECURE_TRANSPORTS[kind] = known
+        if known is not _ASK:
+            return bool(known)
     return bool(isSecure())
+
+
+# Transport classes and whether they are TLS (Twisted's declare it), or
+# _ASK for others, whose requests are asked with isSecure().
+_ASK: Any = object()
+_SECURE_TRANSPORTS: Dict[type, Any] = {}
 
 
 def _hostOf(
