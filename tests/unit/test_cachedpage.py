@@ -14,6 +14,7 @@ import zlib
 from typing import Any, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource, server
@@ -1176,3 +1177,158 @@ class HostileInputTests(CacheTestCase):
         site.get(b"/a|/b", host=b"example.com")
         other = site.get(b"/b", host=b"example.com|/a")
         self.assertEqual(other.header(b"x-cache"), b"MISS")
+
+
+class StreamingEdgeTests(CacheTestCase):
+    """
+    Streamed renders that use producers, break off, or grow too large.
+    """
+
+    def test_pullProducer(self) -> None:
+        """
+        A resource writing through a pull producer (as static.File does) is
+        kept whole.
+        """
+        counter = self.counter
+
+        @implementer(IPullProducer)
+        class Chunks:
+            def __init__(self, request: Any) -> None:
+                self.request = request
+                self.left = [b"<p>one</p>", b"<p>two</p>"]
+
+            def resumeProducing(self) -> None:
+                if self.left:
+                    self.request.write(self.left.pop(0))
+                else:
+                    self.request.unregisterProducer()
+                    self.request.finish()
+
+            def stopProducing(self) -> None:
+                self.left = []
+
+        class Produced(Plain):
+            def render_GET(self, request: Any) -> Any:
+                counter.renders += 1
+                request.registerProducer(Chunks(request), False)
+                return NOT_DONE_YET
+
+        site = self.driver(Produced(self.cache, counter))
+        first = site.request(b"/p")
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.assertEqual(first.body, b"<p>one</p><p>two</p>")
+        self.assertEqual(site.get(b"/p").body, b"<p>one</p><p>two</p>")
+        self.assertEqual(counter.renders, 1)
+
+    def test_pushProducer(self) -> None:
+        """
+        A streaming (push) producer is started and its writes kept.
+        """
+        counter = self.counter
+
+        @implementer(IPushProducer)
+        class Push:
+            def __init__(self, request: Any) -> None:
+                self.request = request
+
+            def resumeProducing(self) -> None:
+                self.request.write(b"<p>pushed</p>")
+                self.request.unregisterProducer()
+                self.request.finish()
+
+            def pauseProducing(self) -> None:
+                pass
+
+            def stopProducing(self) -> None:
+                pass
+
+        class Pushed(Plain):
+            def render_GET(self, request: Any) -> Any:
+                counter.renders += 1
+                request.registerProducer(Push(request), True)
+                return NOT_DONE_YET
+
+        site = self.driver(Pushed(self.cache, counter))
+        self.assertEqual(site.get(b"/p").body, b"<p>pushed</p>")
+        self.assertEqual(site.get(b"/p").body, b"<p>pushed</p>")
+        self.assertEqual(counter.renders, 1)
+
+    def test_brokenOffStreamDropsTheClient(self) -> None:
+        """
+        A nevow page whose render fails after writing starts cannot happen
+        (it is buffered), but a streaming resource can: its client's
+        connection is dropped so it cannot take the part for the whole, and
+        nothing is stored.
+        """
+        counter = self.counter
+
+        class Breaks(Plain):
+            def render_GET(self, request: Any) -> Any:
+                counter.renders += 1
+                self.request = request
+                request.write(b"<p>start</p>")
+                return NOT_DONE_YET
+
+        page = Breaks(self.cache, counter)
+        site = self.driver(page)
+        first = site.request(b"/b")
+        waiter = site.request(b"/b")
+        self.assertIn(b"<p>start</p>", first.transport.value())
+        page.request.loseConnection()
+        self.assertTrue(first.transport.disconnecting)
+        self.assertEqual(self.cache.stats()["entries"], 0)
+        self.assertEqual(self.cache.stats()["renderFailures"], 1)
+        self.assertEqual(counter.renders, 2)
+        page.request.write(b"<p>whole</p>")
+        page.request.finish()
+        self.assertEqual(waiter.body, b"<p>start</p><p>whole</p>")
+
+    def test_growsTooLargeWhileStreaming(self) -> None:
+        """
+        A streamed response that passes C{maxEntryBytes} part way reaches
+        its client whole and is not kept.
+        """
+        self.cache.maxEntryBytes = 100
+        counter = self.counter
+
+        class Grows(Plain):
+            def render_GET(self, request: Any) -> Any:
+                counter.renders += 1
+                self.request = request
+                request.write(b"a" * 60)
+                return NOT_DONE_YET
+
+        page = Grows(self.cache, counter)
+        site = self.driver(page)
+        first = site.request(b"/g")
+        page.request.write(b"b" * 60)
+        page.request.finish()
+        self.assertEqual(first.body, b"a" * 60 + b"b" * 60)
+        self.assertEqual(self.cache.stats()["entries"], 0)
+        self.assertEqual(self.cache.stats()["notStored"], 1)
+
+    def test_declaredAuthorizationIsPartOfTheKey(self) -> None:
+        """
+        A page that declares C{header:Authorization} is cached per
+        credential, and its render sees the header.
+        """
+        counter = self.counter
+
+        class PerUser(Plain):
+            cacheVary = ("header:Authorization",)
+
+            def render_GET(self, request: Any) -> bytes:
+                counter.renders += 1
+                return b"for " + (request.getHeader(b"authorization") or b"-")
+
+        site = self.driver(PerUser(self.cache, counter))
+        alice = site.get(b"/u", headers={b"Authorization": b"Basic YWxpY2U6eA=="})
+        bob = site.get(b"/u", headers={b"Authorization": b"Basic Ym9iOng="})
+        alice2 = site.get(b"/u", headers={b"Authorization": b"Basic YWxpY2U6eA=="})
+        self.assertEqual(alice.body, b"for Basic YWxpY2U6eA==")
+        self.assertEqual(bob.body, b"for Basic Ym9iOng=")
+        self.assertEqual(alice2.body, alice.body)
+        self.assertEqual(alice2.header(b"x-cache"), b"HIT")
+        self.assertEqual(alice.header(b"vary"), b"authorization")
