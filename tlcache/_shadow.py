@@ -4,12 +4,15 @@ The request a cached page is rendered into: a copy of a client's request
 without its credentials, which keeps the response instead of sending it.
 
 Rendering into a copy, not into the client's request, is what makes the
-render cache safe and shareable: the render cannot see cookies the page did
-not declare, nor an C{Authorization} header, nor the session; it cannot be
-cancelled by a client that goes away; and it can run with no client at all
-(a background refresh, or a HEAD request answered from a GET render). The
-first client is streamed what the copy writes, as it writes it (see
-L{ShadowRequest.attach}).
+render cache safe and shareable: the render sees only what the cache key is
+made of (the URL, the query arguments that count, and the headers and
+cookies the page declared), so nothing else about the client can end up in
+a copy served to others: not an undeclared header or cookie, not
+C{Authorization}, not the session, not the client's address. The render
+cannot be cancelled by a client that goes away, and it can run with no
+client at all (a background refresh, or a HEAD request answered from a GET
+render). The first client is streamed what the copy writes, as it writes it
+(see L{ShadowRequest.attach}).
 """
 
 from __future__ import annotations
@@ -17,39 +20,21 @@ from __future__ import annotations
 import copy
 from io import BytesIO
 from typing import Any, Iterable, List, Optional
+from urllib.parse import parse_qs
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
+from tlcache.keys import sortedQuery
+
 __all__ = ["SessionInCachedRenderError", "ShadowRequest"]
 
-# Request headers a shadow never carries: credentials (unless the page
-# declared them as a vary input), conditionals and ranges (the cache wants
-# the whole 200 response), and hop-by-hop headers.
-_DROPPED_HEADERS = frozenset(
-    (
-        b"authorization",
-        b"proxy-authorization",
-        b"cookie",
-        b"if-none-match",
-        b"if-modified-since",
-        b"if-match",
-        b"if-unmodified-since",
-        b"if-range",
-        b"range",
-        b"connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"content-type",
-        b"expect",
-    )
-)
+# The address a copy's client has: nobody in particular, so that a page
+# showing the client's address cannot put one client's into a shared copy.
+NOBODY = IPv4Address("TCP", "0.0.0.0", 0)
 
 
 class SessionInCachedRenderError(RuntimeError):
@@ -71,7 +56,7 @@ class _ShadowChannel:
     site = None
 
     def __init__(self, original: Any, clock: IReactorTime) -> None:
-        self._peer = original.getClientAddress()
+        self._peer = NOBODY
         self._host = original.getHost()
         self._secure = bool(original.isSecure())
         self._clock = clock
@@ -123,24 +108,34 @@ class ShadowRequest(server.Request):
         self,
         original: Any,
         clock: IReactorTime,
+        keepHeaders: Iterable[bytes] = (),
         keepCookies: Iterable[bytes] = (),
-        keepAuthorization: bool = False,
+        queryArgs: Optional[Iterable[str]] = None,
         maxBytes: int = 1024 * 1024,
     ) -> None:
         channel: Any = _ShadowChannel(original, clock)
         server.Request.__init__(self, channel, parsePOSTFormSubmission=False)
         self.site = getattr(original, "site", None)
         self.method = b"GET"
-        self.uri = original.uri
-        self.path = getattr(original, "path", original.uri.partition(b"?")[0])
-        self.args = copy.deepcopy(getattr(original, "args", {}))
+        path, _, query = original.uri.partition(b"?")
+        self.path = getattr(original, "path", path)
+        if queryArgs is None:
+            self.uri = original.uri
+            self.args = copy.deepcopy(getattr(original, "args", {}))
+        else:
+            # Arguments that are not part of the key are not seen either.
+            kept = sortedQuery(query, queryArgs)
+            self.uri = path + b"?" + kept if kept else path
+            self.args = parse_qs(kept, keep_blank_values=True)
         self.clientproto = b"HTTP/1.1"
         self.prepath = list(getattr(original, "prepath", []) or [])
         self.postpath = list(getattr(original, "postpath", []) or [])
         self.sitepath = list(getattr(original, "sitepath", []) or [])
         self.content = BytesIO()
         self.requestHeaders = _copyHeaders(
-            original.requestHeaders, set(keepCookies), keepAuthorization
+            original.requestHeaders,
+            {name.lower() for name in keepHeaders},
+            set(keepCookies),
         )
         cookieHeader = self.requestHeaders.getRawHeaders(b"cookie")
         if cookieHeader:
@@ -332,21 +327,17 @@ def _gone(request: Any) -> bool:
     )
 
 
-def _copyHeaders(
-    original: Headers, keepCookies: Any, keepAuthorization: bool
-) -> Headers:
+def _copyHeaders(original: Headers, keepHeaders: Any, keepCookies: Any) -> Headers:
+    # Host (part of the key), the declared headers, the declared cookies.
     headers = Headers()
     for name, values in original.getAllRawHeaders():
         lowered = name.lower()
-        if lowered in _DROPPED_HEADERS:
-            if lowered == b"cookie" and keepCookies:
-                kept = _keptCookies(values, keepCookies)
-                if kept:
-                    headers.setRawHeaders(b"cookie", [kept])
-            elif lowered == b"authorization" and keepAuthorization:
-                headers.setRawHeaders(name, values)
-            continue
-        headers.setRawHeaders(name, values)
+        if lowered == b"host" or lowered in keepHeaders:
+            headers.setRawHeaders(name, values)
+        elif lowered == b"cookie" and keepCookies:
+            kept = _keptCookies(values, keepCookies)
+            if kept:
+                headers.setRawHeaders(b"cookie", [kept])
     return headers
 
 

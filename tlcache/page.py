@@ -24,8 +24,9 @@ C{no-store}, or varies on something the page did not declare; a render that
 asked for the session. Requests carrying C{Authorization} or a session
 cookie are not answered from the cache unless the page declares what it
 varies on (C{cacheVary}). Pages are rendered for the cache into a copy of
-the request without its credentials or undeclared cookies
-(L{tlcache._shadow}), so a cached page cannot pick them up by accident.
+the request that carries only what the key is made of (L{tlcache._shadow}),
+so a cached page cannot pick up anything else about a client by accident,
+and no client can plant anything in a copy served to others.
 
 See docs/caching.md for the whole story.
 """
@@ -493,8 +494,9 @@ class RenderCache:
         shadow = ShadowRequest(
             template,
             self.clock,
+            keepHeaders=_declaredNames(tuple(page.cacheVary), "header"),
             keepCookies=page._cacheCookieNames,
-            keepAuthorization=page._cacheVariesOnAuthorization,
+            queryArgs=page.cacheQueryArgs,
             maxBytes=self.maxEntryBytes,
         )
         flight = _Flight(
@@ -938,10 +940,6 @@ class CachedPage:
     @property
     def _cacheCookieNames(self) -> Tuple[bytes, ...]:
         return _declaredNames(tuple(self.cacheVary), "cookie")
-
-    @property
-    def _cacheVariesOnAuthorization(self) -> bool:
-        return b"authorization" in _declaredNames(tuple(self.cacheVary), "header")
 
     def _cacheBypass(self, request: Any) -> bool:
         hosts = self.cacheHosts

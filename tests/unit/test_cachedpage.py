@@ -1332,3 +1332,73 @@ class StreamingEdgeTests(CacheTestCase):
         self.assertEqual(alice2.body, alice.body)
         self.assertEqual(alice2.header(b"x-cache"), b"HIT")
         self.assertEqual(alice.header(b"vary"), b"authorization")
+
+
+class UnkeyedInputTests(CacheTestCase):
+    """
+    What is not part of the key is not seen by the render, so a request
+    cannot plant something in a copy others are served (web cache
+    poisoning).
+    """
+
+    def test_undeclaredHeaderIsNotSeen(self) -> None:
+        """
+        A page that reflects a header it did not declare renders, for the
+        cache, as if the header were absent.
+        """
+        counter = self.counter
+
+        class Reflects(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                counter.renders += 1
+                forwarded = request.getHeader(b"x-forwarded-host") or b"none"
+                agent = request.getHeader(b"user-agent") or b"none"
+                return b"links to " + forwarded + b", for " + agent
+
+        site = self.driver(Reflects(self.cache, counter))
+        planted = site.get(
+            b"/r",
+            headers={b"X-Forwarded-Host": b"evil.example", b"User-Agent": b"<script>"},
+        )
+        self.assertEqual(planted.body, b"links to none, for none")
+        self.assertEqual(site.get(b"/r").body, b"links to none, for none")
+
+    def test_clientAddressIsNotSeen(self) -> None:
+        """
+        A page that shows the client's address shows nobody's in a cached
+        copy.
+        """
+        counter = self.counter
+
+        class ShowsAddress(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                counter.renders += 1
+                return request.getClientAddress().host.encode()
+
+        site = self.driver(ShowsAddress(self.cache, counter))
+        self.assertEqual(site.get(b"/a").body, b"0.0.0.0")
+
+    def test_ignoredQueryArgumentsAreNotSeen(self) -> None:
+        """
+        With C{cacheQueryArgs}, the other arguments are neither in the key
+        nor in the render, so C{?page=2&q=<script>} cannot plant its C{q}.
+        """
+        counter = self.counter
+
+        class Search(Plain):
+            cacheQueryArgs = ("page",)
+
+            def render_GET(self, request: Any) -> bytes:
+                counter.renders += 1
+                args = sorted(request.args.items())
+                return repr((request.uri, args)).encode()
+
+        site = self.driver(Search(self.cache, counter))
+        planted = site.get(b"/s?q=%3Cscript%3E&page=2")
+        self.assertEqual(
+            planted.body, repr((b"/s?page=2", [(b"page", [b"2"])])).encode()
+        )
+        clean = site.get(b"/s?page=2")
+        self.assertEqual(clean.body, planted.body)
+        self.assertEqual(clean.header(b"x-cache"), b"HIT")
+        self.assertEqual(counter.renders, 1)
