@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Dict, List, Optional, Sequence, Set, Tuple
+from typing import IO, Callable, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 import attrs
 
@@ -772,3 +772,30 @@ def programVersion(argv: Sequence[str]) -> str:
     The first line a program prints when asked for its version.
     """
     return _firstLine(argv)
+
+
+# Running a script
+
+
+def _stopOnTerm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def runScript(main: Callable[[Sequence[str]], int], name: str) -> NoReturn:
+    """
+    Run a benchmark script's C{main} with the command line and exit with
+    its status. SIGTERM stops it as Ctrl-C does, so its processes are
+    stopped either way; a L{BenchError} is printed as one line (status 1),
+    an interruption says so (status 130).
+
+    @param name: the script's file name, for messages (C{"cache.py"}).
+    """
+    signal.signal(signal.SIGTERM, _stopOnTerm)
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BenchError as e:
+        print(f"bench/{name}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"bench/{name}: interrupted; processes stopped", file=sys.stderr)
+        sys.exit(130)

@@ -12,11 +12,9 @@ import argparse
 import errno
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -35,6 +33,7 @@ from _harness import (
     programVersion,
     pythonDescription,
     rssBytes,
+    runScript,
     runWrk,
     waitForPort,
 )
@@ -853,10 +852,6 @@ def runScenario(
     return runs
 
 
-def _stopOnTerm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str]) -> int:
     """
     Run the benchmark and print the report.
@@ -865,7 +860,6 @@ def main(argv: Sequence[str]) -> int:
         raise L{BenchError}.
     """
     options = parseArguments(argv)
-    signal.signal(signal.SIGTERM, _stopOnTerm)
     interpreter = pythonDescription(options.python)
     if options.warmup is None:
         options.warmup = 5 if interpreter["pypy"] else 2
@@ -941,11 +935,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BenchError as e:
-        print(f"bench/balancer.py: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench/balancer.py: interrupted; processes stopped", file=sys.stderr)
-        sys.exit(130)
+    runScript(main, "balancer.py")

@@ -14,10 +14,8 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import statistics
 import subprocess
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -36,6 +34,7 @@ from _harness import (
     machineDescription,
     programVersion,
     pythonDescription,
+    runScript,
     runWrk,
     waitForPort,
 )
@@ -547,10 +546,6 @@ def describe(
     ]
 
 
-def _stopOnTerm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str]) -> int:
     """
     Run the benchmark and print the report.
@@ -559,7 +554,6 @@ def main(argv: Sequence[str]) -> int:
         raise L{BenchError}.
     """
     options = parseArguments(argv)
-    signal.signal(signal.SIGTERM, _stopOnTerm)
     if options.site_cpus and (os.cpu_count() or 1) < 2:
         print("  NOTE: fewer than 2 CPUs: nothing is pinned")
         options.site_cpus = options.client_cpus = None
@@ -608,11 +602,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BenchError as e:
-        print(f"bench/cache.py: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench/cache.py: interrupted; processes stopped", file=sys.stderr)
-        sys.exit(130)
+    runScript(main, "cache.py")

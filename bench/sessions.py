@@ -23,7 +23,6 @@ import json
 import os
 import pwd
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from _harness import (
     machineDescription,
     programVersion,
     pythonDescription,
+    runScript,
     waitForPort,
 )
 from balancer import twistdArgv
@@ -1444,10 +1444,6 @@ def startServers(
     return servers
 
 
-def _stopOnTerm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str]) -> int:
     """
     Run the benchmark and print the report.
@@ -1456,7 +1452,6 @@ def main(argv: Sequence[str]) -> int:
         raise L{BenchError}.
     """
     options = parseArguments(argv)
-    signal.signal(signal.SIGTERM, _stopOnTerm)
     interpreter = pythonDescription(options.python)
     if options.warmup is None:
         options.warmup = 3.0 if interpreter["pypy"] else 1.0
@@ -1544,11 +1539,4 @@ def main(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--client":
         sys.exit(clientMain(sys.argv[2]))
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BenchError as e:
-        print(f"bench/sessions.py: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench/sessions.py: interrupted; processes stopped", file=sys.stderr)
-        sys.exit(130)
+    runScript(main, "sessions.py")
