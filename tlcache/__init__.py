@@ -6,10 +6,12 @@ tlcache: a render cache for Nevow-style pages, built on C{tlcache.nevow}.
     class Home(CachedPage, rend.Page):
         cacheTimeout = 30
 
-See L{tlcache.page} for the page cache and docs/caching.md for the guide.
+See L{tlcache.page} for the page cache, L{tlcache.fragment} for cached
+fragments and docs/caching.md for the guide.
 """
 
-from tlcache.page import CachedPage, RenderCache, defaultRenderCache
+from tlcache.page import CachedPage
+from tlcache.rendercache import RenderCache, defaultRenderCache
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore
 
 __all__ = [
