@@ -8,15 +8,11 @@ generation tokens, since memcached cannot list its keys.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-import secrets
-import struct
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.endpoints import clientFromString
@@ -32,6 +28,21 @@ from twisted.protocols.memcache import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tlcache._memcacheitem import (
+    _KEY_SUFFIX_LENGTH,
+    _decodeItem,
+    _encodeHead,
+    _encodeItem,
+    _generation,
+    _ItemFormatError,
+    _itemMemcacheKey,
+    _newGeneration,
+    _OtherVersionError,
+    _prefixTokenKey,
+    _StoredItem,
+    _tagTokenKey,
+    _tokenBytes,
+)
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore
 from tlsession.stores.memcache import MemcacheConnection
 
@@ -89,7 +100,6 @@ _COUNTERS = (
 
 _BAD_KEY_BYTES = re.compile(rb"[\x00-\x20\x7f]")
 _BOUNDARY = re.compile(rb"[|/]")
-_TOKEN = re.compile(rb"[0-9a-f]{16}")
 
 
 class CacheStoreUnavailableError(Exception):
@@ -122,208 +132,6 @@ def boundaryPrefixes(key: bytes) -> Tuple[bytes, ...]:
 
 def _isBoundary(prefix: bytes) -> bool:
     return prefix.endswith((b"|", b"/")) and b"|" in prefix
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).hexdigest().encode("ascii")
-
-
-def _tagBytes(tag: str) -> bytes:
-    return tag.encode("utf-8", "surrogatepass")
-
-
-# The item format. All integers big-endian:
-#   b"tlc", format version (1 byte), created, freshUntil, staleUntil,
-#   expiresAt (doubles); key (u32 length); etag (u16 length); header count
-#   (u16), each name (u16 length) and value (u32 length); prefix generation
-#   count (u16), each a u64; tag count (u16), each tag (u16 length, UTF-8)
-#   and its generation (u64); body length (u32) and the body, which ends
-#   the value exactly.
-_MAGIC = b"tlc"
-_FORMAT_VERSION = 1
-_TIMES = struct.Struct("!dddd")
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
-_U64 = struct.Struct("!Q")
-
-
-@attrs.frozen
-class _StoredItem:
-    """
-    An item's value, decoded: the cache key it was written for, the entry,
-    and the generation tokens current when it was written.
-    """
-
-    key: bytes
-    entry: CacheEntry
-    prefixGenerations: Tuple[int, ...]
-    tagGenerations: Tuple[Tuple[str, int], ...]
-
-
-class _ItemFormatError(Exception):
-    """
-    An item's value is not one this store can read; the message says why.
-    """
-
-
-class _OtherVersionError(_ItemFormatError):
-    """
-    An item in another version of the format.
-    """
-
-
-def _encodeHead(
-    key: bytes,
-    entry: CacheEntry,
-    prefixGenerations: Sequence[int],
-    tagGenerations: Sequence[Tuple[str, int]],
-) -> bytes:
-    """
-    Everything of an item's value before the body.
-
-    @raise ValueError: a field too long for the format.
-    """
-    try:
-        parts = [
-            _MAGIC,
-            bytes([_FORMAT_VERSION]),
-            _TIMES.pack(
-                entry.created, entry.freshUntil, entry.staleUntil, entry.expiresAt
-            ),
-            _U32.pack(len(key)),
-            key,
-            _U16.pack(len(entry.etag)),
-            entry.etag,
-            _U16.pack(len(entry.headers)),
-        ]
-        for name, value in entry.headers:
-            parts += [_U16.pack(len(name)), name, _U32.pack(len(value)), value]
-        parts.append(_U16.pack(len(prefixGenerations)))
-        parts += [_U64.pack(generation) for generation in prefixGenerations]
-        parts.append(_U16.pack(len(tagGenerations)))
-        for tag, generation in tagGenerations:
-            raw = _tagBytes(tag)
-            parts += [_U16.pack(len(raw)), raw, _U64.pack(generation)]
-        parts.append(_U32.pack(len(entry.body)))
-    except struct.error as e:
-        raise ValueError(f"a field is too long for the item format: {e}") from e
-    return b"".join(parts)
-
-
-def _encodeItem(
-    key: bytes,
-    entry: CacheEntry,
-    prefixGenerations: Sequence[int],
-    tagGenerations: Sequence[Tuple[str, int]],
-) -> bytes:
-    """
-    An item's whole value (see L{_decodeItem}).
-    """
-    return _encodeHead(key, entry, prefixGenerations, tagGenerations) + entry.body
-
-
-class _Reader:
-    """
-    Reads a value front to back, never past its end.
-    """
-
-    __slots__ = ("data", "offset")
-
-    def __init__(self, data: bytes, offset: int) -> None:
-        self.data = data
-        self.offset = offset
-
-    def take(self, length: int) -> bytes:
-        end = self.offset + length
-        if end > len(self.data):
-            raise _ItemFormatError("truncated")
-        chunk = self.data[self.offset : end]
-        self.offset = end
-        return chunk
-
-    def unpack(self, layout: struct.Struct) -> Tuple[Any, ...]:
-        if self.offset + layout.size > len(self.data):
-            raise _ItemFormatError("truncated")
-        values = layout.unpack_from(self.data, self.offset)
-        self.offset += layout.size
-        return values
-
-    def number(self, layout: struct.Struct) -> int:
-        value: int = self.unpack(layout)[0]
-        return value
-
-
-def _decodeItem(value: bytes) -> _StoredItem:
-    """
-    Read an item's value, checking every length against what is there.
-
-    @raise _OtherVersionError: it is in another version of the format.
-    @raise _ItemFormatError: anything else wrong with it.
-    """
-    if len(value) < len(_MAGIC) + 1 or not value.startswith(_MAGIC):
-        raise _ItemFormatError("not a tlcache item")
-    if value[len(_MAGIC)] != _FORMAT_VERSION:
-        raise _OtherVersionError(f"format version {value[len(_MAGIC)]}")
-    reader = _Reader(value, len(_MAGIC) + 1)
-    created, freshUntil, staleUntil, expiresAt = reader.unpack(_TIMES)
-    if any(math.isnan(t) for t in (created, freshUntil, staleUntil, expiresAt)):
-        raise _ItemFormatError("a time is not a number")
-    key = reader.take(reader.number(_U32))
-    etag = reader.take(reader.number(_U16))
-    headers = []
-    for _ in range(reader.number(_U16)):
-        name = reader.take(reader.number(_U16))
-        headers.append((name, reader.take(reader.number(_U32))))
-    prefixGenerations = tuple(reader.number(_U64) for _ in range(reader.number(_U16)))
-    tagGenerations = []
-    for _ in range(reader.number(_U16)):
-        raw = reader.take(reader.number(_U16))
-        try:
-            tag = raw.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError as e:
-            raise _ItemFormatError("a tag is not UTF-8") from e
-        tagGenerations.append((tag, reader.number(_U64)))
-    tags = frozenset(tag for tag, _ in tagGenerations)
-    if len(tags) != len(tagGenerations):
-        raise _ItemFormatError("a tag appears twice")
-    body = reader.take(reader.number(_U32))
-    if reader.offset != len(value):
-        raise _ItemFormatError("bytes after the body")
-    try:
-        entry = CacheEntry(
-            body=body,
-            headers=tuple(headers),
-            created=created,
-            etag=etag,
-            tags=tags,
-            freshUntil=freshUntil,
-            staleUntil=staleUntil,
-            expiresAt=expiresAt,
-        )
-    except (TypeError, ValueError) as e:
-        raise _ItemFormatError(f"not a storable entry: {e}") from e
-    return _StoredItem(key, entry, prefixGenerations, tuple(tagGenerations))
-
-
-def _generation(value: Optional[bytes]) -> Optional[int]:
-    """
-    A generation token as memcached holds it (16 hex digits), or C{None}
-    when it is missing or unreadable: either way, no item matches it.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if _TOKEN.fullmatch(value) is None:
-        return None
-    return int(value, 16)
-
-
-def _newGeneration() -> int:
-    return secrets.randbits(64)
-
-
-def _tokenBytes(generation: int) -> bytes:
-    return b"%016x" % (generation,)
 
 
 def _isUnavailable(error: BaseException) -> bool:
@@ -465,7 +273,7 @@ class MemcacheCacheStore(Service):
                 f"namespace {namespace!r} has a space or control byte, which"
                 " memcached keys cannot hold"
             )
-        if len(namespace) + 3 + 32 > MemCacheProtocol.MAX_KEY_LENGTH:
+        if len(namespace) + _KEY_SUFFIX_LENGTH > MemCacheProtocol.MAX_KEY_LENGTH:
             raise ValueError(f"namespace {namespace!r} is too long for memcached")
         if not nearTTL >= 0:
             raise ValueError(f"nearTTL must not be negative: {nearTTL!r}")
@@ -678,18 +486,16 @@ class MemcacheCacheStore(Service):
             result[name] = near[name]
         return result
 
-    # memcached keys.
+    # memcached keys (laid out in tlcache._memcacheitem).
 
     def _itemKey(self, key: bytes) -> bytes:
-        # The format version is in the key, so processes running another
-        # version during an upgrade do not overwrite each other's items.
-        return self.namespace + b"e%d:" % (_FORMAT_VERSION,) + _digest(key)
+        return _itemMemcacheKey(self.namespace, key)
 
     def _prefixKey(self, prefix: bytes) -> bytes:
-        return self.namespace + b"p:" + _digest(prefix)
+        return _prefixTokenKey(self.namespace, prefix)
 
     def _tagKey(self, tag: str) -> bytes:
-        return self.namespace + b"t:" + _digest(_tagBytes(tag))
+        return _tagTokenKey(self.namespace, tag)
 
     # The near store.
 

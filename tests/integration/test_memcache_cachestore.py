@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.integration._servers import LoopbackServer, startMemcached
 from tests.integration._support import reactor, sleep, waitUntil
+from tlcache._memcacheitem import _encodeItem
 from tlcache.keys import familyOfKey, keyPrefix
 from tlcache.memcachestore import (
     DEFAULT_MAX_ENTRY_BYTES,
@@ -25,7 +26,6 @@ from tlcache.memcachestore import (
     MAX_TAGS,
     CacheStoreUnavailableError,
     MemcacheCacheStore,
-    _encodeItem,
     boundaryPrefixes,
 )
 from tlcache.store import CacheEntry

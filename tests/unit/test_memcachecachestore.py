@@ -1,8 +1,9 @@
 """
-Tests for L{tlcache.memcachestore}: the item codec (round trips, and every
-corrupted, truncated or hostile value read as a miss), the memcached keys,
-and the store's generation logic, near copies and failures, driven by a
-small in-memory memcached with L{MemCacheProtocol}'s Deferred API.
+Tests for L{tlcache.memcachestore}: the item codec of
+L{tlcache._memcacheitem} (round trips, and every corrupted, truncated or
+hostile value read as a miss), the memcached keys, and the store's
+generation logic, near copies and failures, driven by a small in-memory
+memcached with L{MemCacheProtocol}'s Deferred API.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tlcache import memcachestore
+from tlcache._memcacheitem import (
+    _decodeItem,
+    _encodeItem,
+    _ItemFormatError,
+    _OtherVersionError,
+    _StoredItem,
+)
 from tlcache.keys import familyOfKey, keyPrefix, pageKey
 from tlcache.memcachestore import (
     DEFAULT_MAX_ENTRY_BYTES,
@@ -34,11 +42,6 @@ from tlcache.memcachestore import (
     MAX_TAGS,
     CacheStoreUnavailableError,
     MemcacheCacheStore,
-    _decodeItem,
-    _encodeItem,
-    _ItemFormatError,
-    _OtherVersionError,
-    _StoredItem,
     boundaryPrefixes,
 )
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore
