@@ -15,7 +15,6 @@ from twisted.web.http_headers import Headers
 from tlcache.store import CacheEntry
 
 __all__ = [
-    "AGE",
     "AUTHORIZATION",
     "COOKIE",
     "HOST",
@@ -40,7 +39,6 @@ def _canonicalName(name: bytes) -> Optional[bytes]:
 _CANONICAL = [
     _canonicalName(name)
     for name in (
-        b"age",
         b"if-none-match",
         b"if-modified-since",
         b"authorization",
@@ -49,7 +47,7 @@ _CANONICAL = [
     )
 ]
 _FAST_HEADERS = None not in _CANONICAL
-AGE, _IF_NONE_MATCH, _IF_MODIFIED_SINCE, AUTHORIZATION, COOKIE, HOST = (
+_IF_NONE_MATCH, _IF_MODIFIED_SINCE, AUTHORIZATION, COOKIE, HOST = (
     name or b"" for name in _CANONICAL
 )
 

@@ -25,7 +25,6 @@ from twisted.web.http import INTERNAL_SERVER_ERROR, NOT_MODIFIED, OK, datetimeTo
 from twisted.web.server import NOT_DONE_YET
 
 from tlcache._headers import (
-    AGE,
     AUTHORIZATION,
     COOKIE,
     HOST,
@@ -428,17 +427,18 @@ class RenderCache:
         request.code = OK
         request.code_message = b"OK"
         headers = request.responseHeaders
-        age = b"%d" % (max(0, int(now - entry.created)),)
         raw = rawHeaders(headers)
         if raw is not None:
             # The hot path: names already as twisted.web keeps them.
             for name, values in entry.replayHeaders:
                 raw[name] = list(values)
-            raw[AGE] = [age]
         else:
             for name, values in entry.replayHeaders:
                 headers.setRawHeaders(name, values)
-            headers.setRawHeaders(b"age", [age])
+        if now >= entry.freshUntil:
+            # A stale copy says how stale. (A fresh one's age is already
+            # plain from Date and Last-Modified, which is its render time.)
+            headers.setRawHeaders(b"age", [b"%d" % (max(0, int(now - entry.created)),)])
         page._cacheStatus(request, status)
         if isConditional(request) and notModified(request, entry):
             self._counters["notModified"] += 1

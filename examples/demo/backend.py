@@ -358,7 +358,7 @@ class CacheDemoPage(CachedPage, rend.Page):
                         " (its clock). ",
                         T.span(**{"data-rendered-at": T.slot("epoch")})[
                             "Its age: ",
-                            T.b(class_="age")["in the Age response header"],
+                            T.b(class_="age")["worked out by the page's script"],
                             ".",
                         ],
                     ],
@@ -374,11 +374,12 @@ class CacheDemoPage(CachedPage, rend.Page):
                         " shows it in the headers: ",
                         T.code["X-Cache"],
                         " says HIT, STALE or MISS (rendered for this request), ",
+                        T.code["Last-Modified"],
+                        " when this copy was rendered, and on a stale copy ",
                         T.code["Age"],
-                        " the seconds since this copy was rendered (the age "
-                        "above is worked out by your browser from the render "
-                        "time the page carries, as the cached bytes cannot "
-                        "change).",
+                        " how many seconds ago (the age above is worked out "
+                        "by your browser from the render time the page "
+                        "carries, as the cached bytes cannot change).",
                     ],
                     T.h2["A fragment refreshed in the background"],
                     T.div(id="fragment")[

@@ -140,15 +140,21 @@ class HitTests(CacheTestCase):
 
     def test_hitCarriesValidatorsAndAge(self) -> None:
         """
-        A copy says its ETag, when it was rendered, and how old it is.
+        A copy says its ETag and when it was rendered; a stale copy also
+        says how old it is.
         """
-        site = self.plain()
+        site = self.plain(cacheTimeout=10, cacheGrace=30)
         site.get(b"/a")
         self.clock.advance(7)
         hit = site.get(b"/a")
         self.assertTrue(hit.header(b"etag").startswith(b'"'))
         self.assertEqual(hit.header(b"last-modified"), b"Thu, 01 Jan 1970 00:00:00 GMT")
-        self.assertEqual(hit.header(b"age"), b"7")
+        self.assertIsNone(hit.header(b"age"))
+        self.clock.advance(5)
+        stale = site.get(b"/a")
+        self.assertEqual(stale.header(b"x-cache"), b"STALE")
+        self.assertEqual(stale.header(b"age"), b"12")
+        self.assertEqual(stale.header(b"etag"), hit.header(b"etag"))
 
     def test_expiredAfterTimeoutAndHardLimit(self) -> None:
         """
