@@ -38,6 +38,9 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -629,6 +632,36 @@ async def startWebBackend(
 
 
 # A small HTTP/1.0 client.
+
+
+class _BodyCollector(Protocol):
+    """
+    Collects a response body for L{responseBody}.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: List[bytes] = []
+        self.done: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
+
+
+def responseBody(response: IResponse) -> Deferred[bytes]:
+    """
+    The whole body of an Agent's C{response} (what
+    L{twisted.web.client.readBody} does, without its warning about the
+    agent's transport).
+    """
+    collector = _BodyCollector()
+    response.deliverBody(collector)
+    return collector.done
 
 
 class EmptyResponseError(Exception):

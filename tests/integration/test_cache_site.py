@@ -14,42 +14,21 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.resource import EncodingResourceWrapper, Resource
 from twisted.web.server import GzipEncoderFactory
 
 from tests.integration._servers import startMemcached
-from tests.integration._support import reactor, waitUntil
+from tests.integration._support import reactor, responseBody, waitUntil
 from tlcache import CachedPage, RenderCache
 from tlcache.memcachestore import MemcacheCacheStore
 from tlcache.nevow import appserver, loaders, rend
 from tlcache.nevow import tags as T
 
 pytestmark = pytest.mark.integration
-
-
-class Body(Protocol):
-    """
-    Collects a response body.
-    """
-
-    def __init__(self, done: Deferred) -> None:
-        self.done = done
-        self.chunks: List[bytes] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)
 
 
 class SlowTable(CachedPage, rend.Page):
@@ -99,9 +78,7 @@ class CacheSiteTests(TestCase):
             url.encode("ascii"),
             Headers({k: [v] for k, v in (headers or {}).items()}),
         )
-        done: Deferred = Deferred()
-        response.deliverBody(Body(done))
-        body = await done
+        body = await responseBody(response)
         return response.code, response.headers, body
 
     async def test_concurrentClientsShareOneRender(self) -> None:
@@ -192,9 +169,7 @@ class SharedThroughMemcachedTests(TestCase):
             response = await agent.request(
                 b"GET", url.encode("ascii"), Headers({b"host": [b"shop.example"]})
             )
-            done: Deferred = Deferred()
-            response.deliverBody(Body(done))
-            body = await done
+            body = await responseBody(response)
             return response.headers.getRawHeaders(b"x-cache")[0], body
 
         status, first = await fetch(bases[0])

@@ -14,13 +14,12 @@ import pytest
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
+from tests.integration._support import responseBody
 from tlcache.fragment import FragmentCache, FragmentRequestError, IFragmentCache
 from tlcache.nevow import appserver, inevow, loaders, rend
 from tlcache.nevow import tags as T
@@ -130,9 +129,7 @@ class FragmentSiteTests(TestCase):
         request = self.agent.request(b"GET", address.encode(), Headers())
         request.addTimeout(10, reactor)
         response = await request
-        collector = _BodyCollector()
-        response.deliverBody(collector)
-        body = await collector.done
+        body = await responseBody(response)
         return response.code, body
 
     async def fetchMany(self, path: str, count: int) -> List[Tuple[int, bytes]]:
@@ -203,22 +200,3 @@ class FragmentSiteTests(TestCase):
         code, body = await self.fetch("/news")
         self.assertEqual((code, news.renders), (200, 2))
         self.assertIn(b"render 1", body)
-
-
-class _BodyCollector(Protocol):
-    """
-    Reads a whole response body.
-    """
-
-    def __init__(self) -> None:
-        self.chunks: List[bytes] = []
-        self.done: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)

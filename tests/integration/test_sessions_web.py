@@ -12,25 +12,21 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import Certificate, CertificateOptions
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     CookieAgent,
     HTTPConnectionPool,
-    ResponseDone,
 )
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tests.certs import makeAuthority
-from tests.integration._support import LOOPBACK, reactor, waitUntil
+from tests.integration._support import LOOPBACK, reactor, responseBody, waitUntil
 from tlsession import (
     ISession,
     MemorySessionStore,
@@ -143,35 +139,13 @@ class Browser:
         d = self.agent.request(b"GET", url.encode("ascii"), headers)
         d.addTimeout(10, reactor)
         response = await d
-        collector = _BodyCollector()
-        response.deliverBody(collector)
-        return response, await collector.done
+        return response, await responseBody(response)
 
     def cookies(self) -> Dict[str, Any]:
         """
         The jar's cookies by name.
         """
         return {cookie.name: cookie for cookie in self.jar}
-
-
-class _BodyCollector(Protocol):
-    """
-    Reads a response body (twisted.web.client.readBody warns about the
-    agent's transport).
-    """
-
-    def __init__(self) -> None:
-        self.chunks: List[bytes] = []
-        self.done: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)
 
 
 def setCookie(response: IResponse, name: bytes) -> Dict[bytes, bytes]:
