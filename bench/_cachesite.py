@@ -172,7 +172,7 @@ class TwistedTablePage(resource.Resource):
 # The page with a slow fragment.
 
 
-class SlowFragmentPage(CachedPage, rend.Page):
+class SlowFragmentPage(CachedPage, Table):
     """
     The table with a fragment before it whose render takes
     L{FRAGMENT_DELAY} seconds (a slow query, say), refreshed every
@@ -205,17 +205,8 @@ class SlowFragmentPage(CachedPage, rend.Page):
     )
 
     def __init__(self, rows: Sequence[Row], clock: IReactorTime) -> None:
-        super().__init__()
-        self.rows = rows
+        super().__init__(rows)
         self.clock = clock
-
-    def data_rows(self, ctx: Any, data: Any) -> Sequence[Row]:
-        return self.rows
-
-    def render_row(self, ctx: Any, data: Row) -> Any:
-        ctx.fillSlots("name", data[0])
-        ctx.fillSlots("value", data[1])
-        return ctx.tag
 
     def render_headlines(self, ctx: Any, data: Any) -> Deferred:
         return deferLater(
