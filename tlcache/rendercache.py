@@ -142,6 +142,46 @@ class _Waiter:
         self.done = False
 
 
+class _Deadlines:
+    """
+    Keys held until a time each (the least recently set dropped beyond
+    C{limit}): keys found uncacheable, keys whose refresh just failed.
+    """
+
+    def __init__(self, clock: IReactorTime, limit: int) -> None:
+        self.clock = clock
+        self.limit = limit
+        self._until: OrderedDict[bytes, float] = OrderedDict()
+
+    def hold(self, key: bytes, seconds: float) -> None:
+        """
+        Hold C{key} for C{seconds} from now.
+        """
+        self._until[key] = self.clock.seconds() + seconds
+        self._until.move_to_end(key)
+        while len(self._until) > self.limit:
+            self._until.popitem(last=False)
+
+    def holds(self, key: bytes) -> bool:
+        """
+        Is C{key} held (or was it, so recently that it has not been looked
+        at since)? A quick check, for the hot path.
+        """
+        return key in self._until
+
+    def active(self, key: bytes) -> bool:
+        """
+        Is C{key} held now? Forgets it once its time has passed.
+        """
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if self.clock.seconds() < until:
+            return True
+        del self._until[key]
+        return False
+
+
 class _Throttle:
     """
     At most one log line per C{interval} seconds for one kind of event,
@@ -214,8 +254,8 @@ class RenderCache:
         self.maxUncacheableKeys = maxUncacheableKeys
         self._flights: Dict[bytes, _Flight] = {}
         self._keys: Dict[Tuple[Any, ...], bytes] = {}
-        self._uncacheable: OrderedDict[bytes, float] = OrderedDict()
-        self._retryAfter: OrderedDict[bytes, float] = OrderedDict()
+        self._uncacheable = _Deadlines(clock, maxUncacheableKeys)
+        self._retryAfter = _Deadlines(clock, maxUncacheableKeys)
         self.refreshRetryDelay = refreshRetryDelay
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._generation = 0
@@ -301,17 +341,13 @@ class RenderCache:
             if vary is not None:
                 request.responseHeaders.addRawHeader(b"vary", vary)
         key = None if page._cacheBypass(request) else page.cacheKey(request)
-        if key is None or self._isUncacheable(key):
+        if key is None or self._uncacheable.active(key):
             self._counters["bypasses"] += 1
             page._cacheStatus(request, b"BYPASS")
             return renderUncached(request)
         getNow = self._getNow
         if getNow is not None:
-            entry = getNow(key)
-            if entry is not None and self.clock.seconds() < entry.freshUntil:
-                self._counters["hits"] += 1
-                return self._serveEntry(page, request, entry, b"HIT", True)
-            return self._found(entry, page, request, key, True)
+            return self._found(getNow(key), page, request, key, True)
         lookup = self.store.get(key)
         found: List[Any] = []
         # Taken out of the Deferred (so that a failure is not left in it
@@ -348,19 +384,11 @@ class RenderCache:
         raw = rawHeaders(request.requestHeaders)
         if raw is None or AUTHORIZATION in raw or COOKIE in raw:
             return None
-        hosts = raw.get(HOST)
-        if not hosts:
+        memo = self._keyMemo(page, request)
+        if memo is None:
             return None
-        key = self._keys.get(
-            (
-                request.uri,
-                hosts[-1],
-                requestIsSecure(request),
-                self.templateDigestOf(getattr(page, "docFactory", None)),
-                page.cacheVersion,
-            )
-        )
-        if key is None or key in self._uncacheable:
+        key = self._keys.get(memo)
+        if key is None or self._uncacheable.holds(key):
             return None
         entry = getNow(key)
         if entry is None or self.clock.seconds() >= entry.freshUntil:
@@ -383,7 +411,7 @@ class RenderCache:
                 return self._serveEntry(page, request, entry, b"HIT", sync)
             if entry.isServableStale(now):
                 self._counters["staleHits"] += 1
-                if key not in self._flights and not self._backingOff(key, now):
+                if key not in self._flights and not self._retryAfter.active(key):
                     self._startFlight(key, page, request, None, entry, False)
                     self._counters["refreshes"] += 1
                 return self._serveEntry(page, request, entry, b"STALE", sync)
@@ -553,10 +581,7 @@ class RenderCache:
                 )
             if background:
                 # Not one more refresh per request while the page is failing.
-                self._retryAfter[key] = self.clock.seconds() + self.refreshRetryDelay
-                self._retryAfter.move_to_end(key)
-                while len(self._retryAfter) > self.maxUncacheableKeys:
-                    self._retryAfter.popitem(last=False)
+                self._retryAfter.hold(key, self.refreshRetryDelay)
             if self._staleUsable(flight):
                 self._counters["staleIfError"] += 1
                 return _Outcome(flight.stale, b"STALE")
@@ -622,35 +647,13 @@ class RenderCache:
     def _refuse(self, page: Any, key: bytes, reason: str) -> None:
         # Hit-for-miss: requests for this key render uncached for a while,
         # without queueing behind each other's renders.
-        until = self.clock.seconds() + page.cacheUncacheableTime
-        self._uncacheable[key] = until
-        self._uncacheable.move_to_end(key)
-        while len(self._uncacheable) > self.maxUncacheableKeys:
-            self._uncacheable.popitem(last=False)
+        self._uncacheable.hold(key, page.cacheUncacheableTime)
         if self._throttle.due(("refused", type(page), reason)):
             log.warn(
                 "{page} pages are not cached: {reason}",
                 page=type(page).__name__,
                 reason=reason,
             )
-
-    def _backingOff(self, key: bytes, now: float) -> bool:
-        until = self._retryAfter.get(key)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self._retryAfter[key]
-        return False
-
-    def _isUncacheable(self, key: bytes) -> bool:
-        until = self._uncacheable.get(key)
-        if until is None:
-            return False
-        if self.clock.seconds() < until:
-            return True
-        del self._uncacheable[key]
-        return False
 
     def _evict(self, key: bytes) -> None:
         self.store.delete(key).addErrback(self._storeFailed)
@@ -720,27 +723,14 @@ class RenderCache:
         URI, Host, scheme, digest and version alone, so it is worked out once
         for each distinct set of them.
         """
-        digest = self.templateDigestOf(getattr(page, "docFactory", None))
         if not page.cacheVary and page.cacheQueryArgs is None:
-            raw = rawHeaders(request.requestHeaders)
-            if raw is not None:
-                hosts = raw.get(HOST)
-                host = hosts[-1] if hosts else None
-            else:
-                host = request.getHeader(b"host")
-            if host is not None:
-                memo: Tuple[Any, ...] = (
-                    request.uri,
-                    host,
-                    requestIsSecure(request),
-                    digest,
-                    page.cacheVersion,
-                )
+            memo = self._keyMemo(page, request)
+            if memo is not None:
                 keys = self._keys
                 key = keys.get(memo)
                 if key is None:
                     key = pageKey(
-                        request, version=page.cacheVersion, templateDigest=digest
+                        request, version=page.cacheVersion, templateDigest=memo[3]
                     )
                     if len(keys) >= self.maxUncacheableKeys:
                         keys.clear()
@@ -750,8 +740,28 @@ class RenderCache:
             request,
             vary=page.cacheVary,
             version=page.cacheVersion,
-            templateDigest=digest,
+            templateDigest=self.templateDigestOf(getattr(page, "docFactory", None)),
             queryArgs=page.cacheQueryArgs,
+        )
+
+    def _keyMemo(self, page: Any, request: Any) -> Optional[Tuple[Any, ...]]:
+        # What the key of a page declaring no vary inputs depends on: URI,
+        # Host, scheme, template digest (index 3), version. None without a
+        # Host (the key then uses the address the request came in on).
+        raw = rawHeaders(request.requestHeaders)
+        if raw is not None:
+            hosts = raw.get(HOST)
+            host = hosts[-1] if hosts else None
+        else:
+            host = request.getHeader(b"host")
+        if host is None:
+            return None
+        return (
+            request.uri,
+            host,
+            requestIsSecure(request),
+            self.templateDigestOf(getattr(page, "docFactory", None)),
+            page.cacheVersion,
         )
 
     def templateDigestOf(self, docFactory: Any) -> bytes:
