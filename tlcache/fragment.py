@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tlcache._loglimit import LogLimiter
 from tlcache.nevow._flatten import FragmentRequestError, flattenToBytes
 from tlcache.nevow.context import SiteContext, WebContext, WovenContext
 from tlcache.nevow.inevow import (
@@ -182,11 +183,12 @@ class _Fragment:
         "armed",
         "timer",
         "dropped",
-        "lastFailureLog",
-        "unloggedFailures",
+        "failureLog",
     )
 
-    def __init__(self, node: cached, context: _FragmentContext, now: float) -> None:
+    def __init__(
+        self, node: cached, context: _FragmentContext, now: float, failureLog: Any
+    ) -> None:
         self.fullKey: FullKey = node.fullKey
         self.key = node.key
         self.refresh = node.refresh
@@ -203,8 +205,8 @@ class _Fragment:
         self.armed = False
         self.timer: Optional[IDelayedCall] = None
         self.dropped = False
-        self.lastFailureLog: Optional[float] = None
-        self.unloggedFailures = 0
+        # Failed refreshes are logged through this, one line an interval.
+        self.failureLog = failureLog
 
 
 @implementer(IFragmentCache)
@@ -334,7 +336,12 @@ class FragmentCache(Service):
                     return body
                 self._forgetBody(fragment)
         else:
-            fragment = _Fragment(node, _fragmentContext(node, ctx, self), now)
+            fragment = _Fragment(
+                node,
+                _fragmentContext(node, ctx, self),
+                now,
+                LogLimiter(self.clock, self.failureLogInterval),
+            )
             self._fragments[fullKey] = fragment
         self._counters["misses"] += 1
         waiter = self._waiter(fragment)
@@ -459,20 +466,16 @@ class FragmentCache(Service):
                 waiter.callback(result)
 
     def _logRefreshFailure(self, fragment: _Fragment, reason: Failure) -> None:
-        now = self.clock.seconds()
-        last = fragment.lastFailureLog
-        if last is not None and now - last < self.failureLogInterval:
-            fragment.unloggedFailures += 1
+        unlogged = fragment.failureLog.allow()
+        if unlogged is None:
             return
         log.failure(
             "Refreshing the cached fragment {key!r} failed; its last bytes are"
             " still served ({unlogged} more failures since the last report)",
             failure=reason,
             key=fragment.key,
-            unlogged=fragment.unloggedFailures,
+            unlogged=unlogged,
         )
-        fragment.lastFailureLog = now
-        fragment.unloggedFailures = 0
 
     # -- keeping bytes --------------------------------------------------------
 

@@ -28,6 +28,7 @@ from twisted.protocols.memcache import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tlcache._loglimit import LogLimiter
 from tlcache._memcacheitem import (
     _KEY_SUFFIX_LENGTH,
     _decodeItem,
@@ -169,30 +170,6 @@ def _synchronously(d: Deferred[_T]) -> _T:
     return result
 
 
-class _LogLimiter:
-    """
-    Lets one log line through per C{interval} seconds and counts the rest.
-    """
-
-    def __init__(self, clock: IReactorTime, interval: float) -> None:
-        self._clock = clock
-        self.interval = interval
-        self._last: Optional[float] = None
-        self._suppressed = 0
-
-    def allow(self) -> Optional[int]:
-        """
-        C{None} when this event should not be logged; else how many were
-        not logged since the last one that was.
-        """
-        now = self._clock.seconds()
-        if self._last is not None and 0 <= now - self._last < self.interval:
-            self._suppressed += 1
-            return None
-        suppressed, self._suppressed, self._last = self._suppressed, 0, now
-        return suppressed
-
-
 @implementer(ICacheStore)
 class MemcacheCacheStore(Service):
     """
@@ -300,9 +277,9 @@ class MemcacheCacheStore(Service):
         self._epoch = 0
         self._ownsConnection = False
         self._counters = dict.fromkeys(_COUNTERS, 0)
-        self._failureLog = _LogLimiter(clock, logInterval)
-        self._decodeLog = _LogLimiter(clock, logInterval)
-        self._refusalLog = _LogLimiter(clock, logInterval)
+        self._failureLog = LogLimiter(clock, logInterval)
+        self._decodeLog = LogLimiter(clock, logInterval)
+        self._refusalLog = LogLimiter(clock, logInterval)
 
     @classmethod
     def fromEndpoint(

@@ -32,6 +32,7 @@ from tlcache._headers import (
     notModified,
     rawHeaders,
 )
+from tlcache._loglimit import LogLimiter
 from tlcache._shadow import ShadowRequest
 from tlcache.keys import keyPrefix, pageKey, requestIsSecure, templateDigest
 from tlcache.nevow._web import copyRequestState
@@ -182,33 +183,6 @@ class _Deadlines:
         return False
 
 
-class _Throttle:
-    """
-    At most one log line per C{interval} seconds for one kind of event,
-    saying how many happened since the last line.
-    """
-
-    def __init__(self, clock: IReactorTime, interval: float = 10.0) -> None:
-        self.clock = clock
-        self.interval = interval
-        self._last: Dict[Any, float] = {}
-        self._counts: Dict[Any, int] = {}
-
-    def due(self, kind: Any) -> int:
-        """
-        How many of C{kind} to report now (0: stay quiet this time).
-        """
-        now = self.clock.seconds()
-        count = self._counts.get(kind, 0) + 1
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._counts[kind] = count
-            return 0
-        self._last[kind] = now
-        self._counts[kind] = 0
-        return count
-
-
 class RenderCache:
     """
     What the pages of one site (or process) share: the store, the clock,
@@ -259,7 +233,7 @@ class RenderCache:
         self.refreshRetryDelay = refreshRetryDelay
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._generation = 0
-        self._throttle = _Throttle(clock)
+        self._logLimits: Dict[Any, LogLimiter] = {}
         # Per loader (there are few, and they live as long as their pages).
         self._digests: Dict[Any, Tuple[float, Any, bytes]] = {}
 
@@ -430,7 +404,7 @@ class RenderCache:
         return NOT_DONE_YET
 
     def _storeFailed(self, reason: Failure) -> None:
-        count = self._throttle.due("store")
+        count = self._logDue("store")
         if count:
             log.failure(
                 "The render cache's store failed ({count} times); serving uncached",
@@ -569,7 +543,7 @@ class RenderCache:
             self._counters["renderFailures"] += 1
             if background:
                 self._counters["refreshFailures"] += 1
-            count = self._throttle.due(("failed", type(page)))
+            count = self._logDue(("failed", type(page)))
             if count:
                 log.warn(
                     "Rendering {uri} for the cache failed with {code}"
@@ -648,12 +622,21 @@ class RenderCache:
         # Hit-for-miss: requests for this key render uncached for a while,
         # without queueing behind each other's renders.
         self._uncacheable.hold(key, page.cacheUncacheableTime)
-        if self._throttle.due(("refused", type(page), reason)):
+        if self._logDue(("refused", type(page), reason)):
             log.warn(
                 "{page} pages are not cached: {reason}",
                 page=type(page).__name__,
                 reason=reason,
             )
+
+    def _logDue(self, kind: Any) -> int:
+        # How many events of this kind to report now, this one included (0:
+        # stay quiet); one line per kind every 10 seconds.
+        limiter = self._logLimits.get(kind)
+        if limiter is None:
+            limiter = self._logLimits[kind] = LogLimiter(self.clock, 10.0)
+        suppressed = limiter.allow()
+        return 0 if suppressed is None else suppressed + 1
 
     def _evict(self, key: bytes) -> None:
         self.store.delete(key).addErrback(self._storeFailed)
