@@ -29,6 +29,7 @@ from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
 from tlcache.keys import sortedQuery
+from tlcache.nevow._web import requestGone
 
 __all__ = ["SessionInCachedRenderError", "ShadowRequest"]
 
@@ -217,7 +218,7 @@ class ShadowRequest(server.Request):
             self._forward(b"")
             if self._liveStarted:
                 live, self._live = self._live, None
-                if not _gone(live):
+                if not requestGone(live):
                     live.finish()
         notifications, self.notifications = self.notifications, []
         for notification in notifications:
@@ -233,7 +234,7 @@ class ShadowRequest(server.Request):
         if self._live is not None and self._liveStarted:
             live, self._live = self._live, None
             loseConnection = getattr(live, "loseConnection", None)
-            if loseConnection is not None and not _gone(live):
+            if loseConnection is not None and not requestGone(live):
                 loseConnection()
         self.finish()
 
@@ -284,7 +285,7 @@ class ShadowRequest(server.Request):
 
     def _forward(self, data: bytes) -> None:
         live = self._live
-        if _gone(live):
+        if requestGone(live):
             self._live = None
             return
         if not self._liveStarted:
@@ -317,14 +318,6 @@ class ShadowRequest(server.Request):
         Has the attached client been sent part of this response?
         """
         return self._liveStarted
-
-
-def _gone(request: Any) -> bool:
-    return bool(
-        request is None
-        or getattr(request, "finished", False)
-        or getattr(request, "_disconnected", False)
-    )
 
 
 def _copyHeaders(original: Headers, keepHeaders: Any, keepCookies: Any) -> Headers:

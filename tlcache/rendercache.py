@@ -35,8 +35,8 @@ from tlcache._headers import (
 from tlcache._loglimit import LogLimiter
 from tlcache._shadow import ShadowRequest
 from tlcache.keys import keyPrefix, pageKey, requestIsSecure, templateDigest
-from tlcache.nevow._web import copyRequestState
-from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore
+from tlcache.nevow._web import copyRequestState, requestGone
+from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore, strongETag
 
 __all__ = ["RenderCache", "defaultRenderCache"]
 
@@ -423,7 +423,7 @@ class RenderCache:
     def _serveEntry(
         self, page: Any, request: Any, entry: CacheEntry, status: bytes, sync: bool
     ) -> Any:
-        if not sync and _gone(request):
+        if not sync and requestGone(request):
             return NOT_DONE_YET
         now = self.clock.seconds()
         request.code = OK
@@ -655,7 +655,7 @@ class RenderCache:
             self._answer(waiter.request, waiter.page, outcome)
 
     def _answer(self, request: Any, page: Any, outcome: _Outcome) -> None:
-        if _gone(request):
+        if requestGone(request):
             return
         if outcome.entry is not None:
             self._serveEntry(page, request, outcome.entry, outcome.status, False)
@@ -687,7 +687,7 @@ class RenderCache:
             waiter.timeout.cancel()
 
     def _renderPrivately(self, page: Any, request: Any) -> None:
-        if _gone(request):
+        if requestGone(request):
             return
         setattr(request, UNCACHED, True)
         page._cacheStatus(request, b"BYPASS")
@@ -825,14 +825,7 @@ def _validators(live: Any, shadow: ShadowRequest, body: bytes) -> None:
     length = shadow.responseHeaders.getRawHeaders(b"content-length")
     if shadow.code != OK or not length or length[0] != b"%d" % (len(body),):
         return
-    entry = CacheEntry.build(body, (), shadow.clock.seconds(), 0, 0, 0)
-    live.responseHeaders.setRawHeaders(b"etag", [entry.etag])
+    live.responseHeaders.setRawHeaders(b"etag", [strongETag(body)])
     live.responseHeaders.setRawHeaders(
-        b"last-modified", [datetimeToString(int(entry.created))]
-    )
-
-
-def _gone(request: Any) -> bool:
-    return bool(
-        getattr(request, "finished", False) or getattr(request, "_disconnected", False)
+        b"last-modified", [datetimeToString(int(shadow.clock.seconds()))]
     )

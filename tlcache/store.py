@@ -19,7 +19,7 @@ from zope.interface import Interface, implementer
 
 from tlcache.keys import familyOfKey
 
-__all__ = ["CacheEntry", "ICacheStore", "MemoryCacheStore"]
+__all__ = ["CacheEntry", "ICacheStore", "MemoryCacheStore", "strongETag"]
 
 Headers = Tuple[Tuple[bytes, bytes], ...]
 
@@ -43,7 +43,7 @@ _COUNTERS = (
 )
 
 
-def _strongETag(body: bytes) -> bytes:
+def strongETag(body: bytes) -> bytes:
     """
     A strong entity tag for C{body}: a quoted hash of exactly these bytes.
     """
@@ -131,7 +131,7 @@ class CacheEntry:
             body=body,
             headers=tuple((name, value) for name, value in headers),
             created=now,
-            etag=_strongETag(body),
+            etag=strongETag(body),
             tags=frozenset(tags),
             freshUntil=freshUntil,
             staleUntil=freshUntil + grace,

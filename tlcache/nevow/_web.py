@@ -34,6 +34,7 @@ __all__ = [
     "locateWebChild",
     "renderContext",
     "renderNevowResource",
+    "requestGone",
     "writeBody",
 ]
 
@@ -205,7 +206,10 @@ def _startedWriting(request: Any) -> bool:
     return bool(started)
 
 
-def _gone(request: Any) -> bool:
+def requestGone(request: Any) -> bool:
+    """
+    Is C{request} finished, or its client gone (nothing more can be sent)?
+    """
     return bool(
         getattr(request, "finished", False) or getattr(request, "_disconnected", False)
     )
@@ -216,7 +220,7 @@ def writeBody(request: Any, body: bytes) -> None:
     Write a whole response body, with its C{Content-Length} when nothing
     was written before.
     """
-    if _gone(request):
+    if requestGone(request):
         return
     if not _startedWriting(request) and not request.responseHeaders.hasHeader(
         b"content-length"
@@ -239,7 +243,7 @@ def renderFailed(reason: Failure, request: Any) -> None:
         request.setResponseCode(500)
         request.finish()
         return
-    if _gone(request):
+    if requestGone(request):
         if not reason.check(CancelledError):
             log.failure("Rendering {uri} failed", failure=reason, uri=uri)
         return
@@ -298,7 +302,7 @@ def _cancelRender(reason: Failure, rendering: Deferred) -> None:
 
 
 def _rendered(result: Any, ctx: WebContext, request: Any) -> Any:
-    if result is NOT_DONE_YET or _gone(request):
+    if result is NOT_DONE_YET or requestGone(request):
         return None
     if isinstance(result, str):
         result = result.encode("utf-8")
