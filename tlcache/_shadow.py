@@ -312,13 +312,6 @@ class ShadowRequest(server.Request):
         if data:
             live.write(data)
 
-    @property
-    def streaming(self) -> bool:
-        """
-        Has the attached client been sent part of this response?
-        """
-        return self._liveStarted
-
 
 def _copyHeaders(original: Headers, keepHeaders: Any, keepCookies: Any) -> Headers:
     # Host (part of the key), the declared headers, the declared cookies.
