@@ -774,6 +774,30 @@ def programVersion(argv: Sequence[str]) -> str:
     return _firstLine(argv)
 
 
+# Targets
+
+
+def targetLines(
+    checks: Sequence[Dict[str, object]], title: str, unjudged: str, width: int
+) -> List[str]:
+    """
+    The PASS/MISS list of a benchmark's targets: a C{== title ==} line,
+    then one line per check (a dict with C{what}, C{value}, C{goal} and
+    C{pass}), C{what} padded to C{width}; C{unjudged} says why when there
+    are no checks.
+    """
+    lines = [f"== {title} =="]
+    if not checks:
+        lines.append(f"   none judged: {unjudged}")
+    for check in checks:
+        verdict = "PASS" if check["pass"] else "MISS"
+        lines.append(
+            f"   {check['what']:<{width}} {check['value']:>7.2f}"
+            f"  (goal {check['goal']})  {verdict}"
+        )
+    return lines
+
+
 # Running a script
 
 

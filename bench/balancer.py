@@ -35,6 +35,7 @@ from _harness import (
     rssBytes,
     runScript,
     runWrk,
+    targetLines,
     waitForPort,
 )
 
@@ -666,15 +667,14 @@ def formatTargets(checks: List[Dict[str, Any]], implementation: str) -> str:
     """
     The PASS/MISS list.
     """
-    lines = [f"== targets (set for CPython; this run: {implementation}) =="]
-    if not checks:
-        lines.append("   none judged: tlbalance was not measured")
-    for check in checks:
-        lines.append(
-            f"   {check['what']:<48} {check['value']:>7.2f}  (goal {check['goal']})"
-            f"  {'PASS' if check['pass'] else 'MISS'}"
+    return "\n".join(
+        targetLines(
+            checks,
+            f"targets (set for CPython; this run: {implementation})",
+            "tlbalance was not measured",
+            48,
         )
-    return "\n".join(lines)
+    )
 
 
 # Main

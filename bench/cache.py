@@ -36,6 +36,7 @@ from _harness import (
     pythonDescription,
     runScript,
     runWrk,
+    targetLines,
     waitForPort,
 )
 
@@ -391,14 +392,7 @@ def formatTargets(
     """
     The PASS/MISS list, and the bound the 30x target has on this machine.
     """
-    lines = ["== targets =="]
-    if not checks:
-        lines.append("   none judged: the cached page was not measured")
-    for check in checks:
-        lines.append(
-            f"   {check['what']:<40} {check['value']:>7.2f}  (goal {check['goal']})"
-            f"  {'PASS' if check['pass'] else 'MISS'}"
-        )
+    lines = targetLines(checks, "targets", "the cached page was not measured", 40)
     static = summaries.get("static")
     for page in ("uncached", "uncached-twisted"):
         if static and page in summaries:

@@ -42,6 +42,7 @@ from _harness import (
     programVersion,
     pythonDescription,
     runScript,
+    targetLines,
     waitForPort,
 )
 from balancer import twistdArgv
@@ -1241,15 +1242,14 @@ def formatTargets(checks: List[Dict[str, Any]], implementation: str) -> str:
     """
     The PASS/MISS list.
     """
-    lines = [f"== targets (set for CPython; this run: {implementation}) =="]
-    if not checks:
-        lines.append("   none judged: redis-raw or pb was not measured")
-    for check in checks:
-        lines.append(
-            f"   {check['what']:<56} {check['value']:>7.2f}  (goal {check['goal']})"
-            f"  {'PASS' if check['pass'] else 'MISS'}"
+    return "\n".join(
+        targetLines(
+            checks,
+            f"targets (set for CPython; this run: {implementation})",
+            "redis-raw or pb was not measured",
+            56,
         )
-    return "\n".join(lines)
+    )
 
 
 def formatErrors(results: Dict[str, Dict[str, Any]]) -> List[str]:
