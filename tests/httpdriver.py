@@ -6,7 +6,7 @@ and no sockets.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -114,9 +114,12 @@ class SiteDriver:
         method: bytes = b"GET",
         headers: Optional[Dict[bytes, bytes]] = None,
         host: Optional[bytes] = b"example.com",
+        headerLines: Sequence[Tuple[bytes, bytes]] = (),
     ) -> Response:
         """
         Send one request; the L{Response} fills in as the site answers.
+        C{headerLines} are sent after C{headers}, as given: a name may
+        repeat.
         """
         self._port += 1
         peer = IPv4Address("TCP", "127.0.0.1", self._port)
@@ -129,6 +132,8 @@ class SiteDriver:
         if host is not None:
             lines.append(b"Host: " + host)
         for name, value in (headers or {}).items():
+            lines.append(name + b": " + value)
+        for name, value in headerLines:
             lines.append(name + b": " + value)
         protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n")
         response = Response(transport, protocol)

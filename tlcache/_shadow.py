@@ -1,14 +1,17 @@
 # -*- test-case-name: tests.unit.test_cachedpage -*-
 """
-The request a cached page is rendered into: a copy of a client's request
-without its credentials, which keeps the response instead of sending it.
+The request a cached page is rendered into: a request made from the
+L{CacheInputs<tlcache.keys.CacheInputs>} its key was made from, which keeps
+the response instead of sending it.
 
 Rendering into a copy, not into the client's request, is what makes the
 render cache safe and shareable: the render sees only what the cache key is
-made of (the URL, the query arguments that count, and the headers and
-cookies the page declared), so nothing else about the client can end up in
-a copy served to others: not an undeclared header or cookie, not
-C{Authorization}, not the session, not the client's address. The render
+made of, in the very form the key took it (the normalised Host, the path,
+the canonical query, one value for each declared header and cookie), so
+nothing else about the client can end up in a copy served to others: not an
+undeclared header or cookie, not a second spelling of a declared one, not
+C{Authorization}, not the session, not the client's address, not the
+socket the request came in on. The render
 cannot be cancelled by a client that goes away, and it can run with no
 client at all (a background refresh, or a HEAD request answered from a GET
 render). The first client is streamed what the copy writes, as it writes it
@@ -17,10 +20,8 @@ render). The first client is streamed what the copy writes, as it writes it
 
 from __future__ import annotations
 
-import copy
 from io import BytesIO
-from typing import Any, Iterable, List, Optional
-from urllib.parse import parse_qs
+from typing import Any, List
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -28,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
-from tlcache.keys import sortedQuery
+from tlcache.keys import CacheInputs
 from tlcache.nevow._web import requestGone
 
 __all__ = ["SessionInCachedRenderError", "ShadowRequest"]
@@ -49,17 +50,22 @@ class SessionInCachedRenderError(RuntimeError):
 class _ShadowChannel:
     """
     What C{twisted.web.http.Request} asks of its channel, for a request
-    that has no connection: the original's addresses, and producers pulled
-    on the clock.
+    that has no connection: no client address; as its own address, the
+    port the client asked for in Host (the one the key has) or, with no
+    Host, the address the original came in on; producers pulled on the
+    clock.
     """
 
     transport = None
     site = None
 
-    def __init__(self, original: Any, clock: IReactorTime) -> None:
+    def __init__(self, original: Any, inputs: CacheInputs, clock: IReactorTime):
         self._peer = NOBODY
-        self._host = original.getHost()
-        self._secure = bool(original.isSecure())
+        if inputs.hostHeader is not None:
+            self._host: Any = IPv4Address("TCP", "0.0.0.0", inputs.port)
+        else:
+            self._host = original.getHost()
+        self._secure = inputs.secure
         self._clock = clock
         self._producer: Any = None
 
@@ -91,9 +97,9 @@ class _ShadowChannel:
 
 class ShadowRequest(server.Request):
     """
-    A GET for the resource C{original} asked for, with C{original}'s
-    headers less its credentials and conditionals; it keeps what is written
-    to it.
+    A GET for the resource C{original} asked for, made from C{inputs}
+    (what its cache key was made from) and C{original}'s place in the
+    resource tree; it keeps what is written to it.
 
     @ivar chunks: the body written so far (unless over C{maxBytes}).
     @ivar overflowed: the body grew past C{maxBytes} and was not kept.
@@ -108,38 +114,24 @@ class ShadowRequest(server.Request):
     def __init__(
         self,
         original: Any,
+        inputs: CacheInputs,
         clock: IReactorTime,
-        keepHeaders: Iterable[bytes] = (),
-        keepCookies: Iterable[bytes] = (),
-        queryArgs: Optional[Iterable[str]] = None,
         maxBytes: int = 1024 * 1024,
     ) -> None:
-        channel: Any = _ShadowChannel(original, clock)
+        channel: Any = _ShadowChannel(original, inputs, clock)
         server.Request.__init__(self, channel, parsePOSTFormSubmission=False)
         self.site = getattr(original, "site", None)
         self.method = b"GET"
-        path, _, query = original.uri.partition(b"?")
-        self.path = getattr(original, "path", path)
-        if queryArgs is None:
-            self.uri = original.uri
-            self.args = copy.deepcopy(getattr(original, "args", {}))
-        else:
-            # Arguments that are not part of the key are not seen either.
-            kept = sortedQuery(query, queryArgs)
-            self.uri = path + b"?" + kept if kept else path
-            self.args = parse_qs(kept, keep_blank_values=True)
+        self.uri = inputs.uri()
+        self.path = inputs.path
+        self.args = inputs.args()
         self.clientproto = b"HTTP/1.1"
         self.prepath = list(getattr(original, "prepath", []) or [])
         self.postpath = list(getattr(original, "postpath", []) or [])
         self.sitepath = list(getattr(original, "sitepath", []) or [])
         self.content = BytesIO()
-        self.requestHeaders = _copyHeaders(
-            original.requestHeaders,
-            {name.lower() for name in keepHeaders},
-            set(keepCookies),
-        )
-        cookieHeader = self.requestHeaders.getRawHeaders(b"cookie")
-        if cookieHeader:
+        self.requestHeaders = _headersOf(inputs)
+        if self.requestHeaders.hasHeader(b"cookie"):
             self.parseCookies()
         self.clock = clock
         self.maxBytes = maxBytes
@@ -313,25 +305,16 @@ class ShadowRequest(server.Request):
             live.write(data)
 
 
-def _copyHeaders(original: Headers, keepHeaders: Any, keepCookies: Any) -> Headers:
-    # Host (part of the key), the declared headers, the declared cookies.
+def _headersOf(inputs: CacheInputs) -> Headers:
+    # Host (part of the key), the declared headers, the declared cookies:
+    # each once, as the key has it.
     headers = Headers()
-    for name, values in original.getAllRawHeaders():
-        lowered = name.lower()
-        if lowered == b"host" or lowered in keepHeaders:
-            headers.setRawHeaders(name, values)
-        elif lowered == b"cookie" and keepCookies:
-            kept = _keptCookies(values, keepCookies)
-            if kept:
-                headers.setRawHeaders(b"cookie", [kept])
+    if inputs.hostHeader is not None:
+        headers.setRawHeaders(b"host", [inputs.hostHeader])
+    for name, value in inputs.headers:
+        if name != b"cookie":
+            headers.setRawHeaders(name, [value])
+    cookie = inputs.cookieHeader()
+    if cookie is not None:
+        headers.setRawHeaders(b"cookie", [cookie])
     return headers
-
-
-def _keptCookies(values: Iterable[bytes], keep: Any) -> Optional[bytes]:
-    kept = []
-    for value in values:
-        for crumb in value.split(b";"):
-            name, separator, _ = crumb.strip().partition(b"=")
-            if separator and name in keep:
-                kept.append(crumb.strip())
-    return b"; ".join(kept) or None

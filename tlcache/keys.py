@@ -21,22 +21,33 @@ drops its http and https copies together. A C{|} in a host or path is written
 C{%7C} in the readable part; the digest covers the raw bytes, so no two
 distinct requests share a key. The key does not name the method: only GET
 fills the cache and HEAD is answered from the GET entry.
+
+The key is made from a L{CacheInputs}: the request's inputs parsed once,
+in one canonical form (the Host normalised, the query split as twisted.web
+splits it and sorted, one value for each declared header and cookie). A
+cached render is given the same object (L{tlcache._shadow}), so what the key
+saw and what the render sees cannot differ, however a client repeats or
+spells them.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
-from urllib.parse import parse_qsl, urlencode
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.web.http import Request as _HTTPRequest
 
 __all__ = [
+    "CacheInputs",
+    "UncacheableRequestError",
+    "cacheInputs",
     "familyOfKey",
     "keyPrefix",
     "normaliseHost",
     "pageKey",
+    "parseQuery",
     "requestIsSecure",
     "sortedQuery",
     "templateDigest",
@@ -45,7 +56,7 @@ __all__ = [
 
 # Bumped whenever the layout of what is hashed changes, so old keys (in a
 # shared memcached) can never collide with new ones.
-_KEY_FORMAT = b"tlcache-page-key-1"
+_KEY_FORMAT = b"tlcache-page-key-2"
 
 _plainIsSecure = _HTTPRequest.isSecure
 
@@ -87,25 +98,64 @@ def normaliseHost(hostHeader: bytes, secure: bool) -> bytes:
     return host + b":" + port if port else host
 
 
+def parseQuery(query: bytes) -> List[Tuple[bytes, bytes]]:
+    """
+    The arguments of a query string as twisted.web's C{request.args} has
+    them: split on C{&} and on C{;}, an item with no C{=} dropped, C{+} read
+    as a space, then percent-decoded; blank values kept.
+    """
+    pairs = []
+    for item in query.replace(b";", b"&").split(b"&"):
+        name, separator, value = item.partition(b"=")
+        if separator:
+            pairs.append(
+                (
+                    unquote_to_bytes(name.replace(b"+", b" ")),
+                    unquote_to_bytes(value.replace(b"+", b" ")),
+                )
+            )
+    return pairs
+
+
+def _encodeQuery(pairs: Iterable[Tuple[bytes, bytes]]) -> bytes:
+    # Every byte that could be read as a separator (& ; = + %) or is not
+    # plain ASCII is escaped, so parseQuery gives back exactly these pairs,
+    # and so would any other query parser.
+    return b"&".join(
+        quote_from_bytes(name, safe="").encode("ascii")
+        + b"="
+        + quote_from_bytes(value, safe="").encode("ascii")
+        for name, value in pairs
+    )
+
+
+def _canonicalPairs(
+    query: bytes, only: Optional[FrozenSet[bytes]]
+) -> Tuple[Tuple[bytes, bytes], ...]:
+    if not query:
+        return ()
+    pairs = parseQuery(query)
+    if only is not None:
+        pairs = [pair for pair in pairs if pair[0] in only]
+    # Stable: the values of a repeated argument keep their order, since
+    # ?a=1&a=2 and ?a=2&a=1 may mean different lists.
+    pairs.sort(key=lambda pair: pair[0])
+    return tuple(pairs)
+
+
 def sortedQuery(query: bytes, only: Optional[Iterable[str]] = None) -> bytes:
     """
-    A query string in one canonical form: parsed (blank values kept),
+    A query string in one canonical form: parsed as L{parseQuery} does,
     stably sorted by argument name, and re-encoded. The values of a repeated
     argument keep their order, since C{?a=1&a=2} and C{?a=2&a=1} may mean
     different lists. Given C{only}, other arguments are left out.
-
-    Bytes are decoded as Latin-1 so any byte sequence round-trips.
     """
-    if not query:
-        return b""
-    pairs = parse_qsl(
-        query.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
-    )
-    if only is not None:
-        allowed = set(only)
-        pairs = [pair for pair in pairs if pair[0] in allowed]
-    pairs.sort(key=lambda pair: pair[0])
-    return urlencode(pairs, encoding="latin-1").encode("ascii")
+    allowed = None if only is None else frozenset(_argName(n) for n in only)
+    return _encodeQuery(_canonicalPairs(query, allowed))
+
+
+def _argName(name: str | bytes) -> bytes:
+    return name if isinstance(name, bytes) else name.encode("latin-1")
 
 
 def requestIsSecure(request: Any) -> bool:
@@ -206,21 +256,149 @@ def familyOfKey(key: bytes) -> bytes:
     return family if separator else key
 
 
-def _cookie(request: Any, name: bytes) -> Optional[bytes]:
-    # Parsed from the header, as twisted.web does, so a DummyRequest (which
-    # has no getCookie) works too.
-    header = request.getHeader(b"cookie")
-    if not header:
-        return None
-    for crumb in header.split(b";"):
-        key, separator, value = crumb.strip().partition(b"=")
-        if separator and key == name:
-            return value
-    return None
+def _field(value: bytes) -> bytes:
+    # Length-prefixed, so no choice of values can make two key inputs
+    # serialise the same.
+    return str(len(value)).encode("ascii") + b":" + value
 
 
-def _varyValues(request: Any, vary: Sequence[str]) -> List[bytes]:
-    values = []
+class UncacheableRequestError(ValueError):
+    """
+    A request whose inputs are ambiguous (it repeats the Host header): it
+    has no cache key and is answered uncached.
+    """
+
+
+class CacheInputs:
+    """
+    Everything of a request that a cached render of it may see, parsed
+    once into one canonical form: the key is made from it (L{key}) and the
+    render is given it (L{tlcache._shadow.ShadowRequest}), so the two
+    cannot disagree.
+
+    @ivar secure: was the request made over TLS?
+    @ivar host: the normalised C{host[:port]} (see L{normaliseHost}).
+    @ivar hostHeader: what the render sees as its C{Host} header: C{host},
+        or C{None} when the request had none (the key then uses the address
+        the request came in on, which the render sees too).
+    @ivar port: the port the client asked for: Host's, or the scheme's.
+    @ivar path: the path as sent (no percent-decoding, no C{..} folding).
+    @ivar query: the query's arguments, as L{parseQuery} reads them, stably
+        sorted by name; only the allowed ones when the page names them.
+    @ivar headers: C{(name, value)} for each declared header present, the
+        name lower-cased; a header sent on several lines is one value,
+        joined with C{", "} (RFC 9110 §5.3).
+    @ivar cookies: C{(name, value)} for each declared cookie present: the
+        first one sent with that name (RFC 6265 §5.4 puts the most specific
+        first), whether repeated within one C{Cookie} header or across
+        several.
+    @ivar vary: the declarations, sorted, for the key.
+    """
+
+    __slots__ = (
+        "secure",
+        "host",
+        "hostHeader",
+        "port",
+        "path",
+        "query",
+        "headers",
+        "cookies",
+        "vary",
+    )
+
+    def __init__(
+        self,
+        secure: bool,
+        host: bytes,
+        hostHeader: Optional[bytes],
+        port: int,
+        path: bytes,
+        query: Tuple[Tuple[bytes, bytes], ...],
+        headers: Tuple[Tuple[bytes, bytes], ...],
+        cookies: Tuple[Tuple[bytes, bytes], ...],
+        vary: Tuple[Tuple[str, bytes], ...],
+    ) -> None:
+        self.secure = secure
+        self.host = host
+        self.hostHeader = hostHeader
+        self.port = port
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.cookies = cookies
+        self.vary = vary
+
+    def uri(self) -> bytes:
+        """
+        The request URI the render sees: the path and the canonical query.
+        """
+        if not self.query:
+            return self.path
+        return self.path + b"?" + _encodeQuery(self.query)
+
+    def args(self) -> Dict[bytes, List[bytes]]:
+        """
+        C{request.args} for the render, from L{query}.
+        """
+        args: Dict[bytes, List[bytes]] = {}
+        for name, value in self.query:
+            args.setdefault(name, []).append(value)
+        return args
+
+    def cookieHeader(self) -> Optional[bytes]:
+        """
+        The C{Cookie} header the render sees: the declared cookies only,
+        one each (or the whole header, when it is itself declared).
+        """
+        for name, value in self.headers:
+            if name == b"cookie":
+                return value
+        if not self.cookies:
+            return None
+        return b"; ".join(name + b"=" + value for name, value in self.cookies)
+
+    def key(self, version: str = "", templateDigest: bytes = b"") -> bytes:
+        """
+        The cache key of these inputs (see the module docstring).
+        """
+        headers = dict(self.headers)
+        cookies = dict(self.cookies)
+        args = self.args()
+        varyParts = []
+        for declaration, name in self.vary:
+            kind = declaration.partition(":")[0]
+            if kind == "header":
+                value: Optional[bytes] = headers.get(name)
+            elif kind == "cookie":
+                value = cookies.get(name)
+            else:
+                values = args.get(name)
+                value = None if values is None else b"&".join(map(_field, values))
+            varyParts.append(_field(declaration.lower().encode("latin-1")))
+            varyParts.append(b"-" if value is None else b"+" + _field(value))
+        parts = [
+            _field(_KEY_FORMAT),
+            _field(b"https" if self.secure else b"http"),
+            _field(self.host),
+            _field(self.path),
+            _field(_encodeQuery(self.query)),
+            _field(b"".join(varyParts)),
+            _field(templateDigest),
+            _field(version.encode("utf-8")),
+        ]
+        digest = hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()
+        return (
+            _readable(self.host)
+            + b"|"
+            + _readable(self.path)
+            + b"|"
+            + digest.encode("ascii")
+        )
+
+
+def _declarations(vary: Sequence[str]) -> Tuple[Tuple[str, bytes], ...]:
+    declared = []
     for declaration in sorted(set(vary)):
         kind, separator, name = declaration.partition(":")
         if not separator or kind not in _VARY_KINDS or not name:
@@ -229,22 +407,87 @@ def _varyValues(request: Any, vary: Sequence[str]) -> List[bytes]:
                 f" not {declaration!r}"
             )
         rawName = name.encode("latin-1")
-        if kind == "header":
-            value: Optional[bytes] = request.getHeader(rawName)
-        elif kind == "cookie":
-            value = _cookie(request, rawName)
-        else:
-            args = request.args.get(rawName)
-            value = None if args is None else b"&".join(_field(a) for a in args)
-        values.append(_field(declaration.lower().encode("latin-1")))
-        values.append(b"-" if value is None else b"+" + _field(value))
-    return values
+        declared.append((declaration, rawName.lower() if kind == "header" else rawName))
+    return tuple(declared)
 
 
-def _field(value: bytes) -> bytes:
-    # Length-prefixed, so no choice of values can make two key inputs
-    # serialise the same.
-    return str(len(value)).encode("ascii") + b":" + value
+def _portOf(host: bytes, secure: bool) -> int:
+    # The port in a normalised host[:port], or the scheme's default.
+    if host.startswith(b"["):
+        rest = host[host.find(b"]") + 1 :]
+        port = rest[1:] if rest.startswith(b":") else b""
+    else:
+        port = host.rpartition(b":")[2] if b":" in host else b""
+    if port.isdigit() and int(port) < 65536:
+        return int(port)
+    return 443 if secure else 80
+
+
+def cacheInputs(
+    request: Any,
+    vary: Sequence[str] = (),
+    queryArgs: Optional[Iterable[str]] = None,
+    defaultHost: Optional[bytes] = None,
+) -> CacheInputs:
+    """
+    The L{CacheInputs} of C{request} for a page declaring C{vary} and
+    C{queryArgs} (see L{pageKey} for what they mean).
+
+    @raise UncacheableRequestError: the request repeats its Host header.
+    @raise ValueError: a declaration in C{vary} is not of a known kind.
+    """
+    declared = _declarations(vary)
+    secure = requestIsSecure(request)
+    hosts = request.requestHeaders.getRawHeaders(b"host")
+    if hosts is not None and len(hosts) != 1:
+        raise UncacheableRequestError("the request repeats its Host header")
+    if hosts:
+        host = normaliseHost(hosts[0], secure)
+        hostHeader: Optional[bytes] = host
+    else:
+        host = _hostOf(request, defaultHost, secure)
+        hostHeader = None
+    path, query = _splitURI(request)
+    allowed: Optional[FrozenSet[bytes]] = None
+    if queryArgs is not None:
+        allowed = frozenset(
+            [_argName(n) for n in queryArgs]
+            + [name for d, name in declared if d.startswith("arg:")]
+        )
+    headers = []
+    cookieNames = set()
+    for declaration, name in declared:
+        if declaration.startswith("header:"):
+            # Host is always part of the key, normalised; a declared
+            # Cookie header is the whole header, its lines joined as
+            # RFC 6265 joins them.
+            values = request.requestHeaders.getRawHeaders(name)
+            if values is not None and name != b"host":
+                joiner = b"; " if name == b"cookie" else b", "
+                headers.append((name, joiner.join(values)))
+        elif declaration.startswith("cookie:"):
+            cookieNames.add(name)
+    cookies: List[Tuple[bytes, bytes]] = []
+    if cookieNames:
+        seen = set()
+        for header in request.requestHeaders.getRawHeaders(b"cookie") or ():
+            for crumb in header.split(b";"):
+                name, separator, value = crumb.strip().partition(b"=")
+                if separator and name in cookieNames and name not in seen:
+                    seen.add(name)
+                    cookies.append((name, value))
+        cookies.sort()
+    return CacheInputs(
+        secure=secure,
+        host=host,
+        hostHeader=hostHeader,
+        port=_portOf(host, secure),
+        path=path,
+        query=_canonicalPairs(query, allowed),
+        headers=tuple(headers),
+        cookies=tuple(cookies),
+        vary=declared,
+    )
 
 
 def pageKey(
@@ -257,7 +500,7 @@ def pageKey(
 ) -> bytes:
     """
     The cache key for the page C{request} asks for (see the module
-    docstring for the layout).
+    docstring for the layout): the key of L{cacheInputs}.
 
     @param request: a twisted.web request (a C{DummyRequest} will do).
     @param vary: the declared inputs the page varies on, as
@@ -265,23 +508,12 @@ def pageKey(
         nothing undeclared enters the key. Header names are case-insensitive.
     @param version: the page's C{cacheVersion}.
     @param templateDigest: from L{templateDigest} over the page's template.
-    @param queryArgs: if given, only these query arguments enter the key,
-        the others are ignored (a defence against variant floods).
+    @param queryArgs: if given, only these query arguments (and those
+        declared with C{arg:}) enter the key; the others are ignored (a
+        defence against variant floods).
     @param defaultHost: the site's own C{host[:port]}, used when the request
         has no Host header; otherwise the address the request arrived on.
+    @raise UncacheableRequestError: the request repeats its Host header.
     """
-    secure = requestIsSecure(request)
-    host = _hostOf(request, defaultHost, secure)
-    path, query = _splitURI(request)
-    parts = [
-        _field(_KEY_FORMAT),
-        _field(b"https" if secure else b"http"),
-        _field(host),
-        _field(path),
-        _field(sortedQuery(query, queryArgs)),
-        _field(b"".join(_varyValues(request, vary))),
-        _field(templateDigest),
-        _field(version.encode("utf-8")),
-    ]
-    digest = hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()
-    return _readable(host) + b"|" + _readable(path) + b"|" + digest.encode("ascii")
+    inputs = cacheInputs(request, vary, queryArgs, defaultHost)
+    return inputs.key(version, templateDigest)

@@ -75,9 +75,10 @@ class CachedPage:
         L{RenderCache.invalidateTag}; see also L{cacheTagsFor}.
     @ivar cacheSessionCookies: cookie names (prefixes) that mark a request
         as having a session.
-    @ivar cacheHosts: if not C{None}, the Host values (C{host[:port]},
-        lower case) served from the cache; requests for others bypass it,
-        so a flood of made-up Host headers cannot fill the cache.
+    @ivar cacheHosts: if not C{None}, the Host values (C{host[:port]})
+        served from the cache, compared normalised (case, trailing dot,
+        default port: L{tlcache.keys.normaliseHost}); requests for others
+        bypass it, so a flood of made-up Host headers cannot fill the cache.
     @ivar cacheUncacheableTime: after a render that may not be stored (it
         set a cookie, used the session...), requests for the same key
         render uncached, each on its own, for this many seconds.
@@ -164,20 +165,7 @@ class CachedPage:
             return frozenset()
         return frozenset(n.strip().lower() for n in header.split(b","))
 
-    @property
-    def _cacheHeaderNames(self) -> Tuple[bytes, ...]:
-        return _declaredNames(tuple(self.cacheVary), "header")
-
-    @property
-    def _cacheCookieNames(self) -> Tuple[bytes, ...]:
-        return _declaredNames(tuple(self.cacheVary), "cookie")
-
     def _cacheBypass(self, request: Any) -> bool:
-        hosts = self.cacheHosts
-        if hosts is not None:
-            host = (request.getHeader(b"host") or b"").lower()
-            if host not in hosts:
-                return True
         if self.cacheVary:
             return False
         raw = rawHeaders(request.requestHeaders)
@@ -224,13 +212,3 @@ def _varyHeaderOf(vary: Tuple[str, ...]) -> Optional[bytes]:
     value = ", ".join(unique).encode("latin-1") if unique else None
     _varyHeaders[vary] = value
     return value
-
-
-def _declaredNames(vary: Tuple[str, ...], kind: str) -> Tuple[bytes, ...]:
-    found = []
-    for declaration in vary:
-        declaredKind, _, name = declaration.partition(":")
-        if declaredKind == kind:
-            raw = name.encode("latin-1")
-            found.append(raw.lower() if kind == "header" else raw)
-    return tuple(found)

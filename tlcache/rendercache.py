@@ -34,7 +34,15 @@ from tlcache._headers import (
 )
 from tlcache._loglimit import LogLimiter
 from tlcache._shadow import ShadowRequest
-from tlcache.keys import keyPrefix, pageKey, requestIsSecure, templateDigest
+from tlcache.keys import (
+    CacheInputs,
+    UncacheableRequestError,
+    cacheInputs,
+    keyPrefix,
+    normaliseHost,
+    requestIsSecure,
+    templateDigest,
+)
 from tlcache.nevow._web import copyRequestState, requestGone
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore, strongETag
 
@@ -314,7 +322,7 @@ class RenderCache:
             vary = page.cacheVaryHeader
             if vary is not None:
                 request.responseHeaders.addRawHeader(b"vary", vary)
-        key = None if page._cacheBypass(request) else page.cacheKey(request)
+        key = None if page._cacheBypass(request) else self._keyOf(page, request)
         if key is None or self._uncacheable.active(key):
             self._counters["bypasses"] += 1
             page._cacheStatus(request, b"BYPASS")
@@ -386,7 +394,7 @@ class RenderCache:
             if entry.isServableStale(now):
                 self._counters["staleHits"] += 1
                 if key not in self._flights and not self._retryAfter.active(key):
-                    self._startFlight(key, page, request, None, entry, False)
+                    self._startFlight(key, page, request, stale=entry)
                     self._counters["refreshes"] += 1
                 return self._serveEntry(page, request, entry, b"STALE", sync)
             if now >= entry.freshUntil + page.cacheStaleIfError:
@@ -397,10 +405,10 @@ class RenderCache:
             self._wait(flight, page, request)
             return NOT_DONE_YET
         if request.method == b"GET":
-            self._startFlight(key, page, request, request, entry, True)
+            self._startFlight(key, page, request, stale=entry, live=request)
         else:
             # HEAD: rendered as a GET (kept), answered from it when done.
-            self._startFlight(key, page, request, None, entry, False, request)
+            self._startFlight(key, page, request, stale=entry, waiting=request)
         return NOT_DONE_YET
 
     def _storeFailed(self, reason: Failure) -> None:
@@ -467,24 +475,29 @@ class RenderCache:
         key: bytes,
         page: Any,
         template: Any,
-        live: Any,
+        *,
         stale: Optional[CacheEntry],
-        isLive: bool,
+        live: Any = None,
         waiting: Any = None,
     ) -> _Flight:
+        """
+        Render C{page} for C{key} into a L{ShadowRequest} made from the
+        inputs of C{template} (the request that wants it). C{stale}: the
+        copy this render replaces, if any; C{live}: a client to stream the
+        render to as it is written; C{waiting}: a client to answer from the
+        stored copy when it is done.
+        """
         shadow = ShadowRequest(
             template,
+            self.inputsOf(page, template),
             self.clock,
-            keepHeaders=page._cacheHeaderNames,
-            keepCookies=page._cacheCookieNames,
-            queryArgs=page.cacheQueryArgs,
             maxBytes=self.maxEntryBytes,
         )
         flight = _Flight(
             key, page, shadow, self.clock.seconds(), stale, self._generation
         )
         self._flights[key] = flight
-        if isLive:
+        if live is not None:
             shadow.attach(live, lambda s: self._mayStream(flight, s), _validators)
             page._cacheStatus(live, b"MISS")
         if waiting is not None:
@@ -698,6 +711,31 @@ class RenderCache:
 
     # -- keys -------------------------------------------------------------
 
+    def _keyOf(self, page: Any, request: Any) -> Optional[bytes]:
+        # The key, or None to answer uncached: a request that repeats its
+        # Host (no single input to key on), or a host not in cacheHosts.
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        if hosts is not None and len(hosts) != 1:
+            return None
+        allowed = page.cacheHosts
+        if allowed is not None:
+            secure = requestIsSecure(request)
+            host = normaliseHost(hosts[0], secure) if hosts else None
+            if host not in {normaliseHost(h, secure) for h in allowed}:
+                return None
+        try:
+            key: Optional[bytes] = page.cacheKey(request)
+        except UncacheableRequestError:
+            return None
+        return key
+
+    def inputsOf(self, page: Any, request: Any) -> CacheInputs:
+        """
+        What of C{request} a render of C{page} for the cache sees, and its
+        default key is made from: see L{tlcache.keys.CacheInputs}.
+        """
+        return cacheInputs(request, page.cacheVary, page.cacheQueryArgs)
+
     def keyFor(self, page: Any, request: Any) -> bytes:
         """
         The default key of C{request}'s copy of C{page}: L{pageKey} over the
@@ -712,19 +750,14 @@ class RenderCache:
                 keys = self._keys
                 key = keys.get(memo)
                 if key is None:
-                    key = pageKey(
-                        request, version=page.cacheVersion, templateDigest=memo[3]
-                    )
+                    key = self.inputsOf(page, request).key(page.cacheVersion, memo[3])
                     if len(keys) >= self.maxUncacheableKeys:
                         keys.clear()
                     keys[memo] = key
                 return key
-        return pageKey(
-            request,
-            vary=page.cacheVary,
-            version=page.cacheVersion,
-            templateDigest=self.templateDigestOf(getattr(page, "docFactory", None)),
-            queryArgs=page.cacheQueryArgs,
+        return self.inputsOf(page, request).key(
+            page.cacheVersion,
+            self.templateDigestOf(getattr(page, "docFactory", None)),
         )
 
     def _keyMemo(self, page: Any, request: Any) -> Optional[Tuple[Any, ...]]:
@@ -734,11 +767,11 @@ class RenderCache:
         raw = rawHeaders(request.requestHeaders)
         if raw is not None:
             hosts = raw.get(HOST)
-            host = hosts[-1] if hosts else None
         else:
-            host = request.getHeader(b"host")
-        if host is None:
+            hosts = request.requestHeaders.getRawHeaders(b"host")
+        if not hosts or len(hosts) != 1:
             return None
+        host = hosts[0]
         return (
             request.uri,
             host,

@@ -1408,3 +1408,163 @@ class UnkeyedInputTests(CacheTestCase):
         self.assertEqual(clean.body, planted.body)
         self.assertEqual(clean.header(b"x-cache"), b"HIT")
         self.assertEqual(counter.renders, 1)
+
+
+class KeyRenderAgreementTests(CacheTestCase):
+    """
+    A cached render sees exactly the input its key was made from, however
+    the client spells it: repeated cookies, repeated headers, repeated or
+    oddly split query arguments, Host variants. Otherwise one request could
+    store a page rendered from one input under the key of another, and
+    everyone asking for that other is served it (cache poisoning).
+    """
+
+    def reflecting(self, **knobs: Any) -> SiteDriver:
+        counter = self.counter
+
+        class Reflects(Plain):
+            def render_GET(self, request: Any) -> bytes:
+                counter.renders += 1
+                cookies = [
+                    request.received_cookies.get(name) for name in (b"theme", b"lang")
+                ]
+                return repr(
+                    (
+                        cookies,
+                        request.getHeader(b"x-mode"),
+                        request.requestHeaders.getRawHeaders(b"x-mode"),
+                        sorted(request.args.items()),
+                        request.uri,
+                        request.getHeader(b"host"),
+                        request.prePathURL(),
+                    )
+                ).encode()
+
+        return self.driver(Reflects(self.cache, counter, **knobs))
+
+    def test_repeatedCookieInOneHeader(self) -> None:
+        """
+        C{Cookie: theme=blue; theme=PWNED} cannot store a page rendered
+        with C{PWNED} under the key of C{theme=blue}: the render sees the
+        value the key took, and only that one.
+        """
+        site = self.reflecting(cacheVary=("cookie:theme",))
+        attack = site.get(b"/t", headers={b"Cookie": b"theme=blue; theme=PWNED"})
+        victim = site.get(b"/t", headers={b"Cookie": b"theme=blue"})
+        self.assertNotIn(b"PWNED", attack.body)
+        self.assertNotIn(b"PWNED", victim.body)
+        self.assertIn(b"b'blue'", victim.body)
+
+    def test_repeatedCookieAcrossHeaders(self) -> None:
+        """
+        The same with the cookie repeated in two C{Cookie} headers.
+        """
+        site = self.reflecting(cacheVary=("cookie:theme",))
+        site.get(
+            b"/t", headerLines=[(b"Cookie", b"theme=blue"), (b"Cookie", b"theme=PWNED")]
+        )
+        victim = site.get(b"/t", headers={b"Cookie": b"theme=blue"})
+        self.assertNotIn(b"PWNED", victim.body)
+        self.assertIn(b"b'blue'", victim.body)
+
+    def test_repeatedDeclaredHeader(self) -> None:
+        """
+        A declared header sent twice is keyed and rendered as one value:
+        no copy made from a second line is served to those who sent only
+        the first.
+        """
+        site = self.reflecting(cacheVary=("header:X-Mode",))
+        site.get(b"/m", headerLines=[(b"X-Mode", b"dark"), (b"X-Mode", b"PWNED")])
+        victim = site.get(b"/m", headers={b"X-Mode": b"dark"})
+        self.assertNotIn(b"PWNED", victim.body)
+        twice = site.get(
+            b"/m", headerLines=[(b"X-Mode", b"dark"), (b"X-Mode", b"PWNED")]
+        )
+        # One value, whichever way the render reads it.
+        self.assertIn(b"b'dark, PWNED', [b'dark, PWNED']", twice.body)
+
+    def test_queryIsSplitAsTheRenderSplitsIt(self) -> None:
+        """
+        C{?a=1;b=<x>} and C{?a=1%3Bb%3D%3Cx%3E} are different requests to
+        twisted.web (it splits arguments on C{;} too), so they are
+        different pages: neither is served the other's render.
+        """
+        site = self.reflecting()
+        split = site.get(b"/q?a=1;b=%3Cx%3E")
+        whole = site.get(b"/q?a=1%3Bb%3D%3Cx%3E")
+        self.assertEqual(whole.header(b"x-cache"), b"MISS")
+        self.assertIn(b"(b'b', [b'<x>'])", split.body)
+        self.assertIn(b"(b'a', [b'1;b=<x>'])", whole.body)
+        self.assertEqual(self.counter.renders, 2)
+
+    def test_reorderedQueryRendersItsCanonicalForm(self) -> None:
+        """
+        Two spellings of one query share a key, so the render sees one
+        canonical spelling of it, whichever came first.
+        """
+        site = self.reflecting()
+        first = site.get(b"/q?b=2&a=1&a=0")
+        second = site.get(b"/q?a=1;a=0&b=2")
+        self.assertEqual(second.header(b"x-cache"), b"HIT")
+        self.assertIn(b"b'/q?a=1&a=0&b=2'", first.body)
+
+    def test_declaredArgumentIsSeenWithQueryArgs(self) -> None:
+        """
+        An argument declared with C{arg:} is part of the key and seen by
+        the render, even when C{cacheQueryArgs} names others only.
+        """
+        site = self.reflecting(cacheQueryArgs=("q",), cacheVary=("arg:page",))
+        two = site.get(b"/s?page=2&junk=1")
+        three = site.get(b"/s?page=3")
+        self.assertIn(b"(b'page', [b'2'])", two.body)
+        self.assertNotIn(b"junk", two.body)
+        self.assertIn(b"(b'page', [b'3'])", three.body)
+
+    def test_hostSpellingIsNormalisedForTheRender(self) -> None:
+        """
+        C{GOOD.EXAMPLE.:80} shares the key of C{good.example}, so the
+        render sees C{good.example}: its spelling cannot reach the links
+        others are served.
+        """
+        site = self.reflecting()
+        odd = site.get(b"/h", host=b"GOOD.EXAMPLE.:80")
+        plain = site.get(b"/h", host=b"good.example")
+        self.assertEqual(plain.header(b"x-cache"), b"HIT")
+        self.assertNotIn(b"GOOD", odd.body)
+        self.assertNotIn(b"good.example.", odd.body)
+        self.assertIn(b"b'good.example', b'http://good.example/'", odd.body)
+
+    def test_hostPortIsTheOneAskedFor(self) -> None:
+        """
+        The render's links name the port the client asked for (in Host),
+        not the socket it came in on, which is not part of the key.
+        """
+        site = self.reflecting()
+        response = site.get(b"/h", host=b"good.example:8443")
+        self.assertIn(b"b'http://good.example:8443/'", response.body)
+
+    def test_repeatedHostIsNotCached(self) -> None:
+        """
+        A request with two Host headers is answered uncached.
+        """
+        site = self.reflecting()
+        response = site.get(
+            b"/h",
+            host=None,
+            headerLines=[(b"Host", b"a.example"), (b"Host", b"b.example")],
+        )
+        self.assertEqual(response.header(b"x-cache"), b"BYPASS")
+        self.assertEqual(self.cache.stats()["entries"], 0)
+
+    def test_cacheHostsMatchNormalisedSpellings(self) -> None:
+        """
+        With C{cacheHosts}, a variant spelling of a listed host is that
+        host; an unlisted host bypasses the cache.
+        """
+        site = self.reflecting(cacheHosts=(b"good.example",))
+        odd = site.get(b"/h", host=b"Good.Example.:80")
+        plain = site.get(b"/h", host=b"good.example")
+        other = site.get(b"/h", host=b"evil.example")
+        self.assertEqual(odd.header(b"x-cache"), b"MISS")
+        self.assertEqual(plain.header(b"x-cache"), b"HIT")
+        self.assertEqual(other.header(b"x-cache"), b"BYPASS")

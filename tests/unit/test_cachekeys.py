@@ -7,14 +7,20 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import parse_qs
 from twisted.web.test.requesthelper import DummyRequest
 
 from tlcache.keys import (
+    UncacheableRequestError,
+    cacheInputs,
     familyOfKey,
     keyPrefix,
     normaliseHost,
     pageKey,
+    parseQuery,
     sortedQuery,
     templateDigest,
     variantFamily,
@@ -262,3 +268,90 @@ class KeyLayoutTests(SynchronousTestCase):
             pageKey(request(b"/p?a=" + b"x" * 10000)),
         )
         self.assertEqual(len(short), len(long_))
+
+
+_QUERY_BYTES = st.binary(max_size=40).map(
+    lambda raw: raw.replace(b"\x00", b"")
+) | st.text(alphabet="ab=&;+%2F3Bx <>", max_size=30).map(str.encode)
+
+
+class CacheInputsTests(SynchronousTestCase):
+    """
+    L{cacheInputs}: a request's inputs in the one form that both the key
+    and the cached render are made from.
+    """
+
+    @given(_QUERY_BYTES)
+    def test_queryParsedAsTwistedWebParsesIt(self, query: bytes) -> None:
+        """
+        L{parseQuery} reads any query as twisted.web's C{request.args}
+        does (C{;} separates arguments too, items without C{=} dropped).
+        """
+        grouped: Dict[bytes, list] = {}
+        for name, value in parseQuery(query):
+            grouped.setdefault(name, []).append(value)
+        self.assertEqual(grouped, parse_qs(query, 1))
+
+    @given(_QUERY_BYTES)
+    def test_canonicalQueryReadsBackTheSame(self, query: bytes) -> None:
+        """
+        The canonical query the render is given parses back to the very
+        arguments the key was made from, and is its own canonical form.
+        """
+        inputs = cacheInputs(request(b"/p?" + query))
+        again = cacheInputs(request(inputs.uri()))
+        self.assertEqual(again.query, inputs.query)
+        self.assertEqual(again.uri(), inputs.uri())
+        self.assertEqual(again.key(), inputs.key())
+
+    def test_semicolonSeparates(self) -> None:
+        """
+        C{?a=1;b=2} is two arguments, and not the page C{?a=1%3Bb%3D2}.
+        """
+        self.assertEqual(
+            cacheInputs(request(b"/p?a=1;b=2")).query, ((b"a", b"1"), (b"b", b"2"))
+        )
+        self.assertNotEqual(
+            pageKey(request(b"/p?a=1;b=2")), pageKey(request(b"/p?a=1%3Bb%3D2"))
+        )
+
+    def test_repeatedCookieTakesTheFirst(self) -> None:
+        """
+        A declared cookie sent twice is the first value, and the render's
+        Cookie header holds that one only.
+        """
+        req = request()
+        req.requestHeaders.setRawHeaders(
+            b"cookie", [b"theme=blue; x=1; theme=red", b"theme=green"]
+        )
+        inputs = cacheInputs(req, vary=("cookie:theme",))
+        self.assertEqual(inputs.cookies, ((b"theme", b"blue"),))
+        self.assertEqual(inputs.cookieHeader(), b"theme=blue")
+
+    def test_repeatedHeaderIsOneValue(self) -> None:
+        """
+        A declared header on two lines is one value, joined with a comma.
+        """
+        req = request()
+        req.requestHeaders.setRawHeaders(b"accept-language", [b"fr", b"de"])
+        inputs = cacheInputs(req, vary=("header:Accept-Language",))
+        self.assertEqual(inputs.headers, ((b"accept-language", b"fr, de"),))
+
+    def test_repeatedHostHasNoKey(self) -> None:
+        """
+        Two Host headers: no single host to key on.
+        """
+        req = request()
+        req.requestHeaders.setRawHeaders(b"host", [b"a.example", b"b.example"])
+        self.assertRaises(UncacheableRequestError, pageKey, req)
+
+    def test_hostNormalisedForTheRender(self) -> None:
+        """
+        The Host the render sees is the key's: lower case, no trailing dot,
+        no default port; the port asked for is known.
+        """
+        inputs = cacheInputs(request(host=b"GOOD.Example.:80"))
+        self.assertEqual(inputs.hostHeader, b"good.example")
+        self.assertEqual(inputs.port, 80)
+        self.assertEqual(cacheInputs(request(host=b"[::1]:8443")).port, 8443)
+        self.assertEqual(cacheInputs(request(host=b"x", secure=True)).port, 443)
