@@ -63,11 +63,13 @@ __all__ = [
     "BackendConfig",
     "BalancerConfig",
     "ConfigError",
+    "DEFAULT_BACKLOG",
     "HealthCheckConfig",
     "buildConfig",
     "describeSetting",
     "loadConfig",
     "parseSetting",
+    "withListenBacklog",
 ]
 
 ALGORITHMS = ("roundrobin", "leastconn", "source", "random")
@@ -488,6 +490,12 @@ class BalancerConfig:
         either way, so the smaller non-zero of this and C{serverTimeout}
         closes it (see L{warnings}).
     @ivar serverTimeout: the same for the backend side.
+    @ivar firstByteTimeout: seconds the backend has to send its first byte
+        once the client has sent something and gone quiet; 0 turns this off.
+        For protocols where the client speaks first (HTTP), it frees clients
+        of a backend that accepts connections but never answers (hung, or
+        stopped while its kernel still completes handshakes) well before the
+        idle timeout. Only the first byte of a connection is timed.
     @ivar retries: connect attempts after the first; the last one goes to
         another backend.
     @ivar failTimeout: seconds a backend marked down by a failed connect
@@ -542,15 +550,22 @@ class BalancerConfig:
         validator=_validateField,
         metadata=_setting("connect-timeout", _POSITIVE_SECONDS),
     )
+    # HAProxy's documentation puts "timeout server" at 30 to 50 seconds in
+    # practice and wants "timeout client" equal to it in TCP mode.
     clientTimeout: float = field(
-        default=300.0,
+        default=30.0,
         validator=_validateField,
         metadata=_setting("client-timeout", _SECONDS),
     )
     serverTimeout: float = field(
-        default=300.0,
+        default=30.0,
         validator=_validateField,
         metadata=_setting("server-timeout", _SECONDS),
+    )
+    firstByteTimeout: float = field(
+        default=0.0,
+        validator=_validateField,
+        metadata=_setting("first-byte-timeout", _SECONDS),
     )
     retries: int = field(
         default=3,
@@ -595,6 +610,15 @@ class BalancerConfig:
                 "hold a connection open forever; set a number of seconds to "
                 "bound them"
             )
+        idleLimits = [t for t in (self.clientTimeout, self.serverTimeout) if t > 0]
+        if self.firstByteTimeout and idleLimits:
+            idle = min(idleLimits)
+            if self.firstByteTimeout >= idle:
+                found.append(
+                    f"first-byte-timeout ({self.firstByteTimeout:g}s) is not "
+                    f"below the idle timeout ({idle:g}s): it has no effect; set "
+                    "it below client-timeout and server-timeout"
+                )
         if self.backends and all(b.weight == 0 for b in self.backends):
             found.append(
                 "every backend has weight 0: no new connection will be "
@@ -978,6 +1002,41 @@ _PARSE_ONLY = _ParseOnlyReactor()
 # otherwise only fail when listening or, worse, on every connection attempt.
 _SERVER_PORT_POSITION = {"tcp": 1, "tcp6": 1, "ssl": 1}
 _CLIENT_PORT_POSITION = {"tcp": 2, "ssl": 2, "tls": 2}
+
+#: The listen queue given to listeners whose endpoint string sets none:
+#: Twisted's own default of 50 overflows in a burst of connects, leaving
+#: clients whose handshake the kernel completed but nobody accepts (511 is
+#: the value nginx, Redis and Apache use; the kernel caps it at
+#: net.core.somaxconn).
+DEFAULT_BACKLOG = 511
+
+# Server endpoint types whose parsers take backlog=, and the wrappers that
+# pass every option they do not know on to the endpoint they wrap.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "unix", "ssl", "tls"})
+_WRAPPER_TYPES = frozenset({"tlsni", "tlproxy"})
+
+
+def withListenBacklog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """
+    The server endpoint string to listen with: C{description} with
+    C{backlog=BACKLOG} added, unless it sets a backlog itself or its type
+    takes none (C{systemd:} sockets come with the backlog systemd gave
+    them).
+
+    C{tcp:}, C{tcp6:}, C{unix:}, C{ssl:} and C{tls:} take a backlog, also
+    when wrapped in C{tlsni:} and C{tlproxy:}.
+    """
+    args, kwargs = _parse(description)
+    kinds = [str(arg).lower() for arg in args]
+    index = 0
+    while index < len(kinds) and kinds[index] in _WRAPPER_TYPES:
+        index += 1
+    if index == len(kinds) or kinds[index] not in _BACKLOG_TYPES:
+        return description
+    if "backlog" in kwargs:
+        return description
+    return unparseEndpoint(args, {**kwargs, "backlog": str(backlog)})
+
 
 # The tlsni: parser's own options (tlbalance.tls); the rest is the inner
 # endpoint.

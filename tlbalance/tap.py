@@ -171,6 +171,17 @@ class Options(usage.Options):
             _coerce("server-timeout"),
         ],
         [
+            "first-byte-timeout",
+            None,
+            None,
+            "Seconds a backend has to send its first byte once the client "
+            "has sent something and gone quiet; 0 turns this off. For "
+            "protocols where the client speaks first (HTTP), it frees clients "
+            "of a hung backend long before the idle timeout. "
+            f"[default: {_default(BalancerConfig, 'firstByteTimeout')}]",
+            _coerce("first-byte-timeout"),
+        ],
+        [
             "retries",
             None,
             None,
@@ -271,6 +282,7 @@ class Options(usage.Options):
                     "connect-timeout",
                     "client-timeout",
                     "server-timeout",
+                    "first-byte-timeout",
                     "retries",
                     "fail-timeout",
                     "drain-timeout",

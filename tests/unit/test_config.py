@@ -15,13 +15,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet.endpoints import _parse, _SystemdParser
+from twisted.internet.endpoints import _parse, _SystemdParser, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor
 from twisted.python.systemd import ListenFDs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import makeAuthority
 from tlbalance._endpoints import quoteEndpointArgument
 from tlbalance.config import (
+    DEFAULT_BACKLOG,
     BackendConfig,
     BalancerConfig,
     ConfigError,
@@ -30,6 +33,7 @@ from tlbalance.config import (
     describeSetting,
     loadConfig,
     parseSetting,
+    withListenBacklog,
 )
 
 LISTEN = ["tcp:8080"]
@@ -296,6 +300,7 @@ class BalancerConfigTests(SynchronousTestCase):
                 config.failTimeout,
                 config.drainTimeout,
                 config.pendingBufferBytes,
+                config.firstByteTimeout,
             ),
             (
                 "roundrobin",
@@ -304,14 +309,26 @@ class BalancerConfigTests(SynchronousTestCase):
                 (),
                 5.0,
                 5.0,
-                300.0,
-                300.0,
+                30.0,
+                30.0,
                 3,
                 10.0,
                 30.0,
                 262144,
+                0.0,
             ),
         )
+
+    def test_hungBackendDefault(self) -> None:
+        """
+        A backend that accepts but never answers holds a client for 30
+        seconds by default, as HAProxy's documented C{timeout server}
+        practice, not for five minutes; client and server timeouts are
+        equal, as HAProxy recommends for TCP.
+        """
+        config = self.config()
+        self.assertEqual(config.serverTimeout, 30.0)
+        self.assertEqual(config.clientTimeout, config.serverTimeout)
 
     def test_validatedWhenBuiltDirectly(self) -> None:
         """
@@ -330,6 +347,10 @@ class BalancerConfigTests(SynchronousTestCase):
             (
                 {"clientTimeout": -1},
                 "clientTimeout: expected a number of seconds >= 0, got -1",
+            ),
+            (
+                {"firstByteTimeout": -1},
+                "firstByteTimeout: expected a number of seconds >= 0, got -1",
             ),
             (
                 {"algorithm": "fastest"},
@@ -368,6 +389,24 @@ class BalancerConfigTests(SynchronousTestCase):
         )
         self.assertEqual(self.config(clientTimeout=0).warnings(), [])
         self.assertEqual(self.config(serverTimeout=0).warnings(), [])
+
+    def test_firstByteTimeoutAboveIdleWarns(self) -> None:
+        """
+        A first-byte timeout not below the idle timeout can never fire
+        first: it is allowed but warned about.
+        """
+        message = (
+            "first-byte-timeout (30s) is not below the idle timeout (30s): it "
+            "has no effect; set it below client-timeout and server-timeout"
+        )
+        self.assertEqual(self.config(firstByteTimeout=30).warnings(), [message])
+        self.assertEqual(self.config(firstByteTimeout=10).warnings(), [])
+        self.assertEqual(
+            self.config(
+                firstByteTimeout=30, clientTimeout=0, serverTimeout=60
+            ).warnings(),
+            [],
+        )
 
     def test_allWeightsZeroWarns(self) -> None:
         """
@@ -471,6 +510,7 @@ proxy-header-timeout = 3
 connect-timeout = 2.5
 client-timeout = 60
 server-timeout = 90
+first-byte-timeout = 20
 retries = 2
 fail-timeout = 15
 drain-timeout = 45
@@ -552,6 +592,7 @@ class FileTests(ConfigErrorAssertions):
                 connectTimeout=2.5,
                 clientTimeout=60.0,
                 serverTimeout=90.0,
+                firstByteTimeout=20.0,
                 retries=2,
                 failTimeout=15.0,
                 drainTimeout=45.0,
@@ -1501,3 +1542,70 @@ class SessionDaemonSettingTests(ConfigErrorAssertions):
             minimal(sessions=["unix:/a.sock", "unix:/a.sock"], secret_file=path),
             'sessions: "unix:/a.sock:mode=600" is given twice',
         )
+
+
+class ListenBacklogTests(SynchronousTestCase):
+    """
+    Listeners get a listen queue of L{DEFAULT_BACKLOG} unless their
+    endpoint string sets one: Twisted's default of 50 overflows in a burst
+    of connects.
+    """
+
+    def backlogOf(self, description: str) -> int:
+        """
+        The backlog a listener on C{withListenBacklog(description)} asks the
+        kernel for.
+        """
+        reactor = MemoryReactor()
+        endpoint = serverFromString(reactor, withListenBacklog(description))
+        endpoint.listen(Factory.forProtocol(Protocol))
+        if reactor.tcpServers:
+            backlog: int = reactor.tcpServers[0][2]
+        elif reactor.unixServers:
+            backlog = reactor.unixServers[0][2]
+        else:
+            backlog = reactor.sslServers[0][3]
+        return backlog
+
+    def test_default(self) -> None:
+        """
+        Every endpoint type that takes a backlog gets 511, also inside the
+        C{tlsni:} and C{tlproxy:} wrappers, and the rest of the string
+        keeps its meaning.
+        """
+        self.assertEqual(DEFAULT_BACKLOG, 511)
+        certificates = temporaryDirectory(self)
+        with open(os.path.join(certificates, "a.pem"), "wb") as f:
+            f.write(makeAuthority().issue("a.example.com").combinedPEM())
+        pem = writeFile(self, selfSignedPEM(), "server.pem")
+        socketPath = os.path.join(temporaryDirectory(self), "lb.sock")
+        for description in [
+            "tcp:8080",
+            r"tcp6:8080:interface=\:\:1",
+            f"unix:{socketPath}:mode=660",
+            f"ssl:8443:privateKey={quoteEndpointArgument(pem)}",
+            f"tls:{certificates}:port=8443",
+            f"tlsni:certdir={certificates}:tcp:8443",
+            "tlproxy:trusted=10.0.0.0/8:tcp:8080",
+            f"tlproxy:trusted=unix:tlsni:certdir={certificates}:unix:{socketPath}",
+        ]:
+            self.assertEqual(self.backlogOf(description), 511, description)
+
+    def test_given(self) -> None:
+        """
+        A backlog in the endpoint string is the user's choice and stays.
+        """
+        for description in [
+            "tcp:8080:backlog=1024",
+            "tlproxy:trusted=10.0.0.0/8:tcp:8080:backlog=1024",
+        ]:
+            self.assertEqual(withListenBacklog(description), description)
+            self.assertEqual(self.backlogOf(description), 1024, description)
+
+    def test_noBacklogOption(self) -> None:
+        """
+        A C{systemd:} socket arrives listening, with the backlog its
+        C{.socket} unit gave it: the string is left as it is.
+        """
+        description = "systemd:domain=INET:index=0"
+        self.assertEqual(withListenBacklog(description), description)

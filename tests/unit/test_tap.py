@@ -32,6 +32,7 @@ EVERY_OPTION = [
     "connect-timeout",
     "client-timeout",
     "server-timeout",
+    "first-byte-timeout",
     "retries",
     "fail-timeout",
     "drain-timeout",
@@ -133,6 +134,7 @@ class OptionsTests(SynchronousTestCase):
             (["--connect-timeout", "1.5"], lambda c: c.connectTimeout, 1.5),
             (["--client-timeout", "0"], lambda c: c.clientTimeout, 0.0),
             (["--server-timeout", "600"], lambda c: c.serverTimeout, 600.0),
+            (["--first-byte-timeout", "5"], lambda c: c.firstByteTimeout, 5.0),
             (["--retries", "0"], lambda c: c.retries, 0),
             (["--fail-timeout", "20"], lambda c: c.failTimeout, 20.0),
             (["--drain-timeout", "5"], lambda c: c.drainTimeout, 5.0),
@@ -382,7 +384,7 @@ class HelpTests(SynchronousTestCase):
         """
         text = " ".join(str(Options()).split())
         self.assertIn("An integer from 0 to 10.", text)
-        self.assertIn("[default: 300]. A number of seconds >= 0.", text)
+        self.assertIn("[default: 30]. A number of seconds >= 0.", text)
         self.assertIn(
             "Example: twistd -n tlbalance --listen tcp:8080 --backend 127.0.0.1:8081",
             text,
