@@ -1,7 +1,7 @@
 """
 Tests for L{tlsession.stores.memory}: the conformance suite, then what only
-the memory store does (limits with LRU eviction, the bounded sweep,
-observers, statistics).
+the memory store does (limits with segmented LRU eviction, the bounded
+sweep, observers, statistics).
 """
 
 from __future__ import annotations
@@ -317,7 +317,12 @@ class MemoryStoreTests(SynchronousTestCase):
             {
                 "sessions": 1,
                 "bytes": 0,
+                "protected": 0,
                 "evictions": 0,
+                "evictedNew": 0,
+                "evictedReturning": 0,
+                "promotions": 1,
+                "demotions": 0,
                 "expired": 0,
                 "creates": 2,
                 "loads": 1,
@@ -344,3 +349,184 @@ class MemoryStoreTests(SynchronousTestCase):
         )
         self.clock.advance(50)
         self.assertIsNone(self.load(store, rotated.sessionID))
+
+
+class SegmentedEvictionTests(SynchronousTestCase):
+    """
+    Eviction takes sessions never used since their creation first, so a
+    flood of one-shot sessions (cookie-less requests that each store
+    something) evicts other one-shot sessions, not users who came back.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+
+    def store(self, **kwargs: object) -> MemorySessionStore:
+        """
+        A store on the test's clock.
+        """
+        store = MemorySessionStore(self.clock, **kwargs)  # type: ignore[arg-type]
+        self.addCleanup(store.stopSweeping)
+        return store
+
+    def create(self, store: MemorySessionStore, data: bytes = b"") -> SessionRecord:
+        """
+        Create a session holding C{data}.
+        """
+        return self.successResultOf(store.create(data))
+
+    def load(
+        self, store: MemorySessionStore, sessionID: str
+    ) -> Optional[SessionRecord]:
+        """
+        Load C{sessionID}.
+        """
+        return self.successResultOf(store.load(sessionID))
+
+    def flood(self, store: MemorySessionStore, count: int, seconds: float) -> None:
+        """
+        Create C{count} one-shot sessions over C{seconds}.
+        """
+        for _ in range(count):
+            self.clock.advance(seconds / count)
+            self.create(store, b'{"csrf":"x"}')
+
+    def test_returningSessionSurvivesFloodOfNewOnes(self) -> None:
+        """
+        A session saved by a second request survives ten times the limit of
+        one-shot creates, while a session made just before the flood, and
+        never used again, is evicted by it. Only new sessions are counted as
+        evicted.
+        """
+        store = self.store(maxSessions=200)
+        signedIn = self.create(store, b'{"user":"alice"}')
+        self.clock.advance(5)
+        self.successResultOf(store.save(signedIn.sessionID, 1, b'{"user":"alice!"}'))
+        fresh = self.create(store)
+        self.flood(store, 10 * 200, 0.8)
+        loaded = self.load(store, signedIn.sessionID)
+        assert loaded is not None
+        self.assertEqual(loaded.data, b'{"user":"alice!"}')
+        self.assertIsNone(self.load(store, fresh.sessionID))
+        stats = store.stats()
+        self.assertEqual(
+            (
+                stats["sessions"],
+                stats["evictions"],
+                stats["evictedNew"],
+                stats["evictedReturning"],
+            ),
+            (200, 1802, 1802, 0),
+        )
+
+    def test_everyKindOfUseCounts(self) -> None:
+        """
+        A load, save, touch or rotation after the create makes a session a
+        returning one: each survives the flood.
+        """
+        store = self.store(maxSessions=50)
+        loaded, saved, touched, rotated = (self.create(store) for _ in range(4))
+        self.clock.advance(1)
+        self.load(store, loaded.sessionID)
+        self.successResultOf(store.save(saved.sessionID, 1, b"x"))
+        self.successResultOf(store.touch(touched.sessionID))
+        moved = self.successResultOf(store.rotate(rotated.sessionID))
+        self.assertEqual(store.stats()["promotions"], 4)
+        self.flood(store, 500, 1.0)
+        for record in (loaded, saved, touched, moved):
+            self.assertIsNotNone(self.load(store, record.sessionID))
+
+    def test_returningShareIsBounded(self) -> None:
+        """
+        Returning sessions keep at most 80% of C{maxSessions}: past it the
+        least recently used of them go back among the new sessions (and
+        are evicted first from there), so a new user always has a fifth of
+        the room to come back in.
+        """
+        store = self.store(maxSessions=10)
+        records = [self.create(store) for _ in range(10)]
+        for record in records:
+            self.load(store, record.sessionID)
+        stats = store.stats()
+        self.assertEqual((stats["protected"], stats["demotions"]), (8, 2))
+        heard = Recorder()
+        store.addObserver(heard)
+        newcomers = [self.create(store) for _ in range(3)]
+        self.assertEqual(
+            heard.calls,
+            [
+                (records[0].sessionID, None),
+                (records[1].sessionID, None),
+                (newcomers[0].sessionID, None),
+            ],
+        )
+        stats = store.stats()
+        self.assertEqual((stats["evictedReturning"], stats["evictedNew"]), (2, 1))
+        for record in records[2:] + newcomers[1:]:
+            self.assertIsNotNone(self.load(store, record.sessionID))
+
+    def test_returningShareOfBytes(self) -> None:
+        """
+        The bound holds for bytes too: a flood of new sessions evicts new
+        sessions only, however large the returning ones are.
+        """
+        store = self.store(maxBytes=1000, maxValueBytes=500)
+        big = self.create(store, b"b" * 400)
+        other = self.create(store, b"o" * 300)
+        for record in (big, other):
+            self.load(store, record.sessionID)
+        for _ in range(50):
+            self.create(store, b"n" * 100)
+        self.assertEqual(self.load(store, big.sessionID).data, b"b" * 400)
+        self.assertEqual(self.load(store, other.sessionID).data, b"o" * 300)
+        self.assertLessEqual(store.stats()["bytes"], 1000)
+
+    def test_createKeepsItsOwnSession(self) -> None:
+        """
+        When returning sessions fill their share and a large new session
+        does not fit next to them, a returning session makes room: a create
+        never evicts the session it creates.
+        """
+        store = self.store(maxBytes=1000, maxValueBytes=500)
+        first = self.create(store, b"1" * 400)
+        second = self.create(store, b"2" * 400)
+        for record in (first, second):
+            self.load(store, record.sessionID)
+        large = self.create(store, b"L" * 500)
+        self.assertEqual(self.load(store, large.sessionID).data, b"L" * 500)
+        self.assertIsNone(self.load(store, first.sessionID))
+        self.assertIsNotNone(self.load(store, second.sessionID))
+        self.assertEqual(store.stats()["evictedReturning"], 1)
+
+    def test_floodOfReturningSessions(self) -> None:
+        """
+        The bound: sessions each used twice are returning sessions too. A
+        returning session outlives C{maxSessions - 1} of them used after
+        it, and is evicted by the next one, as with plain LRU.
+        """
+        store = self.store(maxSessions=100)
+        signedIn = self.create(store)
+        self.load(store, signedIn.sessionID)
+        heard = Recorder()
+        store.addObserver(heard)
+
+        def returning() -> None:
+            record = self.create(store)
+            self.load(store, record.sessionID)
+
+        for _ in range(99):
+            returning()
+        self.assertNotIn((signedIn.sessionID, None), heard.calls)
+        returning()
+        self.assertEqual(heard.calls, [(signedIn.sessionID, None)])
+        self.assertEqual(store.stats()["evictedReturning"], 1)
+
+    def test_protectedShareChecked(self) -> None:
+        """
+        The returning share must be a fraction between 0 and 1.
+        """
+        for bad in [0, 1, 1.5, -0.2, float("nan")]:
+            self.assertRaises(
+                ValueError, MemorySessionStore, self.clock, protectedShare=bad
+            )

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.unit.test_memorystore -*-
 """
 The in-memory session store: the default for one process, and the heart of
-the session daemon. Bounded in sessions and bytes (least recently used
-sessions are evicted, and counted), expired on every read, and swept
-incrementally with bounded work per tick.
+the session daemon. Bounded in sessions and bytes by a segmented LRU (new
+sessions are evicted before sessions used again since their creation),
+expired on every read, and swept incrementally with bounded work per tick.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ SessionObserver = Callable[[str, Optional[int]], None]
 # (reads enforce expiry to the second regardless).
 _MAX_BUCKETS = 4096
 
+# The share of the limits that returning sessions (used again after their
+# creation) may hold, as in SLRU: the rest keeps room for new sessions to
+# come back in.
+_PROTECTED_SHARE = 0.8
+
 # Every create reclaims up to this many expired sessions, so a store whose
 # sweep was never started still gives back the memory of the sessions
 # that expired.
@@ -56,6 +61,10 @@ _COUNTERS = (
     "rotations",
     "touches",
     "evictions",
+    "evictedNew",
+    "evictedReturning",
+    "promotions",
+    "demotions",
     "expired",
 )
 
@@ -73,6 +82,10 @@ class _Entry:
     lastSeen: float
     idleTimeout: float
     bucket: Optional[int] = None
+    #: In the protected segment (a returning session) rather than probation.
+    protected: bool = False
+    #: Used again since its creation, at any time (even if demoted since).
+    returning: bool = False
 
     def expiresAt(self, absoluteTimeout: float) -> float:
         return min(self.lastSeen + self.idleTimeout, self.created + absoluteTimeout)
@@ -91,7 +104,17 @@ class _Entry:
 @implementer(ISessionStore)
 class MemorySessionStore(Service):
     """
-    Sessions in a dictionary of this process, in least-recently-used order.
+    Sessions in a dictionary of this process, evicted by a segmented LRU.
+
+    A new session starts in the I{probation} segment. A later load, save,
+    touch or rotation makes it a I{returning} session and moves it to the
+    I{protected} segment. When a limit is reached, the least recently used
+    session of probation is evicted; only when probation is empty is the
+    least recently used protected session. Protected sessions may hold at
+    most C{protectedShare} of each limit: past it, the least recently used
+    go back to probation (as its most recently used). So a flood of new
+    sessions evicts new sessions, and a new session always has the rest of
+    the room to be used again in.
 
     Every method returns an already-fired L{Deferred}. As an
     L{twisted.application.service.IService}, the store sweeps expired
@@ -101,10 +124,11 @@ class MemorySessionStore(Service):
     @ivar idleTimeout: default seconds of inactivity before a session ends.
     @ivar absoluteTimeout: seconds after creation when any session ends.
     @ivar maxValueBytes: the largest session data accepted.
-    @ivar maxSessions: sessions kept before the least recently used is
+    @ivar maxSessions: sessions kept before one is evicted.
+    @ivar maxBytes: total bytes of session data kept before sessions are
         evicted.
-    @ivar maxBytes: total bytes of session data kept before the least
-        recently used sessions are evicted.
+    @ivar protectedShare: the share of C{maxSessions} and C{maxBytes} that
+        returning sessions may hold.
     """
 
     log = Logger()
@@ -119,13 +143,15 @@ class MemorySessionStore(Service):
         maxBytes: int = 256 * 2**20,
         sweepInterval: float = 1.0,
         sweepBatch: int = 1000,
+        protectedShare: float = _PROTECTED_SHARE,
     ) -> None:
         """
         @param clock: the time source for every timestamp and the sweep.
         @param sweepInterval: seconds between two sweep ticks.
         @param sweepBatch: the most expired sessions one tick removes.
-        @raise ValueError: for a limit that is not positive, or a
-            C{maxValueBytes} larger than C{maxBytes}.
+        @raise ValueError: for a limit that is not positive, a
+            C{maxValueBytes} larger than C{maxBytes}, or a
+            C{protectedShare} not strictly between 0 and 1.
         """
         for name, value in [
             ("idleTimeout", idleTimeout),
@@ -142,6 +168,10 @@ class MemorySessionStore(Service):
             raise ValueError(
                 f"maxValueBytes ({maxValueBytes}) cannot exceed maxBytes ({maxBytes})"
             )
+        if not 0 < protectedShare < 1:
+            raise ValueError(
+                f"protectedShare must be between 0 and 1, not {protectedShare!r}"
+            )
         self.clock = clock
         self.idleTimeout = float(idleTimeout)
         self.absoluteTimeout = float(absoluteTimeout)
@@ -150,8 +180,14 @@ class MemorySessionStore(Service):
         self.maxBytes = maxBytes
         self.sweepInterval = sweepInterval
         self.sweepBatch = sweepBatch
-        self._sessions: OrderedDict[str, _Entry] = OrderedDict()
+        self.protectedShare = protectedShare
+        self._protectedMaxSessions = int(maxSessions * protectedShare)
+        self._protectedMaxBytes = int(maxBytes * protectedShare)
+        # Each session is in exactly one segment, least recently used first.
+        self._probation: OrderedDict[str, _Entry] = OrderedDict()
+        self._protected: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
+        self._protectedBytes = 0
         self._bucketWidth = max(1.0, self.absoluteTimeout / _MAX_BUCKETS)
         self._buckets: Dict[int, Dict[str, None]] = {}
         self._bucketOrder: List[int] = []
@@ -174,15 +210,15 @@ class MemorySessionStore(Service):
             return fail(e)
         self._sweepDue(_CREATE_SWEEP)
         sessionID = newSessionID()
-        while sessionID in self._sessions:  # pragma: no cover - 2**-256
+        while self._find(sessionID) is not None:  # pragma: no cover - 2**-256
             sessionID = newSessionID()
         now = self.clock.seconds()
         entry = _Entry(sessionID, 1, data, now, now, idle)
-        self._sessions[sessionID] = entry
+        self._probation[sessionID] = entry
         self._bytes += len(data)
         self._file(entry)
         self._counters["creates"] += 1
-        self._makeRoom()
+        self._makeRoom(entry)
         return succeed(entry.record())
 
     def load(self, sessionID: str) -> Deferred[Optional[SessionRecord]]:
@@ -193,7 +229,7 @@ class MemorySessionStore(Service):
         entry = self._live(sessionID)
         if entry is None:
             return succeed(None)
-        self._sessions.move_to_end(sessionID)
+        self._used(entry)
         return succeed(entry.record())
 
     def save(
@@ -220,15 +256,18 @@ class MemorySessionStore(Service):
         if entry.version != expectedVersion:
             self._counters["conflicts"] += 1
             return fail(ConflictError(sessionID, expectedVersion, entry.version))
-        self._bytes += len(data) - len(entry.data)
+        growth = len(data) - len(entry.data)
+        self._bytes += growth
+        if entry.protected:
+            self._protectedBytes += growth
         entry.data = data
         entry.version += 1
         entry.idleTimeout = idle
         entry.lastSeen = self.clock.seconds()
         self._file(entry)
-        self._sessions.move_to_end(sessionID)
+        self._used(entry)
         self._counters["saves"] += 1
-        self._makeRoom()
+        self._makeRoom(entry)
         self._notify(sessionID, entry.version)
         return succeed(entry.version)
 
@@ -241,7 +280,7 @@ class MemorySessionStore(Service):
             return fail(SessionGoneError(sessionID))
         entry.lastSeen = self.clock.seconds()
         self._file(entry)
-        self._sessions.move_to_end(sessionID)
+        self._used(entry)
         self._counters["touches"] += 1
         return succeed(None)
 
@@ -255,15 +294,23 @@ class MemorySessionStore(Service):
         entry = self._live(sessionID)
         if entry is None:
             return fail(SessionGoneError(sessionID))
+        wasProtected = entry.protected
         self._remove(entry)
         newID = newSessionID()
-        while newID in self._sessions:  # pragma: no cover - 2**-256
+        while self._find(newID) is not None:  # pragma: no cover - 2**-256
             newID = newSessionID()
         entry.sessionID = newID
         entry.lastSeen = self.clock.seconds()
-        self._sessions[newID] = entry
+        # Same segment and place as a use of the old identifier would give.
+        if wasProtected:
+            self._protected[newID] = entry
+            self._protectedBytes += len(entry.data)
+            entry.protected = True
+        else:
+            self._probation[newID] = entry
         self._bytes += len(entry.data)
         self._file(entry)
+        self._used(entry)
         self._counters["rotations"] += 1
         self._notify(sessionID, None)
         return succeed(entry.record())
@@ -273,7 +320,7 @@ class MemorySessionStore(Service):
         Remove a session; a missing one is fine.
         """
         self._counters["deletes"] += 1
-        entry = self._sessions.get(sessionID) if isinstance(sessionID, str) else None
+        entry = self._find(sessionID) if isinstance(sessionID, str) else None
         if entry is not None:
             self._remove(entry)
             self._notify(sessionID, None)
@@ -302,13 +349,22 @@ class MemorySessionStore(Service):
         """
         The store's size and counters since it was made.
 
-        @return: C{sessions} and C{bytes} held now; C{evictions} (sessions
-            dropped to respect the limits) and C{expired} (sessions found
-            or swept past their timeouts); and the operation counts
-            C{creates}, C{loads}, C{saves}, C{conflicts}, C{deletes},
-            C{rotations} and C{touches}.
+        @return: C{sessions} and C{bytes} held now, and C{protected}, the
+            sessions in the protected segment; C{evictions} (sessions
+            dropped to respect the limits), split into C{evictedNew} (never
+            used since their creation) and C{evictedReturning} (used again
+            at some point: in the protected segment, or demoted from it);
+            C{promotions} (to the protected segment) and C{demotions} (back
+            to probation, when protected sessions are over their share);
+            C{expired} (sessions found or swept past their timeouts); and
+            the operation counts C{creates}, C{loads}, C{saves},
+            C{conflicts}, C{deletes}, C{rotations} and C{touches}.
         """
-        result = {"sessions": len(self._sessions), "bytes": self._bytes}
+        result = {
+            "sessions": len(self._probation) + len(self._protected),
+            "bytes": self._bytes,
+            "protected": len(self._protected),
+        }
         result.update(self._counters)
         return result
 
@@ -377,7 +433,7 @@ class MemorySessionStore(Service):
         """
         if not isWellFormedSessionID(sessionID):
             return None
-        entry = self._sessions.get(sessionID)
+        entry = self._find(sessionID)
         if entry is None:
             return None
         if self.clock.seconds() >= entry.expiresAt(self.absoluteTimeout):
@@ -390,8 +446,42 @@ class MemorySessionStore(Service):
         self._counters["expired"] += 1
         self._notify(entry.sessionID, None)
 
+    def _find(self, sessionID: str) -> Optional[_Entry]:
+        entry = self._protected.get(sessionID)
+        if entry is None:
+            entry = self._probation.get(sessionID)
+        return entry
+
+    def _used(self, entry: _Entry) -> None:
+        """
+        C{entry} was used after its creation: make it the most recently used
+        protected session, then keep the protected segment within its share.
+        """
+        if entry.protected:
+            self._protected.move_to_end(entry.sessionID)
+        else:
+            del self._probation[entry.sessionID]
+            self._protected[entry.sessionID] = entry
+            self._protectedBytes += len(entry.data)
+            entry.protected = entry.returning = True
+            self._counters["promotions"] += 1
+        while (
+            len(self._protected) > self._protectedMaxSessions
+            or self._protectedBytes > self._protectedMaxBytes
+        ):
+            sessionID, demoted = self._protected.popitem(last=False)
+            self._protectedBytes -= len(demoted.data)
+            demoted.protected = False
+            self._probation[sessionID] = demoted
+            self._counters["demotions"] += 1
+
     def _remove(self, entry: _Entry) -> None:
-        del self._sessions[entry.sessionID]
+        if entry.protected:
+            del self._protected[entry.sessionID]
+            self._protectedBytes -= len(entry.data)
+            entry.protected = False
+        else:
+            del self._probation[entry.sessionID]
         self._bytes -= len(entry.data)
         if entry.bucket is not None:
             bucket = self._buckets.get(entry.bucket)
@@ -432,7 +522,9 @@ class MemorySessionStore(Service):
             bucket = self._buckets[key]
             while bucket and removed < limit:
                 sessionID = next(iter(bucket))
-                entry = self._sessions[sessionID]
+                found = self._find(sessionID)
+                assert found is not None, "a filed session is stored"
+                entry = found
                 if now >= entry.expiresAt(self.absoluteTimeout):
                     self._expire(entry)
                     removed += 1
@@ -443,23 +535,34 @@ class MemorySessionStore(Service):
                 del self._buckets[key]
         return removed
 
-    def _makeRoom(self) -> None:
+    def _overLimits(self) -> bool:
+        return (
+            len(self._probation) + len(self._protected) > self.maxSessions
+            or self._bytes > self.maxBytes
+        )
+
+    def _makeRoom(self, keep: _Entry) -> None:
         """
-        Evict the least recently used sessions until both limits hold,
-        reclaiming expired sessions first.
+        Evict sessions until both limits hold, reclaiming expired sessions
+        first: the least recently used of probation, and only when probation
+        holds nothing but C{keep} (the session just created or saved, which
+        fits on its own), the least recently used protected session.
         """
-        if len(self._sessions) <= self.maxSessions and self._bytes <= self.maxBytes:
+        if not self._overLimits():
             return
         self._sweepDue(self.sweepBatch)
         now = self.clock.seconds()
-        while len(self._sessions) > self.maxSessions or self._bytes > self.maxBytes:
-            entry = next(iter(self._sessions.values()))
+        while self._overLimits():
+            entry = next(iter(self._probation.values()), None)
+            if entry is None or entry is keep:
+                entry = next(iter(self._protected.values()))
             if now >= entry.expiresAt(self.absoluteTimeout):
                 # Expired but not yet swept (the sweep runs a bucket late).
                 self._expire(entry)
                 continue
             self._remove(entry)
             self._counters["evictions"] += 1
+            self._counters["evictedReturning" if entry.returning else "evictedNew"] += 1
             self._notify(entry.sessionID, None)
 
     def _notify(self, sessionID: str, version: Optional[int]) -> None:
