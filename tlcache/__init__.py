@@ -1,5 +1,5 @@
 """
-tlcache: a render cache for Nevow-style pages, built on C{tlcache.nevow}.
+tlcache: a render cache for Nevow-style pages, built on C{tlcache.nevow}::
 
     from tlcache import CachedPage
 

@@ -268,7 +268,8 @@ class MemoryCacheStore:
 
     def getNow(self, key: bytes) -> Optional[CacheEntry]:
         """
-        L{get} without the L{Deferred}, for callers on the hot path that
+        L{get} without the L{Deferred<twisted.internet.defer.Deferred>}, for callers on
+        the hot path that
         know this store answers at once.
         """
         now = self.clock.seconds()

@@ -39,7 +39,8 @@ def convertToData(data: Any, context: WebContext) -> Any:
     """
     Resolve C{data} the way a C{data} special is resolved in C{context}.
 
-    @return: the value, or a L{Deferred} firing with it.
+    @return: the value, or a L{Deferred<twisted.internet.defer.Deferred>} firing with
+        it.
     """
     return resolveData(data, context)
 

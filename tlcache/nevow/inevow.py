@@ -44,8 +44,10 @@ class IResource(Interface):
         """
         Find the child for the first of C{segments} (a tuple of C{str}).
 
-        @return: C{(child, remainingSegments)}, or a L{Deferred} firing with
-            it; the child may itself be a L{Deferred}, and C{(None, ())}
+        @return: C{(child, remainingSegments)}, or a
+            L{Deferred<twisted.internet.defer.Deferred>} firing with
+            it; the child may itself be a L{Deferred<twisted.internet.defer.Deferred>},
+            and C{(None, ())}
             (L{rend.NotFound}) means there is none. A child may consume more
             than one segment.
         """
@@ -55,7 +57,8 @@ class IResource(Interface):
         Render the response.
 
         @return: C{str} or C{bytes} to write, another resource to render
-            instead, or a L{Deferred} firing with one of those.
+            instead, or a L{Deferred<twisted.internet.defer.Deferred>} firing with one
+            of those.
         """
 
 
@@ -109,7 +112,8 @@ class IGettable(Interface):
 
     def get(ctx: Any) -> Any:
         """
-        Return the value (or a L{Deferred} firing with it).
+        Return the value (or a L{Deferred<twisted.internet.defer.Deferred>} firing with
+        it).
         """
 
 
@@ -199,7 +203,8 @@ class IFragmentCache(Interface):
     def bytesFor(node: Any, ctx: Any) -> Any:
         """
         Return the fragment C{node}'s bytes (already escaped markup) as they
-        are cached, or a L{Deferred} firing with them once rendered. C{ctx}
+        are cached, or a L{Deferred<twisted.internet.defer.Deferred>} firing with them
+        once rendered. C{ctx}
         is where the node appears in the page.
         """
 

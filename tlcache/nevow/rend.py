@@ -270,7 +270,8 @@ class ChildLookupMixin:
         """
         The child for C{segments[0]}, looked up in order in the C{children}
         dict, as a C{child_<name>} attribute (a resource) or method (called
-        with C{ctx}; it may return a L{Deferred}), and through
+        with C{ctx}; it may return a L{Deferred<twisted.internet.defer.Deferred>}), and
+        through
         C{childFactory(ctx, name)}.
 
         @return: C{(child, segments[1:])}, or L{NotFound}.
@@ -329,9 +330,9 @@ class Page(_web.WebResourceMixin, Fragment, ChildLookupMixin):
         completely before any of it is written, so that a failure anywhere
         becomes a clean 500 response.
     @ivar beforeRender: a method called with the context before rendering
-        (it may return a L{Deferred}).
+        (it may return a L{Deferred<twisted.internet.defer.Deferred>}).
     @ivar afterRender: a method called with the context after the page was
-        written (it may return a L{Deferred}).
+        written (it may return a L{Deferred<twisted.internet.defer.Deferred>}).
     """
 
     buffered = False
@@ -343,7 +344,8 @@ class Page(_web.WebResourceMixin, Fragment, ChildLookupMixin):
         """
         Render this page for the request in C{ctx} and write it.
 
-        @return: C{b""} (the page is already written), or a L{Deferred}
+        @return: C{b""} (the page is already written), or a
+            L{Deferred<twisted.internet.defer.Deferred>}
             firing with it.
         """
         if self.beforeRender is not None:
@@ -393,7 +395,8 @@ class Page(_web.WebResourceMixin, Fragment, ChildLookupMixin):
         """
         Render this page outside of a request (below C{ctx} if given).
 
-        @return: L{Deferred} firing with the page as UTF-8 bytes.
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing with the page as
+            UTF-8 bytes.
         """
         try:
             doc, wovenContext = self._renderContext(ctx)
@@ -405,7 +408,8 @@ class Page(_web.WebResourceMixin, Fragment, ChildLookupMixin):
         """
         Render this page now, outside of a request.
 
-        @raise SynchronousRenderError: rendering needs a L{Deferred} that has
+        @raise SynchronousRenderError: rendering needs a
+            L{Deferred<twisted.internet.defer.Deferred>} that has
             not fired.
         """
         doc, wovenContext = self._renderContext(ctx)

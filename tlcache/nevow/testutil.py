@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_nevow_site -*-
 """
 Helpers for testing pages without sockets: a real twisted.web site, fed
-an HTTP request over an in-memory transport.
+an HTTP request over an in-memory transport::
 
     exchange = sendRequest(NevowSite(MyPage()), b"/child?x=1")
     response = exchange.response()
