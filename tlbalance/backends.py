@@ -125,7 +125,11 @@ class Backend:
     @ivar admin: what the operator allows.
     @ivar active: connections (including connect attempts) now open.
     @ivar total: connections started since the balancer started.
-    @ivar connectFailures: failed connect attempts.
+    @ivar connectFailures: failed connect attempts (the balancer's own
+        resource errors, such as running out of file descriptors, are not
+        counted: they say nothing about the backend).
+    @ivar firstByteTimeouts: connections closed because this backend sent
+        nothing within the first-byte timeout of the client's request.
     @ivar bytesIn: bytes relayed from clients to this backend.
     @ivar bytesOut: bytes relayed from this backend to clients.
     @ivar lastStateChange: the clock's time of the last health or admin
@@ -149,6 +153,7 @@ class Backend:
     active: int = 0
     total: int = 0
     connectFailures: int = 0
+    firstByteTimeouts: int = 0
     bytesIn: int = 0
     bytesOut: int = 0
     lastStateChange: float = field()
@@ -318,6 +323,7 @@ class Backend:
             "active": self.active,
             "total": self.total,
             "connectFailures": self.connectFailures,
+            "firstByteTimeouts": self.firstByteTimeouts,
             "bytesIn": self.bytesIn,
             "bytesOut": self.bytesOut,
             "lastStateChange": self.lastStateChange,

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from tlbalance import proxyprotocol
 from tlbalance.backends import Backend
+from tlbalance.localerrors import LocalErrors, describeErrno, localErrno
 
 if TYPE_CHECKING:
     from tlbalance.config import HealthCheckConfig
@@ -60,12 +61,16 @@ class CheckResult:
         C{"HTTP status 200"}.
     @ivar started: the clock's time when the check began.
     @ivar duration: seconds the check took.
+    @ivar local: the check could not run for a reason on the balancer's
+        side (out of file descriptors, memory, local ports); it counts
+        neither for nor against the backend.
     """
 
     ok: bool
     reason: str
     started: float
     duration: float
+    local: bool = False
 
 
 def hostHeaderFor(endpoint: str) -> str:
@@ -248,7 +253,7 @@ class _CheckAttempt:
         try:
             connecting = connect(_CheckFactory(self), preamble)
         except Exception:
-            self.finish(False, describeConnectFailure(Failure()))
+            self._connectFailed(Failure())
             return
         self.connecting = connecting
         connecting.addCallbacks(self._connected, self._connectFailed)
@@ -265,7 +270,11 @@ class _CheckAttempt:
     def _connectFailed(self, reason: Failure) -> None:
         self.connecting = None
         if not self.finished:
-            self.finish(False, describeConnectFailure(reason))
+            number = localErrno(reason)
+            if number is not None:
+                self.finish(False, f"local error: {describeErrno(number)}", number)
+            else:
+                self.finish(False, describeConnectFailure(reason))
         elif not reason.check(CancelledError):
             # Our own cancel is expected; anything else came too late to count.
             log.debug(
@@ -287,17 +296,27 @@ class _CheckAttempt:
         self._stopTimer()
         self._close(abort=True)
 
-    def finish(self, ok: bool, reason: str) -> None:
+    def finish(self, ok: bool, reason: str, localError: Optional[int] = None) -> None:
         """
         Report the outcome to the checker, the first time only.
+
+        @param localError: the error number when the check could not run
+            for a reason on the balancer's side.
         """
         if self.finished:
             return
         self.finished = True
         self._stopTimer()
-        self.checker._checkFinished(
-            CheckResult(ok, reason, self.started, self.clock.seconds() - self.started)
+        result = CheckResult(
+            ok,
+            reason,
+            self.started,
+            self.clock.seconds() - self.started,
+            local=localError is not None,
         )
+        if localError is not None:
+            self.checker.localErrors.checkFailed(localError, self.checker.backend.name)
+        self.checker._checkFinished(result)
 
     def _stopTimer(self) -> None:
         if self.timer is not None:
@@ -342,6 +361,7 @@ class HealthChecker(Service):
         connect: Connect,
         sendProxy: Optional[str] = None,
         random: Optional[_random.Random] = None,
+        localErrors: Optional[LocalErrors] = None,
     ) -> None:
         """
         @param clock: times checks and timeouts.
@@ -356,6 +376,10 @@ class HealthChecker(Service):
         @param sendProxy: C{"v1"}, C{"v2"} or C{None}: the backend's PROXY
             setting, so checks pass where traffic must carry the header.
         @param random: jitter source; a fresh L{random.Random} when not given.
+        @param localErrors: where checks that could not run for a reason on
+            the balancer's side (out of file descriptors, ...) are counted
+            and logged: the balancer's, in production; a private one when
+            not given.
         """
         if check.kind not in ("tcp", "http"):
             raise ValueError(
@@ -369,6 +393,10 @@ class HealthChecker(Service):
         self._connect = connect
         self._preamble = proxyPreamble(sendProxy)
         self._random = random if random is not None else _random.Random()
+        self._ownLocalErrors = localErrors is None
+        if localErrors is None:
+            localErrors = LocalErrors(clock)
+        self.localErrors = localErrors
         self.timeout: float = check.timeout or check.inter
         self.request: Optional[bytes] = None
         if check.kind == "http":
@@ -420,6 +448,8 @@ class HealthChecker(Service):
         if self._attempt is not None:
             attempt, self._attempt = self._attempt, None
             attempt.cancel()
+        if self._ownLocalErrors:
+            self.localErrors.stop()
 
     def _schedule(self, delay: float) -> None:
         self._nextCheck = self.clock.callLater(delay, self._runCheck)
@@ -437,6 +467,11 @@ class HealthChecker(Service):
         self._attempt = None
         self.lastResult = result
         backend = self.backend
+        if result.local:
+            # Nothing was learnt about the backend: the runs stay as they are.
+            if self.running:
+                self._schedule(self._interval())
+            return
         # Only a run of results against the current state counts: a run
         # broken by the other result, or by passive marking, starts again.
         if result.ok:

@@ -44,6 +44,7 @@ from tlbalance import proxyprotocol
 from tlbalance._endpoints import describeAddress
 from tlbalance._sockets import setNoDelay, writerFor
 from tlbalance.backends import Backend, BackendPool
+from tlbalance.localerrors import LocalErrors, describeErrno, localErrno
 from tlbalance.tls import connectWithPreamble, splitClientTLS, tlsFacts
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class RelaySettings:
     @ivar connectTimeout: seconds allowed for one backend connect attempt.
     @ivar clientTimeout: seconds the client side may stay idle; 0 disables.
     @ivar serverTimeout: seconds the backend side may stay idle; 0 disables.
+    @ivar firstByteTimeout: seconds the backend has to send its first byte
+        once the client has sent some and gone quiet; 0 disables.
     @ivar retries: connect attempts after the first; the last one goes to
         another backend.
     @ivar pendingBufferBytes: client bytes held while the backend connects;
@@ -76,8 +79,9 @@ class RelaySettings:
     """
 
     connectTimeout: float = 5.0
-    clientTimeout: float = 300.0
-    serverTimeout: float = 300.0
+    clientTimeout: float = 30.0
+    serverTimeout: float = 30.0
+    firstByteTimeout: float = 0.0
     retries: int = 3
     pendingBufferBytes: int = 262144
     proxyCRC32C: bool = False
@@ -192,6 +196,9 @@ class Balancer:
     What every client connection of one balancer shares: the backend pool,
     the ways to reach each backend, the settings, the clock, and the set of
     open connections (for graceful drain).
+
+    @ivar localErrors: the balancer's own resource errors (out of file
+        descriptors, ...): counted, logged and paused on there.
     """
 
     def __init__(
@@ -200,11 +207,15 @@ class Balancer:
         connectors: dict[str, BackendConnector],
         settings: RelaySettings,
         clock: IReactorTime,
+        localErrors: Optional[LocalErrors] = None,
     ) -> None:
         self.pool = pool
         self.connectors = connectors
         self.settings = settings
         self.clock = clock
+        if localErrors is None:
+            localErrors = LocalErrors(clock)
+        self.localErrors = localErrors
         self.connections: set[FrontendProtocol] = set()
         self.accepted = 0
         self.refused = 0
@@ -390,6 +401,7 @@ class FrontendProtocol(Protocol):
         self._started = 0.0
         self._connectedAt: Optional[float] = None
         self._clientAddress: Optional[IAddress] = None
+        self._awaitingRequest = False
 
     # -- the client side ---------------------------------------------------
 
@@ -415,6 +427,8 @@ class FrontendProtocol(Protocol):
         self._lastActivity = self.balancer.clock.seconds()
         if self.peer is not None:
             self._toBackend(data)
+            if self._awaitingRequest:
+                self._requestSent()
             return
         self.pending.append(data)
         self.pendingBytes += len(data)
@@ -527,6 +541,8 @@ class FrontendProtocol(Protocol):
         self._connectedAt = now
         self._lastActivity = now
         self._rearmIdleTimer()
+        if self.balancer.settings.firstByteTimeout and not self.bytesIn:
+            self._awaitingRequest = True
         peerTransport = protocol.transport
         setNoDelay(self.transport)
         setNoDelay(peerTransport)
@@ -551,6 +567,16 @@ class FrontendProtocol(Protocol):
         backend.connectionEnded()
         if self.closed:
             # connectionLost cancelled this attempt and finishes the log.
+            return
+        number = localErrno(reason)
+        if number is not None:
+            # The balancer is out of descriptors, memory or local ports: the
+            # backend is not at fault, and any other backend would fail the
+            # same way now.
+            self.balancer.localErrors.connectFailed(
+                number, backend.name, describeAddress(self._clientAddress)
+            )
+            self.abort(f"local error: {describeErrno(number)}")
             return
         if reason.check(
             error.ConnectingCancelledError, CancelledError, error.TimeoutError
@@ -717,9 +743,32 @@ class FrontendProtocol(Protocol):
         limits = [t for t in (settings.clientTimeout, settings.serverTimeout) if t > 0]
         return min(limits) if limits else 0.0
 
+    def _awaitingFirstByte(self) -> bool:
+        # The client has said something and the backend nothing yet.
+        return self.bytesOut == 0 and self.bytesIn > 0
+
+    def _limit(self) -> tuple[float, bool]:
+        """
+        The seconds of silence allowed now (0: no limit), and whether they
+        are the first-byte timeout: it applies while the backend owes its
+        first byte, when it is shorter than the idle timeout.
+        """
+        limit = self._idleLimit()
+        firstByte = self.balancer.settings.firstByteTimeout
+        if firstByte and (not limit or firstByte < limit) and self._awaitingFirstByte():
+            return firstByte, True
+        return limit, False
+
+    def _requestSent(self) -> None:
+        # The first client bytes went to a connected backend: its first-byte
+        # clock starts, sooner than the idle timer would look.
+        self._awaitingRequest = False
+        if self.bytesOut == 0:
+            self._rearmIdleTimer()
+
     def _rearmIdleTimer(self) -> None:
         self._stopTimer()
-        limit = self._idleLimit()
+        limit, _ = self._limit()
         if limit:
             self._timer = self.balancer.clock.callLater(limit, self._idleCheck)
 
@@ -727,13 +776,21 @@ class FrontendProtocol(Protocol):
         # A lazy timer: traffic only records a time, and the timer looks at
         # it when it fires and sleeps again for whatever is left. Every byte
         # read from one side is written to the other, so a relayed
-        # connection has a single idleness.
+        # connection has a single idleness; until the backend's first byte,
+        # all of it is the client's.
         self._timer = None
-        limit = self._idleLimit()
+        limit, firstByte = self._limit()
+        if not limit:
+            return
         now = self.balancer.clock.seconds()
         idle = now - self._lastActivity
         if idle >= limit:
-            self.abort(f"idle timeout after {limit:g}s")
+            if not firstByte:
+                self.abort(f"idle timeout after {limit:g}s")
+                return
+            if self.backend is not None:
+                self.backend.firstByteTimeouts += 1
+            self.abort(f"no response from the backend within {limit:g}s")
             return
         self._timer = self.balancer.clock.callLater(limit - idle, self._idleCheck)
 

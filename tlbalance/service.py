@@ -24,8 +24,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tlbalance.backends import Backend, BackendPool
-from tlbalance.config import BalancerConfig
+from tlbalance.config import BalancerConfig, withListenBacklog
 from tlbalance.health import HealthChecker
+from tlbalance.localerrors import LocalErrors
 from tlbalance.relay import BackendConnector, Balancer, FrontendFactory, RelaySettings
 from tlbalance.schedulers import schedulerFor
 from tlbalance.tls import connectWithPreamble, splitServerTLS
@@ -37,17 +38,25 @@ log = Logger(namespace="tlbalance.service")
 class ListenerService(StreamServerEndpointService):
     """
     One listen endpoint of the balancer, which can tell where it listens
-    (port 0 in tests, for one).
+    (port 0 in tests, for one), and which pauses accepting with the others
+    when the balancer runs out of file descriptors.
 
     @ivar description: the endpoint string it was built from.
     @ivar port: the listening port once bound, else C{None}.
+    @ivar localErrors: the balancer's L{LocalErrors}, which pauses the port,
+        or C{None}.
     """
 
     def __init__(
-        self, description: str, endpoint: IStreamServerEndpoint, factory: Any
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        factory: Any,
+        localErrors: Optional[LocalErrors] = None,
     ) -> None:
         super().__init__(_RecordingEndpoint(endpoint, self), factory)
         self.description = description
+        self.localErrors = localErrors
         self.port: Optional[IListeningPort] = None
         self._waiting: list[Deferred[IListeningPort]] = []
         # Fail start-up loudly when a port cannot be bound, as twistd web does.
@@ -64,9 +73,20 @@ class ListenerService(StreamServerEndpointService):
         self._waiting.append(waiting)
         return waiting
 
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening; a pause in progress does not resume the port.
+        """
+        if self.port is not None and self.localErrors is not None:
+            self.localErrors.unwatchPort(self.port)
+        stopped: Deferred[None] = super().stopService()
+        return stopped
+
     def _listened(self, result: Any) -> Any:
         if not isinstance(result, Failure):
             self.port = result
+            if self.localErrors is not None:
+                self.localErrors.watchPort(result, self.description)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             if isinstance(result, Failure):
@@ -144,6 +164,7 @@ class BalancerService(MultiService):
             return self.balancer.drain(self.config.drainTimeout)
 
         def stopRest(_: Any) -> Deferred[Any]:
+            self.balancer.localErrors.stop()
             for backend in self.balancer.pool.backends:
                 backend.stop()
             stopping = [maybeDeferred(checker.stopService) for checker in self.checkers]
@@ -165,9 +186,10 @@ def listenerService(
 
     TLS is split off the endpoint and layered above the PROXY receiver, so
     that a header accepted from a trusted peer arrives before the TLS
-    ClientHello, as senders write it.
+    ClientHello, as senders write it. The listen queue is
+    L{tlbalance.config.DEFAULT_BACKLOG} long unless the string sets one.
     """
-    endpoint = serverFromString(reactor, description)
+    endpoint = serverFromString(reactor, withListenBacklog(description))
     plain, contextFactory = splitServerTLS(endpoint)
     factory: IProtocolFactory = FrontendFactory(balancer)
     if contextFactory is not None:
@@ -179,7 +201,7 @@ def listenerService(
             headerTimeout=config.proxyHeaderTimeout,
             clock=reactor,
         )
-    return ListenerService(description, plain, factory)
+    return ListenerService(description, plain, factory, balancer.localErrors)
 
 
 def makeBalancerService(
@@ -218,6 +240,7 @@ def makeBalancerService(
         connectTimeout=config.connectTimeout,
         clientTimeout=config.clientTimeout,
         serverTimeout=config.serverTimeout,
+        firstByteTimeout=config.firstByteTimeout,
         retries=config.retries,
         pendingBufferBytes=config.pendingBufferBytes,
         proxyCRC32C=config.proxyCRC32C,
@@ -240,6 +263,7 @@ def makeBalancerService(
             backendConfig.check,
             connect=partial(connectWithPreamble, endpoints[backend.name]),
             sendProxy=backend.sendProxy,
+            localErrors=balancer.localErrors,
         )
         checker.setServiceParent(service)
         service.checkers.append(checker)

@@ -303,6 +303,7 @@ class BackendTests(SynchronousTestCase):
         backend.connectionStarted()
         backend.bytesIn += 10
         backend.bytesOut += 20
+        backend.firstByteTimeouts += 1
         backend.setAdminState("drain")
         snapshot = backend.snapshot()
         self.assertEqual(json.loads(json.dumps(snapshot)), snapshot)
@@ -322,6 +323,9 @@ class BackendTests(SynchronousTestCase):
         self.assertEqual(
             [snapshot[k] for k in ["active", "total", "bytesIn", "bytesOut", "weight"]],
             [1, 1, 10, 20, 2],
+        )
+        self.assertEqual(
+            [snapshot[k] for k in ["connectFailures", "firstByteTimeouts"]], [0, 1]
         )
 
 

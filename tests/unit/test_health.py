@@ -11,6 +11,7 @@ from attrs import define, frozen
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import (
+    ConnectBindError,
     ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
@@ -33,6 +34,7 @@ from tlbalance.health import (
     hostHeaderFor,
     proxyPreamble,
 )
+from tlbalance.localerrors import LocalErrors
 
 
 @frozen
@@ -440,6 +442,95 @@ class TCPCheckTests(CheckerTestCase):
         ]
         for exception, expected in cases:
             self.assertEqual(describeConnectFailure(Failure(exception)), expected)
+
+
+class LocalErrorTests(CheckerTestCase):
+    """
+    A check that cannot run because the balancer itself is out of file
+    descriptors (or memory, buffers, local ports) says nothing about the
+    backend: it counts neither for nor against it.
+    """
+
+    def emfile(self) -> None:
+        self.connector.last.deferred.errback(
+            ConnectBindError(24, "Too many open files")
+        )
+
+    def test_neverDown(self) -> None:
+        """
+        Any number of such checks leaves a healthy backend up; they are
+        counted on the balancer's L{LocalErrors}, and checking goes on.
+        """
+        localErrors = LocalErrors(self.clock)
+        checker = HealthChecker(
+            self.clock,
+            self.backend,
+            FakeCheckConfig(fall=1),
+            self.connector,
+            random=MidpointRandom(),
+            localErrors=localErrors,
+        )
+        checker.startService()
+        self.addCleanup(checker.stopService)
+        self.addCleanup(localErrors.stop)
+        self.clock.advance(1.0)
+        for _ in range(10):
+            self.emfile()
+            self.clock.advance(2.0)
+        self.assertTrue(self.backend.healthy)
+        self.assertEqual(len(self.connector.attempts), 11)
+        self.assertEqual(localErrors.checkErrors, 10)
+        self.assertTrue(checker.lastResult.local)  # type: ignore[union-attr]
+        self.assertFalse(checker.lastResult.ok)  # type: ignore[union-attr]
+
+    def test_runNotBroken(self) -> None:
+        """
+        Between two real failures, a check that could not run neither ends
+        the run of failures nor adds to it.
+        """
+        self.checker(FakeCheckConfig(fall=3))
+        self.clock.advance(1.0)
+        for outcome in [self.connector.refuse, self.emfile, self.connector.refuse]:
+            outcome()
+            self.clock.advance(2.0)
+        self.assertTrue(self.backend.healthy)
+        self.emfile()
+        self.clock.advance(2.0)
+        self.connector.refuse()
+        self.assertFalse(self.backend.healthy)
+
+    def test_notUpEither(self) -> None:
+        """
+        Nor does it bring a down backend back.
+        """
+        self.backend.markDown("was down")
+        self.checker(FakeCheckConfig(rise=1))
+        self.clock.advance(1.0)
+        self.emfile()
+        self.assertFalse(self.backend.healthy)
+
+    def test_raisedWhileConnecting(self) -> None:
+        """
+        A C{connect} that raises L{OSError} C{EMFILE} at once
+        (C{connectUNIX} does) is classified the same way.
+        """
+
+        def noDescriptors(factory: Factory, preamble: object) -> Deferred:
+            raise OSError(24, "Too many open files")
+
+        checker = HealthChecker(
+            self.clock,
+            self.backend,
+            FakeCheckConfig(fall=1),
+            noDescriptors,
+            random=MidpointRandom(),
+        )
+        checker.startService()
+        self.clock.advance(1.0)
+        self.assertTrue(self.backend.healthy)
+        self.assertTrue(checker.lastResult.local)  # type: ignore[union-attr]
+        checker.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class HTTPCheckTests(CheckerTestCase):

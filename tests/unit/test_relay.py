@@ -571,6 +571,257 @@ class TimeoutTests(RelayTestMixin, SynchronousTestCase):
         self.assertFalse(clientTransport.lost)
 
 
+class LocalConnectErrorTests(RelayTestMixin, SynchronousTestCase):
+    """
+    A connect that fails because the balancer itself is out of a resource
+    (descriptors, memory, buffers, local ports) says nothing about the
+    backend: the backend stays up, the client is closed at once, and the
+    event is counted and logged at most once per interval.
+    """
+
+    def assertLocalError(self, why: Exception, ending: str) -> None:
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.setUpBalancer()
+        client, clientTransport = self.connectClient()
+        client.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.endpoints["a"].fail(why=why)
+        self.assertTrue(self.backends[0].healthy)
+        self.assertEqual(self.backends[0].connectFailures, 0)
+        self.assertEqual(self.backends[0].active, 0)
+        self.assertTrue(clientTransport.aborted)
+        self.assertEqual(self.attemptsOn("b"), 0)
+        self.assertEqual(self.balancer.localErrors.connectErrors, 1)
+        endings = [e["ending"] for e in observer if "ending" in e]
+        self.assertEqual(endings, [ending])
+        warnings = [formatEvent(e) for e in observer if e.get("errno") is not None]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("the client is closed and the backend stays up", warnings[0])
+        # A new client is served by the same backend: nothing held it down.
+        self.balancer.localErrors.stop()
+        self.connectClient()
+        self.assertEqual(self.attemptsOn("a") + self.attemptsOn("b"), 2)
+
+    def test_outOfDescriptors(self) -> None:
+        """
+        C{EMFILE} when creating the backend socket, which Twisted reports as
+        C{Couldn't bind: 24: Too many open files}, does not mark the backend
+        down and is not retried elsewhere.
+        """
+        self.assertLocalError(
+            error.ConnectBindError(24, "Too many open files"),
+            "local error: EMFILE (Too many open files)",
+        )
+
+    def test_noLocalPort(self) -> None:
+        """
+        C{EADDRNOTAVAIL} (no free local port) is the balancer's problem too.
+        """
+        self.assertLocalError(
+            error.ConnectError(99, "Cannot assign requested address"),
+            "local error: EADDRNOTAVAIL (Cannot assign requested address)",
+        )
+
+    def test_raisedWhileConnecting(self) -> None:
+        """
+        C{connectUNIX} raises L{OSError} at once instead of failing the
+        attempt; that is classified the same way.
+        """
+        self.setUpBalancer()
+        attempts: list[object] = []
+
+        def refuse(backend: Backend, frontend: object, header: object) -> object:
+            attempts.append(backend)
+            raise OSError(23, "Too many open files in system")
+
+        self.balancer.connectBackend = refuse  # type: ignore[assignment,method-assign]
+        _, clientTransport = self.connectClient()
+        self.assertEqual(len(attempts), 1)
+        self.assertTrue(clientTransport.aborted)
+        self.assertTrue(all(b.healthy for b in self.backends))
+        self.assertEqual(self.balancer.localErrors.connectErrors, 1)
+
+    def failWaitingAttempts(self, why: Exception) -> None:
+        for endpoint in self.endpoints.values():
+            for _, attempt in endpoint.attempts:
+                if not attempt.called:
+                    attempt.errback(why)
+
+    def test_logRateLimited(self) -> None:
+        """
+        A flood of local errors logs one warning per interval, the next one
+        saying how many were left out; every one is counted.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.setUpBalancer()
+        emfile = error.ConnectBindError(24, "Too many open files")
+        for _ in range(50):
+            self.connectClient()
+            self.failWaitingAttempts(emfile)
+            self.clock.advance(0.1)
+        self.clock.advance(10)
+        self.connectClient()
+        self.failWaitingAttempts(emfile)
+        warnings = [formatEvent(e) for e in observer if e.get("errno") is not None]
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("ulimit -n", warnings[0])
+        self.assertIn("49 more local error(s) since the last message", warnings[1])
+        self.assertEqual(self.balancer.localErrors.connectErrors, 51)
+        self.assertTrue(all(b.healthy for b in self.backends))
+
+    def test_backendFailureStillMarksDown(self) -> None:
+        """
+        An error from the backend's side (refused, unreachable, timed out)
+        still marks it down and sends the client elsewhere.
+        """
+        self.setUpBalancer()
+        self.connectClient()
+        self.endpoints["a"].fail(why=error.ConnectError(113, "No route to host"))
+        self.assertFalse(self.backends[0].healthy)
+        self.assertEqual(self.attemptsOn("b"), 1)
+        self.assertEqual(self.balancer.localErrors.connectErrors, 0)
+
+
+class FirstByteTimeoutTests(RelayTestMixin, SynchronousTestCase):
+    """
+    With C{firstByteTimeout}, a backend that takes the connection and the
+    client's request but sends nothing back (hung, or stopped while its
+    kernel still completes handshakes) frees the client after that many
+    seconds instead of the idle timeout.
+    """
+
+    def test_defaultIdleTimeout(self) -> None:
+        """
+        Without it, such a client waits for the idle timeout, now 30
+        seconds by default, not 300.
+        """
+        self.setUpBalancer()
+        client, clientTransport = self.connectClient()
+        self.endpoints["a"].succeed()
+        client.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.clock.advance(29.9)
+        self.assertFalse(clientTransport.lost)
+        self.clock.advance(0.1)
+        self.assertTrue(clientTransport.aborted)
+
+    def test_silentBackend(self) -> None:
+        """
+        No byte from the backend within the timeout of the client's request
+        closes both sides; the log line and the backend's counter say why.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.setUpBalancer(firstByteTimeout=5.0)
+        client, clientTransport = self.connectClient()
+        _, backendTransport = self.endpoints["a"].succeed()
+        self.clock.advance(10)
+        client.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.clock.advance(4.9)
+        self.assertFalse(clientTransport.lost)
+        self.clock.advance(0.1)
+        self.assertTrue(clientTransport.aborted)
+        self.assertTrue(backendTransport.aborted)
+        self.assertEqual(self.backends[0].firstByteTimeouts, 1)
+        self.assertTrue(self.backends[0].healthy)
+        endings = [e["ending"] for e in observer if "ending" in e]
+        self.assertEqual(endings, ["no response from the backend within 5s"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_requestSentWhileConnecting(self) -> None:
+        """
+        A request that arrived before the backend connected is timed from
+        the moment it is sent on.
+        """
+        self.setUpBalancer(firstByteTimeout=2.0)
+        client, clientTransport = self.connectClient()
+        client.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.clock.advance(1)
+        self.endpoints["a"].succeed()
+        self.clock.advance(1.9)
+        self.assertFalse(clientTransport.lost)
+        self.clock.advance(0.1)
+        self.assertTrue(clientTransport.aborted)
+
+    def test_answerInTime(self) -> None:
+        """
+        Once the backend has sent a byte, only the idle timeout applies.
+        """
+        self.setUpBalancer(firstByteTimeout=5.0, clientTimeout=30, serverTimeout=30)
+        client, clientTransport = self.connectClient()
+        backend, _ = self.endpoints["a"].succeed()
+        client.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.clock.advance(4)
+        backend.dataReceived(b"HTTP/1.0 200 OK\r\n")
+        self.clock.advance(25)
+        self.assertFalse(clientTransport.lost)
+        client.dataReceived(b"more")
+        self.clock.advance(29)
+        self.assertFalse(clientTransport.lost)
+        self.clock.advance(1)
+        self.assertEqual(
+            (clientTransport.aborted, self.backends[0].firstByteTimeouts), (True, 0)
+        )
+
+    def test_backendSpeaksFirst(self) -> None:
+        """
+        A backend that greets first (SMTP, MySQL) has sent its first byte:
+        the client's later bytes start no first-byte clock.
+        """
+        self.setUpBalancer(firstByteTimeout=1.0)
+        client, clientTransport = self.connectClient()
+        backend, _ = self.endpoints["a"].succeed()
+        backend.dataReceived(b"220 ready\r\n")
+        client.dataReceived(b"EHLO me\r\n")
+        self.clock.advance(20)
+        self.assertFalse(clientTransport.lost)
+
+    def test_quietClient(self) -> None:
+        """
+        A client that has sent nothing is not waiting for an answer: the
+        idle timeout applies.
+        """
+        self.setUpBalancer(firstByteTimeout=1.0)
+        _, clientTransport = self.connectClient()
+        self.endpoints["a"].succeed()
+        self.clock.advance(29)
+        self.assertFalse(clientTransport.lost)
+        self.clock.advance(1)
+        self.assertTrue(clientTransport.aborted)
+
+    def test_longUpload(self) -> None:
+        """
+        The clock runs from the client's last byte: an upload that takes
+        longer than the timeout is not cut off while bytes still flow.
+        """
+        self.setUpBalancer(firstByteTimeout=2.0)
+        client, clientTransport = self.connectClient()
+        self.endpoints["a"].succeed()
+        for _ in range(10):
+            client.dataReceived(b"x" * 1000)
+            self.clock.advance(1.5)
+        self.assertFalse(clientTransport.lost)
+        self.clock.advance(0.5)
+        self.assertTrue(clientTransport.aborted)
+
+    def test_withoutIdleTimeouts(self) -> None:
+        """
+        It works with the idle timeouts turned off, and leaves no timer
+        once the backend has answered.
+        """
+        self.setUpBalancer(firstByteTimeout=3.0, clientTimeout=0, serverTimeout=0)
+        client, clientTransport = self.connectClient()
+        backend, _ = self.endpoints["a"].succeed()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        client.dataReceived(b"ping")
+        backend.dataReceived(b"pong")
+        self.clock.advance(3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertFalse(clientTransport.lost)
+        client2, clientTransport2 = self.connectClient()
+        self.endpoints["b"].succeed()
+        client2.dataReceived(b"ping")
+        self.clock.advance(3)
+        self.assertTrue(clientTransport2.aborted)
+
+
 class TLSFrontendTests(RelayTestMixin, SynchronousTestCase):
     """
     On a TLS listener the backend is chosen after the handshake.
