@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.unit.test_tls -*-
 """
 TLS for tlbalance: the C{tlsni:} listener that picks a certificate by server
-name, splitting TLS off endpoints so a PROXY header can travel below it, and
-the facts about a TLS connection that PROXY v2 headers carry.
+name, splitting TLS off endpoints so a PROXY header can travel below it (and
+rebuilding an C{ssl:} listener's TLS with tlbalance's settings), and the
+facts about a TLS connection that PROXY v2 headers carry.
 
 Both directions put the PROXY header on the raw connection, before the TLS
 ClientHello: that is what HAProxy, nginx and the PROXY specification expect
@@ -18,7 +19,7 @@ import re
 from inspect import getclosurevars
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from attrs import frozen
+from attrs import evolve, frozen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -41,7 +42,6 @@ from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocol,
     IProtocolFactory,
-    IProtocolNegotiationFactory,
     IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
@@ -56,12 +56,29 @@ from twisted.python.filepath import FilePath
 from zope.interface import directlyProvides, implementer
 
 from tlbalance._endpoints import unparseEndpoint
+from tlbalance._tlscontext import (
+    DEFAULT_CIPHERS,
+    SESSION_LIFETIME,
+    TLS13_CIPHERSUITES,
+    SessionContext,
+    SingleCertificate,
+    TLSConfigError,
+    TLSSettings,
+    checkCiphers,
+    withWorkingALPN,
+)
 
 __all__ = [
+    "DEFAULT_CIPHERS",
+    "SESSION_LIFETIME",
     "SNICertificateDirectory",
+    "SingleCertificate",
+    "TLS13_CIPHERSUITES",
     "TLSConfigError",
     "TLSFacts",
     "TLSServerEndpoint",
+    "TLSSettings",
+    "checkCiphers",
     "connectWithPreamble",
     "ensureSelfSigned",
     "parseSNIEndpoint",
@@ -74,15 +91,6 @@ __all__ = [
 _log = Logger()
 
 Preamble = Callable[[ITransport], bytes]
-
-
-class TLSConfigError(ValueError):
-    """
-    TLS configuration that cannot work: a missing or empty certificate
-    directory, a PEM file without key or certificate, a key that does not
-    belong to its certificate, a bad C{tlsni:} option. The message names the
-    file or option.
-    """
 
 
 # Certificates and contexts.
@@ -120,49 +128,6 @@ def _normalName(name: str) -> str:
     return name.lower().rstrip(".")
 
 
-def _selectALPN(connection: SSL.Connection, offered: List[bytes]) -> Any:
-    """
-    Choose an ALPN protocol the way Twisted does (from the application
-    factory's L{IProtocolNegotiationFactory}), but decline with
-    C{NO_OVERLAPPING_PROTOCOLS} when there is nothing to agree on.
-
-    Twisted's own callback returns C{b""} in that case, which current
-    pyOpenSSL turns into an C{internal_error} alert: every client offering
-    ALPN (curl, browsers) would be refused by a server that speaks none.
-    """
-    protocol = connection.get_app_data()
-    factory = getattr(getattr(protocol, "factory", None), "wrappedFactory", None)
-    negotiation = IProtocolNegotiationFactory(factory, None)
-    if negotiation is not None:
-        for candidate in negotiation.acceptableProtocols():
-            if candidate in offered:
-                return candidate
-    return SSL.NO_OVERLAPPING_PROTOCOLS
-
-
-def _withWorkingALPN(context: SSL.Context) -> SSL.Context:
-    context.set_alpn_select_callback(_selectALPN)
-    return context
-
-
-def _serverContext(
-    key: Any, certificate: x509.Certificate, chain: Sequence[Any]
-) -> SSL.Context:
-    """
-    Build a server context for one certificate with Twisted's defaults
-    (cipher list, server cipher preference, no compression, no tickets) and
-    TLS 1.2 as the floor.
-    """
-    context = _withWorkingALPN(CertificateOptions().getContext())
-    context.set_min_proto_version(SSL.TLS1_2_VERSION)
-    context.use_certificate(certificate)
-    context.use_privatekey(key)
-    for extra in chain:
-        context.add_extra_chain_cert(extra)
-    context.check_privatekey()
-    return context
-
-
 @frozen
 class _CertificateFile:
     """
@@ -174,10 +139,12 @@ class _CertificateFile:
     context: SSL.Context
 
 
-def _loadCertificateFile(path: FilePath[str]) -> _CertificateFile:
+def _loadCertificateFile(
+    path: FilePath[str], settings: TLSSettings
+) -> _CertificateFile:
     """
     Read a PEM file holding a private key and a certificate, optionally
-    followed by its chain.
+    followed by its chain, and build its context with C{settings}.
 
     @raise TLSConfigError: naming the file when something is missing, broken
         or mismatched.
@@ -218,7 +185,7 @@ def _loadCertificateFile(path: FilePath[str]) -> _CertificateFile:
             "(the first certificate in the file must be the server's own)"
         )
     try:
-        context = _serverContext(key, certificate, chain)
+        context = settings.certificateContext(key, certificate, chain)
     except SSL.Error as e:
         raise TLSConfigError(f"{where}: OpenSSL refused it: {e}") from e
     return _CertificateFile(path, _namesOf(certificate), context)
@@ -269,14 +236,6 @@ class _CertificateTable:
         return None
 
 
-def _refusingContext() -> SSL.Context:
-    """
-    A context with no certificate: a handshake switched to it ends with a
-    handshake_failure alert before any certificate is sent.
-    """
-    return _withWorkingALPN(CertificateOptions().getContext())
-
-
 @implementer(IOpenSSLServerConnectionCreator)
 class SNICertificateDirectory:
     """
@@ -290,14 +249,28 @@ class SNICertificateDirectory:
     order serves clients that send no name or an unknown one, unless
     C{strict} is set, in which case their handshake is refused.
 
+    Every connection starts on one L{SessionContext}, whose ticket keys and
+    session cache serve all the names, and is moved to its certificate's
+    context during the handshake.
+
     @ivar directory: the certificate directory.
     @ivar strict: refuse handshakes without a matching server name.
+    @ivar settings: what every context is built with.
     """
 
-    def __init__(self, directory: Union[str, FilePath[str]], strict: bool = False):
+    def __init__(
+        self,
+        directory: Union[str, FilePath[str]],
+        strict: bool = False,
+        settings: Optional[TLSSettings] = None,
+        clock: Optional[IReactorTime] = None,
+    ):
         """
         Load the directory.
 
+        @param settings: L{None} for the defaults.
+        @param clock: for ticket key rotation; L{None} for the global
+            reactor.
         @raise TLSConfigError: when it is missing, holds no C{*.pem} file or
             one of them cannot be used.
         """
@@ -305,8 +278,21 @@ class SNICertificateDirectory:
             directory if isinstance(directory, FilePath) else FilePath(directory)
         )
         self.strict = strict
-        self._refusing = _refusingContext()
+        self.settings = settings if settings is not None else TLSSettings()
+        self._clock = clock
+        self._refusing = self.settings.context()
+        self._sessions = SessionContext(self.settings, self._chooseContext, clock)
         self._table = self._load()
+
+    def withSettings(self, settings: TLSSettings) -> SNICertificateDirectory:
+        """
+        The same directory, read again, with other settings.
+
+        @raise TLSConfigError: as the constructor.
+        """
+        return SNICertificateDirectory(
+            self.directory, self.strict, settings, self._clock
+        )
 
     def _load(self) -> _CertificateTable:
         where = self.directory.path
@@ -315,10 +301,9 @@ class SNICertificateDirectory:
         paths = sorted(self.directory.globChildren("*.pem"), key=lambda p: p.basename())
         if not paths:
             raise TLSConfigError(f"{where}: no *.pem certificate files")
-        table = _CertificateTable.fromFiles([_loadCertificateFile(p) for p in paths])
-        # The servername callback belongs to the context a connection starts
-        # with; OpenSSL never calls it on the context it switches to.
-        table.files[0].context.set_tlsext_servername_callback(self._chooseContext)
+        table = _CertificateTable.fromFiles(
+            [_loadCertificateFile(p, self.settings) for p in paths]
+        )
         _log.info(
             "tlsni: {count} certificate file(s) loaded from {directory}; "
             "default {default}",
@@ -352,10 +337,10 @@ class SNICertificateDirectory:
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """
-        Start a server connection on the default certificate; the servername
-        callback moves it to the right one during the handshake.
+        Start a server connection on the session context; the servername
+        callback moves it to its certificate during the handshake.
         """
-        return SSL.Connection(self._table.files[0].context, None)
+        return self._sessions.connection()
 
     def _chooseContext(self, connection: SSL.Connection) -> None:
         raw = connection.get_servername()
@@ -371,6 +356,8 @@ class SNICertificateDirectory:
                 directory=self.directory.path,
             )
             connection.set_context(self._refusing)
+        else:
+            connection.set_context(self._table.files[0].context)
 
 
 @implementer(IStreamServerEndpoint)
@@ -432,9 +419,11 @@ def parseSNIEndpoint(reactor: Any, *args: str, **kwargs: str) -> TLSServerEndpoi
             "tlsni: needs a plain endpoint after its options, "
             "e.g. tlsni:certdir=/etc/tlbalance/certs:tcp:8443"
         )
-    contextFactory = SNICertificateDirectory(certdir, strict=_STRICT_VALUES[strictText])
-    wrapped = serverFromString(reactor, unparseEndpoint(args, kwargs))
     clock = reactor if IReactorTime.providedBy(reactor) else None
+    contextFactory = SNICertificateDirectory(
+        certdir, strict=_STRICT_VALUES[strictText], clock=clock
+    )
+    wrapped = serverFromString(reactor, unparseEndpoint(args, kwargs))
     return TLSServerEndpoint(wrapped, contextFactory, clock)
 
 
@@ -463,7 +452,7 @@ def _asCreator(contextFactory: Any, interface: Any) -> Any:
     ):
         # Context factories such as CertificateOptions build their context
         # once and keep it, so repairing it here lasts.
-        _withWorkingALPN(contextFactory.getContext())
+        withWorkingALPN(contextFactory.getContext())
     if interface.providedBy(contextFactory):
         return contextFactory
     # Like TLSMemoryBIOFactory, take anything with getContext, declared
@@ -482,40 +471,110 @@ def _twistedSNIEndpointType() -> Optional[type]:
     return TwistedTLSEndpoint
 
 
+# What an ssl: endpoint's sslmethod= allows, as the newest version to speak;
+# older methods are below the floor.
+_METHOD_MAX_VERSIONS: Dict[int, Optional[int]] = {
+    SSL.TLS_METHOD: None,
+    SSL.SSLv23_METHOD: None,
+    SSL.TLSv1_2_METHOD: SSL.TLS1_2_VERSION,
+}
+
+
+def _fromCertificateOptions(
+    options: CertificateOptions, settings: TLSSettings, clock: Optional[IReactorTime]
+) -> SingleCertificate:
+    """
+    Rebuild the TLS of an C{ssl:} endpoint, which Twisted's parser makes a
+    L{CertificateOptions} with Twisted's defaults (CBC suites offered,
+    session resumption off, the server's cipher order), with C{settings}.
+
+    @raise TLSConfigError: the options ask for something tlbalance's
+        settings would silently drop.
+    """
+    if options.certificate is None or options.privateKey is None:
+        raise TLSConfigError("ssl: the TLS settings carry no certificate")
+    if options.verify:
+        raise TLSConfigError(
+            "ssl: client certificate verification is not supported on tlbalance "
+            "listeners"
+        )
+    if options.dhParameters is not None:
+        raise TLSConfigError(
+            "ssl: dhParameters is not supported: tlbalance offers ECDHE key "
+            "exchange only, as Mozilla's intermediate profile does; remove it"
+        )
+    if options.method not in _METHOD_MAX_VERSIONS:
+        raise TLSConfigError(
+            "ssl: sslmethod must be TLS_METHOD or TLSv1_2_METHOD: TLS 1.2 is "
+            "tlbalance's oldest version"
+        )
+    maxVersion = _METHOD_MAX_VERSIONS[options.method]
+    if maxVersion is not None:
+        settings = evolve(settings, maxVersion=maxVersion)
+    try:
+        return SingleCertificate(
+            options.privateKey.to_cryptography_key(),
+            options.certificate.to_cryptography(),
+            [extra.to_cryptography() for extra in options.extraCertChain],
+            settings,
+            clock,
+        )
+    except SSL.Error as e:
+        raise TLSConfigError(f"ssl: OpenSSL refused the key or certificate: {e}") from e
+
+
 def splitServerTLS(
-    endpoint: IStreamServerEndpoint,
+    endpoint: IStreamServerEndpoint, settings: Optional[TLSSettings] = None
 ) -> Tuple[IStreamServerEndpoint, Optional[IOpenSSLServerConnectionCreator]]:
     """
     Separate a server endpoint into its plain transport and its TLS, so that
     something (a PROXY receiver) can sit between the two.
 
-    Handles Twisted's C{ssl:} endpoint, L{TLSServerEndpoint} (C{tlsni:}) and
-    Twisted's own C{tls:} server endpoint. Anything else is returned as is.
+    Handles Twisted's C{ssl:} endpoint, whose TLS is rebuilt with
+    tlbalance's settings (L{SingleCertificate}), and L{TLSServerEndpoint}
+    (C{tlsni:}). An C{ssl:} endpoint given a context factory other than a
+    plain L{CertificateOptions} keeps it as it is. Anything else is
+    returned as is.
 
+    @param settings: the TLS settings for C{ssl:} endpoints and
+        L{SNICertificateDirectory}s; L{None} leaves a
+        L{SNICertificateDirectory} with its own, and gives C{ssl:}
+        endpoints the defaults.
     @return: C{(plainEndpoint, connectionCreator)}; the creator is L{None}
         for an endpoint without TLS.
+    @raise TLSConfigError: for Twisted's own C{tls:} server endpoint, whose
+        TLS settings cannot be changed, and for C{ssl:} options that
+        tlbalance's settings do not support.
     """
     if isinstance(endpoint, SSL4ServerEndpoint):
         # SSL4ServerEndpoint exposes no public accessors; tests pin these
         # attribute names so a Twisted change fails loudly.
+        reactor = endpoint._reactor
         plain = TCP4ServerEndpoint(
-            endpoint._reactor,
-            endpoint._port,
-            endpoint._backlog,
-            endpoint._interface,
+            reactor, endpoint._port, endpoint._backlog, endpoint._interface
         )
-        return plain, _asCreator(
-            endpoint._sslContextFactory, IOpenSSLServerConnectionCreator
-        )
+        contextFactory = endpoint._sslContextFactory
+        if type(contextFactory) is CertificateOptions:
+            clock = reactor if IReactorTime.providedBy(reactor) else None
+            return plain, _fromCertificateOptions(
+                contextFactory, settings or TLSSettings(), clock
+            )
+        return plain, _asCreator(contextFactory, IOpenSSLServerConnectionCreator)
     if isinstance(endpoint, TLSServerEndpoint):
-        return endpoint.wrapped, _asCreator(
-            endpoint.contextFactory, IOpenSSLServerConnectionCreator
-        )
+        creator = endpoint.contextFactory
+        if (
+            isinstance(creator, SNICertificateDirectory)
+            and settings is not None
+            and settings != creator.settings
+        ):
+            return endpoint.wrapped, creator.withSettings(settings)
+        return endpoint.wrapped, _asCreator(creator, IOpenSSLServerConnectionCreator)
     twistedType = _twistedSNIEndpointType()
     if twistedType is not None and isinstance(endpoint, twistedType):
-        twistedEndpoint: Any = endpoint
-        return twistedEndpoint.endpoint, _asCreator(
-            twistedEndpoint.connectionCreator, IOpenSSLServerConnectionCreator
+        raise TLSConfigError(
+            "tls: server endpoints keep Twisted's own TLS settings (CBC suites, "
+            "no session resumption), which tlbalance cannot change; use "
+            "tlsni:certdir=DIRECTORY:tcp6:443 instead"
         )
     return endpoint, None
 

@@ -225,6 +225,69 @@ class Handshake:
         )
 
 
+@implementer(IOpenSSLClientConnectionCreator)
+class ResumingClient:
+    """
+    A TLS client like a browser's: one context for all its connections,
+    offering the session of its previous connection when it connects again.
+    It notes, for each handshake, whether the server sent its certificate,
+    which a resumed (abbreviated) handshake does not.
+
+    @ivar certificateSent: one entry per connection, in order.
+    """
+
+    def __init__(
+        self,
+        maxVersion: Optional[int] = None,
+        serverName: Optional[bytes] = None,
+        tickets: bool = True,
+    ) -> None:
+        self.context = SSL.Context(SSL.TLS_METHOD)
+        if maxVersion is not None:
+            self.context.set_max_proto_version(maxVersion)
+        if not tickets:
+            self.context.set_options(SSL.OP_NO_TICKET)
+        self.context.set_info_callback(self._stateChanged)
+        self.serverName = serverName
+        self.session: Optional[SSL.Session] = None
+        self.certificateSent: List[bool] = []
+
+    def _stateChanged(self, connection: SSL.Connection, where: int, ret: int) -> None:
+        if connection.get_state_string() == b"SSLv3/TLS read server certificate":
+            self.certificateSent[-1] = True
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)
+        if self.serverName is not None:
+            connection.set_tlsext_host_name(self.serverName)
+        if self.session is not None:
+            connection.set_session(self.session)
+        self.certificateSent.append(False)
+        return connection
+
+    def connect(self, serverCreator: Any) -> Handshake:
+        """
+        Make a connection to C{serverCreator}, exchange data both ways (a
+        TLS 1.3 server sends its tickets after the handshake) and keep the
+        session for the next one.
+        """
+        handshake = Handshake(serverCreator, self)
+        assert handshake.works(), "the handshake failed"
+        handshake.server.transport.write(b"pong")
+        handshake.pump.flush()
+        self.session = handshake.clientTLS.getHandle().get_session()
+        return handshake
+
+    def resumes(self, serverCreator: Any) -> bool:
+        """
+        Connect twice; say whether the second connection resumed the first
+        one's session.
+        """
+        self.connect(serverCreator)
+        self.connect(serverCreator)
+        return self.certificateSent[-2:] == [True, False]
+
+
 def trusting(hostname: str, authority: CertificateAuthority = CA) -> Any:
     """
     A verifying client for C{hostname} that trusts C{authority}.
@@ -506,14 +569,15 @@ class SNICertificateDirectoryTests(SynchronousTestCase):
         assert facts is not None
         self.assertEqual(facts.version, "TLSv1.1")
 
-    def test_serverPrefersItsCiphers(self) -> None:
+    def test_clientChoosesAmongCiphers(self) -> None:
         """
-        The server's cipher order wins over the client's: a client listing
-        AES-128 before AES-256 still gets AES-256, as with a client listing
-        them the other way round.
+        The client's cipher order wins, as Mozilla's intermediate profile
+        has it (every suite offered is strong, and the client knows whether
+        it has AES hardware): a client listing AES-128 first gets AES-128,
+        one listing AES-256 first gets AES-256.
         """
         sni = self.directory(a=ALPHA.combinedPEM())
-        chosen = set()
+        chosen = []
         for ciphers in [
             b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
             b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -522,8 +586,10 @@ class SNICertificateDirectoryTests(SynchronousTestCase):
             self.assertTrue(handshake.works())
             facts = tlsFacts(handshake.server.transport)
             assert facts is not None
-            chosen.add(facts.cipher)
-        self.assertEqual(chosen, {"ECDHE-ECDSA-AES256-GCM-SHA384"})
+            chosen.append(facts.cipher)
+        self.assertEqual(
+            chosen, ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"]
+        )
 
     def test_reload(self) -> None:
         """
@@ -873,10 +939,11 @@ class SplitServerTLSTests(SynchronousTestCase):
         )
         self.assertEqual(splitServerTLS(TLSServerEndpoint(inner, sni)), (inner, sni))
 
-    def test_twistedTLSEndpoint(self) -> None:
+    def test_twistedTLSEndpointRefused(self) -> None:
         """
-        Twisted's own C{tls:} server endpoint (Twisted 25 and later) splits
-        into its TCP endpoint and its connection creator.
+        Twisted's own C{tls:} server endpoint (Twisted 25 and later) builds
+        its contexts with Twisted's defaults, which cannot be changed from
+        outside: it is refused with a message pointing to C{tlsni:}.
         """
         try:
             from twisted.protocols._sni import TLSServerEndpoint as TwistedTLS
@@ -887,9 +954,8 @@ class SplitServerTLSTests(SynchronousTestCase):
             MemoryReactor(), f"tls:{quoteEndpointArgument(directory.path)}:port=0"
         )
         self.assertIsInstance(endpoint, TwistedTLS)
-        plain, creator = splitServerTLS(endpoint)
-        self.assertIs(plain, endpoint.endpoint)
-        self.assertIs(creator, endpoint.connectionCreator)
+        error = self.assertRaises(TLSConfigError, splitServerTLS, endpoint)
+        self.assertIn("use tlsni:certdir=DIRECTORY", str(error))
 
     def test_contextFactoryAdapted(self) -> None:
         """
@@ -923,6 +989,149 @@ class SplitServerTLSTests(SynchronousTestCase):
         """
         endpoint = TCP4ServerEndpoint(MemoryReactor(), 0)
         self.assertEqual(splitServerTLS(endpoint), (endpoint, None))
+
+
+def tls12CipherNames() -> List[str]:
+    """
+    Every TLS 1.2 cipher suite this OpenSSL knows, weak and anonymous ones
+    included.
+    """
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_cipher_list(b"ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    names = SSL.Connection(context, None).get_cipher_list()
+    return [name for name in names if not name.startswith("TLS_")]
+
+
+def acceptedTLS12Ciphers(serverCreator: Any) -> List[str]:
+    """
+    The TLS 1.2 cipher suites a server accepts, found as testssl does: by
+    offering each suite alone.
+    """
+    accepted = []
+    for name in tls12CipherNames():
+        client = RawClient(ciphers=name.encode("ascii") + b":@SECLEVEL=0")
+        if Handshake(serverCreator, client).works():
+            accepted.append(name)
+    return accepted
+
+
+# The suites of Mozilla's intermediate profile an ECDSA certificate can use.
+MOZILLA_ECDSA = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+]
+
+
+class ListenerDefaultsTests(SynchronousTestCase):
+    """
+    The TLS of C{ssl:} and C{tlsni:} listeners, as L{splitServerTLS} gives
+    it to the balancer: TLS 1.2 suites limited to ECDHE with AES-GCM or
+    ChaCha20-Poly1305, and sessions that returning clients resume.
+    """
+
+    def sslListener(self) -> Any:
+        """
+        The TLS of C{ssl:0:privateKey=alpha.pem}, split off.
+        """
+        plain, creator = splitServerTLS(sslServerEndpoint(self, MemoryReactor(), ALPHA))
+        return creator
+
+    def sniListener(self) -> Any:
+        """
+        The TLS of a C{tlsni:} listener over a default and a named
+        certificate, split off.
+        """
+        directory = writeDirectory(
+            self, {"a.pem": DEFAULT.combinedPEM(), "b.pem": BETA.combinedPEM()}
+        )
+        endpoint = serverFromString(
+            MemoryReactor(),
+            f"tlsni:certdir={quoteEndpointArgument(directory.path)}:tcp:0",
+        )
+        plain, creator = splitServerTLS(endpoint)
+        return creator
+
+    def test_sslOffersOnlyAEADWithForwardSecrecy(self) -> None:
+        """
+        Of every TLS 1.2 suite OpenSSL knows, offered one at a time, an
+        C{ssl:} listener with an ECDSA certificate accepts exactly the three
+        ECDHE-ECDSA AEAD suites of Mozilla's intermediate profile: no CBC,
+        no RSA key exchange, no anonymous suite.
+        """
+        self.assertEqual(
+            sorted(acceptedTLS12Ciphers(self.sslListener())), MOZILLA_ECDSA
+        )
+
+    def test_sniOffersOnlyAEADWithForwardSecrecy(self) -> None:
+        """
+        The same for a C{tlsni:} listener, for a client asking for a named
+        certificate.
+        """
+        creator = self.sniListener()
+        accepted = []
+        for name in tls12CipherNames():
+            client = RawClient(b"beta.example.com", ciphers=name.encode("ascii"))
+            if Handshake(creator, client).works():
+                accepted.append(name)
+        self.assertEqual(sorted(accepted), MOZILLA_ECDSA)
+
+    def test_cbcRefused(self) -> None:
+        """
+        A client offering only a CBC suite with forward secrecy (which
+        Twisted's defaults accept) is refused by both kinds of listener.
+        """
+        for creator in [self.sslListener(), self.sniListener()]:
+            handshake = Handshake(creator, RawClient(ciphers=b"ECDHE-ECDSA-AES128-SHA"))
+            self.assertTrue(handshake.refused())
+
+    def test_sslResumesTLS12(self) -> None:
+        """
+        A TLS 1.2 client connecting again to an C{ssl:} listener resumes its
+        session: the server does not send its certificate again.
+        """
+        self.assertTrue(ResumingClient(SSL.TLS1_2_VERSION).resumes(self.sslListener()))
+
+    def test_sslResumesTLS13(self) -> None:
+        """
+        So does a TLS 1.3 client.
+        """
+        self.assertTrue(ResumingClient().resumes(self.sslListener()))
+
+    def test_resumesWithoutTickets(self) -> None:
+        """
+        A TLS 1.2 client that does not take session tickets resumes from the
+        server's session cache.
+        """
+        client = ResumingClient(SSL.TLS1_2_VERSION, tickets=False)
+        self.assertTrue(client.resumes(self.sslListener()))
+
+    def test_sniResumesEachName(self) -> None:
+        """
+        On a C{tlsni:} listener, a client asking for a named certificate and
+        one sending no name both resume, TLS 1.2 and TLS 1.3, and the
+        resumed session still shows the certificate it asked for.
+        """
+        creator = self.sniListener()
+        for serverName, expected in [
+            (b"beta.example.com", "beta.example.com"),
+            (None, "default.example.org"),
+        ]:
+            for version in [SSL.TLS1_2_VERSION, None]:
+                client = ResumingClient(version, serverName)
+                self.assertTrue(client.resumes(creator), (serverName, version))
+                last = client.connect(creator)
+                self.assertEqual(last.peerNames()[0], expected)
+
+    def test_otherListenerDoesNotResume(self) -> None:
+        """
+        A session from one listener is not resumed by another one (each has
+        its own ticket keys and cache): the client gets a full handshake.
+        """
+        client = ResumingClient()
+        client.connect(self.sslListener())
+        client.connect(self.sslListener())
+        self.assertEqual(client.certificateSent, [True, True])
 
 
 class SplitClientTLSTests(SynchronousTestCase):

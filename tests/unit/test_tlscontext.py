@@ -1,0 +1,451 @@
+"""
+Tests for the server TLS settings of L{tlbalance.tls} (built in
+C{tlbalance._tlscontext}): the cipher lists, the check of a user's cipher
+string, session resumption and the rotation of ticket keys, and how
+L{splitServerTLS} applies settings to C{ssl:} and C{tlsni:} listeners.
+Every handshake runs in memory.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from OpenSSL import SSL, crypto
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.unit.test_tls import (
+    ALPHA,
+    BETA,
+    DEFAULT,
+    MOZILLA_ECDSA,
+    Handshake,
+    RawClient,
+    ResumingClient,
+    acceptedTLS12Ciphers,
+    sslServerEndpoint,
+    temporaryPath,
+    trusting,
+    writeDirectory,
+)
+from tlbalance._endpoints import quoteEndpointArgument
+from tlbalance.tls import (
+    DEFAULT_CIPHERS,
+    SESSION_LIFETIME,
+    TLS13_CIPHERSUITES,
+    SingleCertificate,
+    SNICertificateDirectory,
+    TLSConfigError,
+    TLSServerEndpoint,
+    TLSSettings,
+    checkCiphers,
+    splitServerTLS,
+    tlsFacts,
+)
+
+# The alpha certificate and key as the pyOpenSSL objects CertificateOptions
+# takes.
+ALPHA_KEY = crypto.PKey.from_cryptography_key(ALPHA.key)
+ALPHA_X509 = crypto.X509.from_cryptography(ALPHA.certificate)
+
+
+def single(settings: Any = None, clock: Any = None) -> SingleCertificate:
+    """
+    A listener's TLS showing the alpha certificate.
+    """
+    return SingleCertificate(
+        ALPHA.key, ALPHA.certificate, (), settings, clock or Clock()
+    )
+
+
+def pumpPair(client: SSL.Connection, server: SSL.Connection) -> None:
+    """
+    Move bytes between two memory-BIO connections until neither has any.
+    """
+    moved = True
+    while moved:
+        moved = False
+        for source, sink in ((client, server), (server, client)):
+            try:
+                data = source.bio_read(65536)
+            except SSL.WantReadError:
+                continue
+            if data:
+                sink.bio_write(data)
+                moved = True
+
+
+class TLSSettingsTests(SynchronousTestCase):
+    """
+    L{TLSSettings} builds the contexts of every TLS listener.
+    """
+
+    def test_defaultTLS12Suites(self) -> None:
+        """
+        By default the TLS 1.2 suites are those of Mozilla's intermediate
+        profile (guidelines 6.0), in its order: ECDHE key exchange with
+        AES-GCM or ChaCha20-Poly1305.
+        """
+        self.assertEqual(
+            TLSSettings().offered(),
+            (
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+                "ECDHE-RSA-CHACHA20-POLY1305",
+            ),
+        )
+        self.assertEqual(":".join(TLSSettings().offered()), DEFAULT_CIPHERS)
+
+    def test_tls13Suites(self) -> None:
+        """
+        The TLS 1.3 suites are the three AEAD ones, pinned.
+        """
+        names = SSL.Connection(TLSSettings().context(), None).get_cipher_list()
+        self.assertEqual(
+            [n for n in names if n.startswith("TLS_")], TLS13_CIPHERSUITES.split(":")
+        )
+
+    def test_tls13Negotiated(self) -> None:
+        """
+        A current client gets TLS 1.3.
+        """
+        handshake = Handshake(single(), trusting("alpha.example.com"))
+        self.assertTrue(handshake.works())
+        facts = tlsFacts(handshake.server.transport)
+        assert facts is not None
+        self.assertEqual(facts.version, "TLSv1.3")
+
+    def test_ownCiphers(self) -> None:
+        """
+        Settings with their own cipher string offer exactly its suites.
+        """
+        settings = TLSSettings(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")
+        self.assertEqual(
+            acceptedTLS12Ciphers(single(settings)), ["ECDHE-ECDSA-AES256-GCM-SHA384"]
+        )
+
+    def test_ownCiphersMayBeWeaker(self) -> None:
+        """
+        The cipher string is the user's call: a CBC suite they list is
+        offered.
+        """
+        settings = TLSSettings(ciphers=DEFAULT_CIPHERS + ":ECDHE-ECDSA-AES128-SHA")
+        self.assertEqual(
+            sorted(acceptedTLS12Ciphers(single(settings))),
+            sorted(MOZILLA_ECDSA + ["ECDHE-ECDSA-AES128-SHA"]),
+        )
+
+    def test_badCiphers(self) -> None:
+        """
+        Settings whose cipher string OpenSSL finds nothing in cannot be made.
+        """
+        self.assertRaises(TLSConfigError, TLSSettings, ciphers="NOSUCHCIPHER")
+
+    def test_maxVersion(self) -> None:
+        """
+        C{maxVersion} caps the protocol: a TLS 1.3 client gets TLS 1.2.
+        """
+        handshake = Handshake(
+            single(TLSSettings(maxVersion=SSL.TLS1_2_VERSION)),
+            trusting("alpha.example.com"),
+        )
+        self.assertTrue(handshake.works())
+        facts = tlsFacts(handshake.server.transport)
+        assert facts is not None
+        self.assertEqual(facts.version, "TLSv1.2")
+
+    def test_maxVersionBelowFloor(self) -> None:
+        """
+        A newest version below TLS 1.2 is refused.
+        """
+        self.assertRaises(TLSConfigError, TLSSettings, maxVersion=SSL.TLS1_1_VERSION)
+
+    def test_describe(self) -> None:
+        """
+        L{TLSSettings.describe} says, in one line, the versions, the TLS 1.2
+        suites and how long sessions last.
+        """
+        self.assertEqual(
+            TLSSettings(ciphers="ECDHE-RSA-AES128-GCM-SHA256").describe(),
+            "TLS 1.2 to TLS 1.3; TLS 1.2 suites ECDHE-RSA-AES128-GCM-SHA256; "
+            f"sessions resumable for {SESSION_LIFETIME}s",
+        )
+
+    def test_renegotiationRefused(self) -> None:
+        """
+        A TLS 1.2 client asking to renegotiate is refused.
+        """
+        clientContext = SSL.Context(SSL.TLS_METHOD)
+        clientContext.set_max_proto_version(SSL.TLS1_2_VERSION)
+        client = SSL.Connection(clientContext, None)
+        client.set_connect_state()
+        server = single().serverConnectionForTLS(None)
+        server.set_accept_state()
+        for _ in range(5):
+            for side in (client, server):
+                try:
+                    side.do_handshake()
+                except SSL.WantReadError:
+                    pass
+            pumpPair(client, server)
+        client.write(b"x")
+        pumpPair(client, server)
+        self.assertEqual(server.recv(10), b"x")
+        self.assertTrue(client.renegotiate())
+        with self.assertRaises(SSL.Error) as caught:
+            for _ in range(5):
+                try:
+                    client.do_handshake()
+                except SSL.WantReadError:
+                    pass
+                pumpPair(client, server)
+                try:
+                    server.recv(10)
+                except SSL.WantReadError:
+                    pass
+                pumpPair(client, server)
+        self.assertIn("no renegotiation", str(caught.exception))
+
+
+class CheckCiphersTests(SynchronousTestCase):
+    """
+    L{checkCiphers} checks a cipher string in one line.
+    """
+
+    def test_accepted(self) -> None:
+        """
+        A string OpenSSL selects something from comes back unchanged, even
+        with names it does not know (one list can serve several versions).
+        """
+        for text in [
+            DEFAULT_CIPHERS,
+            "ECDHE+AESGCM:!aNULL",
+            "NOSUCHCIPHER:ECDHE-RSA-AES128-GCM-SHA256",
+        ]:
+            self.assertEqual(checkCiphers(text), text)
+
+    def test_refused(self) -> None:
+        """
+        An empty string, a string that selects no TLS 1.2 suite (TLS 1.3
+        names select none) and a non-ASCII one are refused, in one line
+        that quotes them.
+        """
+        for text, expected in [
+            ("", "expected an OpenSSL cipher string"),
+            ("  ", "expected an OpenSSL cipher string"),
+            ("NOSUCHCIPHER", "OpenSSL finds no TLS 1.2 cipher suite in 'NOSUCHCIPHER'"),
+            ("TLS_AES_128_GCM_SHA256", "no TLS 1.2 cipher suite"),
+            ("ECDHE-RSA-AES128-GCM-SHA256\u00e9", "is not ASCII"),
+        ]:
+            error = self.assertRaises(TLSConfigError, checkCiphers, text)
+            self.assertIn(expected, str(error))
+            self.assertNotIn("\n", str(error))
+
+
+class SessionRotationTests(SynchronousTestCase):
+    """
+    Each listener's session context, which holds its ticket keys, is
+    replaced once it is L{SESSION_LIFETIME} seconds old.
+    """
+
+    def test_resumesWithinLifetime(self) -> None:
+        """
+        A client coming back just before the keys are replaced resumes.
+        """
+        clock = Clock()
+        creator = single(clock=clock)
+        client = ResumingClient()
+        client.connect(creator)
+        clock.advance(SESSION_LIFETIME - 1)
+        client.connect(creator)
+        self.assertEqual(client.certificateSent, [True, False])
+
+    def test_fullHandshakeAfterRotation(self) -> None:
+        """
+        Once the keys are replaced, an old session is not resumed: the
+        client makes a full handshake, and resumes the new session after it.
+        """
+        clock = Clock()
+        creator = single(clock=clock)
+        for version in [SSL.TLS1_2_VERSION, None]:
+            client = ResumingClient(version)
+            client.connect(creator)
+            clock.advance(SESSION_LIFETIME)
+            client.connect(creator)
+            client.connect(creator)
+            self.assertEqual(client.certificateSent, [True, True, False], version)
+
+    def test_shorterLifetime(self) -> None:
+        """
+        C{sessionLifetime} sets when the keys are replaced.
+        """
+        clock = Clock()
+        creator = single(TLSSettings(sessionLifetime=60), clock)
+        client = ResumingClient()
+        client.connect(creator)
+        clock.advance(60)
+        client.connect(creator)
+        self.assertEqual(client.certificateSent, [True, True])
+
+    def test_sniRotation(self) -> None:
+        """
+        A C{tlsni:} directory's keys are replaced the same way, and a reload
+        of its certificates keeps them, so sessions still resume.
+        """
+        clock = Clock()
+        path = writeDirectory(self, {"a.pem": ALPHA.combinedPEM()})
+        sni = SNICertificateDirectory(path, clock=clock)
+        client = ResumingClient(serverName=b"alpha.example.com")
+        client.connect(sni)
+        path.child("b.pem").setContent(BETA.combinedPEM())
+        sni.reload()
+        client.connect(sni)
+        clock.advance(SESSION_LIFETIME)
+        client.connect(sni)
+        self.assertEqual(client.certificateSent, [True, False, True])
+
+
+class SplitServerSettingsTests(SynchronousTestCase):
+    """
+    L{splitServerTLS} gives C{ssl:} and C{tlsni:} listeners the settings it
+    is given.
+    """
+
+    def sslEndpoint(self, **options: str) -> Any:
+        """
+        C{ssl:0:privateKey=alpha.pem} with extra C{options}.
+        """
+        pem = FilePath(temporaryPath(self))
+        pem.setContent(ALPHA.combinedPEM())
+        extra = "".join(f":{k}={v}" for k, v in options.items())
+        return serverFromString(
+            MemoryReactorClock(),
+            f"ssl:0:privateKey={quoteEndpointArgument(pem.path)}{extra}",
+        )
+
+    def test_sslGetsSettings(self) -> None:
+        """
+        An C{ssl:} listener becomes a L{SingleCertificate} with the settings
+        given, or the defaults.
+        """
+        settings = TLSSettings(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")
+        plain, creator = splitServerTLS(self.sslEndpoint(), settings)
+        self.assertIsInstance(creator, SingleCertificate)
+        self.assertEqual(creator.settings, settings)
+        plain, creator = splitServerTLS(self.sslEndpoint())
+        self.assertEqual(creator.settings, TLSSettings())
+
+    def test_sslRotatesOnTheReactorsClock(self) -> None:
+        """
+        The session keys of an C{ssl:} listener age on its reactor's clock.
+        """
+        endpoint = self.sslEndpoint()
+        plain, creator = splitServerTLS(endpoint)
+        client = ResumingClient()
+        client.connect(creator)
+        endpoint._reactor.advance(SESSION_LIFETIME)
+        client.connect(creator)
+        self.assertEqual(client.certificateSent, [True, True])
+
+    def test_sslMethodTLS12(self) -> None:
+        """
+        C{sslmethod=TLSv1_2_METHOD} keeps its meaning: TLS 1.2 only.
+        """
+        with warnings.catch_warnings():
+            # Twisted deprecates sslmethod; tlbalance still honours it.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            endpoint = self.sslEndpoint(sslmethod="TLSv1_2_METHOD")
+        plain, creator = splitServerTLS(endpoint)
+        self.assertEqual(creator.settings.maxVersion, SSL.TLS1_2_VERSION)
+        handshake = Handshake(creator, trusting("alpha.example.com"))
+        self.assertTrue(handshake.works())
+        facts = tlsFacts(handshake.server.transport)
+        assert facts is not None
+        self.assertEqual(facts.version, "TLSv1.2")
+
+    def test_sslRefusedOptions(self) -> None:
+        """
+        C{ssl:} options tlbalance's settings would silently drop are
+        refused: an old C{sslmethod}, C{dhParameters}, client certificate
+        verification.
+        """
+        with warnings.catch_warnings():
+            # Twisted deprecates sslmethod; tlbalance still honours it.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old = self.sslEndpoint(sslmethod="TLSv1_METHOD")
+        error = self.assertRaises(TLSConfigError, splitServerTLS, old)
+        self.assertIn("sslmethod", str(error))
+
+        dhFile = FilePath(temporaryPath(self))
+        dhFile.setContent(b"")
+        withDH = self.sslEndpoint(dhParameters=quoteEndpointArgument(dhFile.path))
+        error = self.assertRaises(TLSConfigError, splitServerTLS, withDH)
+        self.assertIn("dhParameters is not supported", str(error))
+
+        verifying = CertificateOptions(
+            privateKey=ALPHA_KEY,
+            certificate=ALPHA_X509,
+            verify=True,
+            caCerts=[ALPHA_X509],
+        )
+        endpoint = SSL4ServerEndpoint(MemoryReactor(), 0, verifying)
+        error = self.assertRaises(TLSConfigError, splitServerTLS, endpoint)
+        self.assertIn("client certificate verification", str(error))
+
+    def test_sslOtherContextFactoryKept(self) -> None:
+        """
+        An C{ssl:} endpoint built in code with a context factory other than
+        a plain L{CertificateOptions} keeps it.
+        """
+
+        class Options(CertificateOptions):
+            pass
+
+        options = Options(
+            privateKey=ALPHA_KEY,
+            certificate=ALPHA_X509,
+        )
+        plain, creator = splitServerTLS(SSL4ServerEndpoint(MemoryReactor(), 0, options))
+        self.assertIs(creator, options)
+
+    def test_sniGetsSettings(self) -> None:
+        """
+        A C{tlsni:} directory is read again with the settings given; without
+        settings, or with its own, it is kept.
+        """
+        directory = SNICertificateDirectory(
+            writeDirectory(self, {"a.pem": DEFAULT.combinedPEM()})
+        )
+        endpoint = TLSServerEndpoint(TCP4ServerEndpoint(MemoryReactor(), 0), directory)
+        self.assertIs(splitServerTLS(endpoint)[1], directory)
+        self.assertIs(splitServerTLS(endpoint, TLSSettings())[1], directory)
+        settings = TLSSettings(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")
+        plain, creator = splitServerTLS(endpoint, settings)
+        assert isinstance(creator, SNICertificateDirectory)
+        self.assertEqual(creator.settings, settings)
+        self.assertEqual(creator.directory, directory.directory)
+        self.assertEqual(
+            acceptedTLS12Ciphers(creator), ["ECDHE-ECDSA-AES256-GCM-SHA384"]
+        )
+
+    def test_sslEndpointStillSplits(self) -> None:
+        """
+        The plain endpoint of a split C{ssl:} listener keeps its port and
+        interface.
+        """
+        reactor = MemoryReactor()
+        plain, creator = splitServerTLS(sslServerEndpoint(self, reactor, ALPHA))
+        self.assertIsInstance(plain, TCP4ServerEndpoint)
+        self.assertTrue(Handshake(creator, RawClient()).works())
