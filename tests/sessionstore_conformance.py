@@ -10,11 +10,15 @@ reclaim space; expiry is enforced on read, by the store's clock).
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+from typing import Any, List, Tuple
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 from zope.interface.verify import verifyObject
 
 from tlsession.interfaces import (
@@ -24,6 +28,8 @@ from tlsession.interfaces import (
     SessionRecord,
     ValueTooLargeError,
 )
+from tlsession.manager import SessionCommitError, SessionManager
+from tlsession.session import Session
 
 IDLE = 60.0
 ABSOLUTE = 3600.0
@@ -42,6 +48,25 @@ MALFORMED_IDS = [
     "' OR 1=1 --",
     "a b c",
 ]
+
+
+#: Concurrent requests of one session in the lost-update tests.
+REQUESTS = 24
+
+#: The processes (managers) those requests are spread over.
+PROCESSES = 3
+
+
+def sessionRequest(sessionID: str) -> Request:
+    """
+    A twisted.web request whose cookie names C{sessionID}.
+    """
+    request = Request(DummyChannel())
+    request.method = b"GET"
+    request.uri = request.path = b"/"
+    request.clientproto = b"HTTP/1.1"
+    request.requestHeaders.addRawHeader(b"cookie", b"TLSESSION=" + sessionID.encode())
+    return request
 
 
 class SessionStoreConformance:
@@ -319,3 +344,126 @@ class SessionStoreConformance:
         await store.delete(a.sessionID)
         loaded = await store.load(b.sessionID)
         self.assertEqual((loaded.version, loaded.data), (1, b"b"))
+
+    # Through a SessionManager: no update is reported saved and then lost.
+
+    async def loadedRequests(
+        self, store: Any, data: bytes, **managerOptions: Any
+    ) -> Tuple[str, List[Tuple[SessionManager, Request, Session]]]:
+        """
+        A session holding C{data}, and L{REQUESTS} requests of it spread over
+        L{PROCESSES} managers, all loaded before any commits.
+        """
+        sessionID = (await store.create(data)).sessionID
+        managers = [
+            SessionManager(store, self.clock, **managerOptions)
+            for _ in range(PROCESSES)
+        ]
+        loaded = []
+        for index in range(REQUESTS):
+            manager = managers[index % PROCESSES]
+            request = sessionRequest(sessionID)
+            session = await manager.sessionForRequest(request)
+            loaded.append((manager, request, session))
+        return sessionID, loaded
+
+    async def commitAll(
+        self, loaded: List[Tuple[SessionManager, Request, Session]]
+    ) -> List[str]:
+        """
+        Commit every request at once; C{"saved"} or the failure's reason
+        for each.
+        """
+        results = await DeferredList(
+            [manager.commit(request) for manager, request, _ in loaded],
+            consumeErrors=True,
+        )
+        outcomes = []
+        for ok, result in results:
+            if ok:
+                outcomes.append("saved")
+            else:
+                assert isinstance(result, Failure)
+                result.trap(SessionCommitError)
+                outcomes.append(result.value.reason)
+        return outcomes
+
+    async def storedCount(self, store: Any, sessionID: str) -> int:
+        """
+        The counter C{n} the store holds for C{sessionID}.
+        """
+        record = await store.load(sessionID)
+        count: int = json.loads(record.data)["n"]
+        return count
+
+    async def test_plainIncrementsNeverLost(self) -> None:
+        """
+        Concurrent requests that each write a counter read plus one: every
+        request told its change was saved counted, and the others failed
+        as conflicts.
+        """
+        store = await self.store()
+        sessionID, loaded = await self.loadedRequests(store, b'{"n":0}')
+        for _, _, session in loaded:
+            session["n"] = session["n"] + 1
+        outcomes = await self.commitAll(loaded)
+        self.assertEqual(set(outcomes) - {"saved", "conflict"}, set())
+        self.assertEqual(
+            await self.storedCount(store, sessionID), outcomes.count("saved")
+        )
+        self.assertGreaterEqual(outcomes.count("saved"), 1)
+
+    async def test_atomicIncrementsAllCount(self) -> None:
+        """
+        Concurrent requests that count with C{session.increment} all
+        succeed (given retries enough for every process to lose each time),
+        and the counter is their number.
+        """
+        store = await self.store()
+        sessionID, loaded = await self.loadedRequests(
+            store, b'{"n":0}', maxRetries=REQUESTS
+        )
+        for _, _, session in loaded:
+            session.increment("n")
+        outcomes = await self.commitAll(loaded)
+        self.assertEqual(outcomes, ["saved"] * REQUESTS)
+        self.assertEqual(await self.storedCount(store, sessionID), REQUESTS)
+
+    async def test_atomicIncrementsDefaultRetries(self) -> None:
+        """
+        With the default retries, concurrent C{increment}s may fail as
+        conflicts, but the counter is exactly the number of successes.
+        """
+        store = await self.store()
+        sessionID, loaded = await self.loadedRequests(store, b'{"n":0}')
+        for _, _, session in loaded:
+            session.increment("n")
+        outcomes = await self.commitAll(loaded)
+        self.assertEqual(set(outcomes) - {"saved", "conflict"}, set())
+        self.assertEqual(
+            await self.storedCount(store, sessionID), outcomes.count("saved")
+        )
+
+    async def test_sameKeyConflictsDisjointKeysMerge(self) -> None:
+        """
+        Two processes that load one session: the later commit of a key the
+        earlier one changed fails; writes to other keys are kept.
+        """
+        store = await self.store()
+        sessionID = (await store.create(b'{"a":0,"b":0}')).sessionID
+        first, second, third = (SessionManager(store, self.clock) for _ in range(3))
+        requests = [sessionRequest(sessionID) for _ in range(3)]
+        sessions = [
+            await manager.sessionForRequest(request)
+            for manager, request in zip((first, second, third), requests)
+        ]
+        sessions[0]["a"] = 1
+        sessions[1]["b"] = 2
+        sessions[2]["a"] = 3
+        await first.commit(requests[0])
+        await second.commit(requests[1])
+        with self.assertRaises(SessionCommitError) as raised:
+            await third.commit(requests[2])
+        self.assertEqual(raised.exception.reason, "conflict")
+        record = await store.load(sessionID)
+        self.assertEqual(json.loads(record.data), {"a": 1, "b": 2})

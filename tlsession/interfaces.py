@@ -7,7 +7,7 @@ the session a request holds (L{ISession}), and what applications use
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, Optional, Union
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -181,6 +181,14 @@ class ISession(Interface):
     Reading and writing it is synchronous (it was loaded before the
     resource rendered); the manager saves it after the response if it was
     modified.
+
+    Concurrent requests of one session never lose each other's writes
+    silently: when another request saved the session after this one read
+    it, this request's changes are merged with that request's key by key.
+    A key only one of them changed keeps that change; a key this request
+    set or deleted that the other request changed too fails the commit (the
+    client gets 409), unless this request changed it through L{modify} or
+    L{increment}, which run again on the newer value.
     """
 
     sessionID = Attribute("The session identifier (C{None} before it is stored).")
@@ -205,6 +213,30 @@ class ISession(Interface):
     def get(key: str, default: object = None) -> object:
         """
         The value under C{key}, or C{default}.
+        """
+
+    def modify(
+        key: str, function: Callable[[Any], Any], default: object = None
+    ) -> object:
+        """
+        Replace the value under C{key} (C{default} when missing) with
+        C{function(value)}, now and again on the newer value whenever
+        another request saved the session first, so that concurrent
+        updates of one key all count. C{function} gets a copy, must only
+        compute, and may run several times; if it raises on a newer value
+        the commit fails as a conflict.
+
+        @return: the new value.
+        @raise TypeError: if the result is not JSON-serialisable.
+        """
+
+    def increment(key: str, delta: Union[int, float] = 1) -> Union[int, float]:
+        """
+        Add C{delta} to the number under C{key} (0 when missing), as
+        L{modify} does.
+
+        @return: the new value.
+        @raise TypeError: if C{delta} or the value is not a number.
         """
 
     def cycleKey() -> None:
@@ -258,8 +290,10 @@ class ISessionManager(Interface):
 
     def commit(request: IRequest) -> Deferred[None]:
         """
-        Save the request's session if it was modified (re-applying this
-        request's changes on a conflict), and apply rotation and flushes.
+        Save the request's session if it was modified, and apply rotation
+        and flushes. When another request saved the session meanwhile, this
+        request's changes are merged into that version (see L{ISession});
+        a change that cannot be merged fails the commit.
 
         @return: L{Deferred} firing when saved.
         """

@@ -2,7 +2,8 @@
 """
 What applications use: the session of a request, read from its cookie and
 kept in an L{ISessionStore}; commit (saving only changes, merging them with a
-concurrent save), rotation, logout; and the cookie policy.
+concurrent save, or failing when they cannot be merged), rotation, logout;
+and the cookie policy.
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import attrs
 from twisted.internet import error as netError
-from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    TimeoutError,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,7 +38,7 @@ from tlsession.interfaces import (
     SessionStoreError,
     StoreUnavailableError,
 )
-from tlsession.session import Session
+from tlsession.session import ConcurrentChangeError, Session
 from tlsession.stores import isWellFormedSessionID
 
 __all__ = ["SessionCommitError", "SessionManager", "registeredSession"]
@@ -60,7 +67,9 @@ class SessionCommitError(SessionStoreError):
 
     @ivar reason: C{"gone"} when the session was deleted or expired
         meanwhile (a logout in another tab, say): it is not brought back;
-        C{"conflict"} when other requests kept saving it through every retry.
+        C{"conflict"} when another request changed a key this request
+        changed too since it read the session, or when other requests kept
+        saving it through every retry.
     """
 
     def __init__(self, sessionID: Optional[str], reason: str, message: str) -> None:
@@ -115,7 +124,7 @@ class SessionManager:
         touchInterval: Optional[float] = None,
         persistentCookie: bool = True,
         forceSecure: bool = False,
-        maxRetries: int = 3,
+        maxRetries: int = 10,
         storeTimeout: Optional[float] = 10.0,
     ) -> None:
         """
@@ -130,8 +139,10 @@ class SessionManager:
             a browser-session cookie.
         @param forceSecure: treat every request as TLS (for a site whose TLS
             ends in front of it, in a balancer or proxy).
-        @param maxRetries: how many times a commit re-reads and re-applies
-            its changes after a concurrent save before giving up.
+        @param maxRetries: how many times a commit re-reads the session and
+            merges its changes into the newer version after a concurrent
+            save before giving up (commits of one session in this process
+            take turns, so only other processes' saves use these up).
         @param storeTimeout: the longest wait for any store call, in
             seconds, after which the store counts as unavailable; C{None}
             waits for the store's own timeout.
@@ -169,6 +180,9 @@ class SessionManager:
         self.forceSecure = forceSecure
         self.maxRetries = maxRetries
         self.storeTimeout = storeTimeout
+        # The saves of one session from this process take turns: each then
+        # conflicts at most with what other processes saved.
+        self._saveTurns: Dict[str, DeferredLock] = {}
 
     # Reading
 
@@ -253,15 +267,24 @@ class SessionManager:
     def commit(self, request: IRequest) -> Deferred[None]:
         """
         Apply the request's session changes: delete flushed sessions, store
-        a new session that has data, rotate, save if modified (on a
-        conflict, re-read and re-apply the keys this request set or deleted,
-        up to C{maxRetries} times), or mark an unchanged session seen once
-        per C{touchInterval}; and set or clear the cookie. Call it before
-        the response's first write: cookies cannot follow the headers.
+        a new session that has data, rotate, save if modified, or mark an
+        unchanged session seen once per C{touchInterval}; and set or clear
+        the cookie. Call it before the response's first write: cookies
+        cannot follow the headers.
+
+        A save is a compare-and-swap on the version the request read. When
+        another request saved first, the session is re-read and this
+        request's changes merged into the newer version (L{Session.rebase}),
+        up to C{maxRetries} times: keys only this request changed keep its
+        values, atomic updates (C{modify}, C{increment}) run again, and a
+        key this request set or deleted that the other request changed too
+        fails the commit. No change based on a value that changed since it
+        was read is reported saved.
 
         @return: L{Deferred} firing when done; it fails with
             L{SessionCommitError} when the changes cannot be saved (the
-            session was deleted meanwhile, or kept conflicting), with
+            session was deleted meanwhile, another request changed what this
+            one changed, or saves kept conflicting), with
             L{StoreUnavailableError} when the store cannot be reached, and
             with L{ValueTooLargeError} when the session is over the store's
             size limit.
@@ -322,12 +345,30 @@ class SessionManager:
             record = await self._call(self.store.rotate, oldID)
         except SessionGoneError:
             raise self._gone(request, session) from None
-        # Another request may have saved between our load and the rotation.
-        self._reportOverwrites(session, session.moved(record))
+        # A save by another request between our load and the rotation is
+        # merged (or found in conflict) when our changes are saved.
+        session.moved(record)
         self._setCookie(request, session)
 
     async def _save(self, request: IRequest, session: Session) -> None:
         sessionID = session.storedID
+        assert sessionID is not None
+        turn = self._saveTurns.get(sessionID)
+        if turn is None:
+            turn = self._saveTurns[sessionID] = DeferredLock()
+        await turn.acquire()
+        try:
+            await self._saveInTurn(request, session, sessionID)
+        finally:
+            turn.release()
+            # (The next waiter, if any, holds it now, and may already be
+            # done with it.)
+            if not turn.locked and self._saveTurns.get(sessionID) is turn:
+                del self._saveTurns[sessionID]
+
+    async def _saveInTurn(
+        self, request: IRequest, session: Session, sessionID: str
+    ) -> None:
         for _ in range(self.maxRetries + 1):
             try:
                 version = await self._call(
@@ -343,7 +384,11 @@ class SessionManager:
                 record = await self._call(self.store.load, sessionID)
                 if record is None:
                     raise self._gone(request, session) from None
-                self._reportOverwrites(session, session.rebase(record))
+                try:
+                    session.rebase(record)
+                except ConcurrentChangeError as e:
+                    message = f"session changes not saved: {e}"
+                    raise self._conflict(sessionID, message) from e
                 continue
             now = self.clock.seconds()
             assert session.record is not None
@@ -358,14 +403,17 @@ class SessionManager:
                 )
             )
             return
-        message = (
+        raise self._conflict(
+            sessionID,
             f"session changes not saved: other requests kept saving the session "
-            f"({self.maxRetries + 1} attempts)"
+            f"({self.maxRetries + 1} attempts)",
         )
+
+    def _conflict(self, sessionID: str, message: str) -> SessionCommitError:
         self.log.warn(
             "Session {session}: {message}", session=logID(sessionID), message=message
         )
-        raise SessionCommitError(sessionID, "conflict", message)
+        return SessionCommitError(sessionID, "conflict", message)
 
     async def _touchIfDue(
         self, request: IRequest, session: Session, headersSent: bool
@@ -410,15 +458,6 @@ class SessionManager:
         if not _headersSent(request):
             self._clearCookie(request)
         return SessionCommitError(sessionID, "gone", message)
-
-    def _reportOverwrites(self, session: Session, keys: list[str]) -> None:
-        if keys:
-            self.log.warn(
-                "Session {session}: another request changed {keys} at the same "
-                "time; this request's values were kept",
-                session=logID(session.storedID),
-                keys=", ".join(keys),
-            )
 
     def expire(self, request: IRequest) -> Deferred[None]:
         """

@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.unit.test_session -*-
 """
-The session a request holds: a mapping of JSON values that remembers whether
-it changed and which keys this request set or deleted, so that the manager
-saves only what changed and can merge it with a concurrent request's save.
+The session a request holds: a mapping of JSON values that remembers what it
+held when it was read and which updates this request made, so that the
+manager saves only what changed and can merge it with a concurrent request's
+save without losing either request's write.
 """
 
 from __future__ import annotations
@@ -12,14 +13,32 @@ import hmac
 import json
 import math
 import secrets
-from typing import Any, Dict, FrozenSet, Iterator, List, MutableMapping, Optional, Set
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    MutableMapping,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+)
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tlsession.interfaces import ISession, SessionRecord
 
-__all__ = ["CSRF_KEY", "RESERVED_PREFIX", "Session", "checkJSONValue"]
+__all__ = [
+    "CSRF_KEY",
+    "RESERVED_PREFIX",
+    "ConcurrentChangeError",
+    "Session",
+    "checkJSONValue",
+]
 
 log = Logger()
 
@@ -39,6 +58,26 @@ _MAX_CSRF_TOKENS = 4
 _MAX_DEPTH = 32
 
 _MISSING = object()
+
+# One recorded atomic update: the function and the default it starts from.
+_Update = Tuple[Callable[[Any], Any], Any]
+
+
+class ConcurrentChangeError(Exception):
+    """
+    Another request changed keys this request wrote since this request read
+    them (or an atomic update refused the newer value): this request's
+    changes cannot be merged with that request's.
+
+    @ivar keys: the keys in question, sorted.
+    """
+
+    def __init__(self, keys: List[str], detail: str = "") -> None:
+        super().__init__(
+            f"another request changed {', '.join(keys)} since this request "
+            "read the session" + (f" ({detail})" if detail else "")
+        )
+        self.keys = keys
 
 
 def checkJSONValue(value: object, where: str = "value", depth: int = 0) -> None:
@@ -86,6 +125,22 @@ def _encode(document: Dict[str, Any]) -> bytes:
     ).encode("utf-8")
 
 
+def _valueJSON(value: object) -> Optional[str]:
+    """
+    A value as stored, to compare: C{1}, C{1.0} and C{True} differ here;
+    C{None} for a missing key.
+    """
+    if value is _MISSING:
+        return None
+    return json.dumps(
+        value,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+
+
 def _decode(data: bytes, sessionID: Optional[str]) -> Dict[str, Any]:
     if not data:
         return {}
@@ -125,6 +180,12 @@ class Session(MutableMapping[str, Any]):
     inside a value (C{session["cart"].append(x)}) cannot be seen: assign the
     value again, or set C{session.modified = True}.
 
+    When another request saved the session after this one read it, this
+    request's changes are merged key by key (L{rebase}): a key this request
+    changed that the other request changed too is a conflict, unless this
+    request changed it with L{modify} or L{increment}, whose functions then
+    run again on the newer value.
+
     @ivar isNew: whether the session was started for this request (it is
         stored only once something is put in it).
     @ivar accessed: whether the application read or changed it; the manager
@@ -150,13 +211,26 @@ class Session(MutableMapping[str, Any]):
         self._sessionID = None if record is None else record.sessionID
         document = _decode(b"" if record is None else record.data, self._sessionID)
         # What was read, kept apart from what the request changes, to tell
-        # on a merge which keys another request changed.
+        # on a merge which keys another request changed, and which this one.
         self._original: Dict[str, Any] = copy.deepcopy(document)
         self._data, self._csrf = _split(document)
-        self._touched: Set[str] = set()
-        self._touchedAll = False
-        self._modified = False
+        self._forgetChanges()
         self._rotate = False
+
+    def _forgetChanges(self) -> None:
+        """
+        What is held now is what is stored: no change of this request is
+        left to merge.
+        """
+        self._touched: Set[str] = set()
+        # Keys set or deleted by plain assignment: never re-applied.
+        self._assigned: Set[str] = set()
+        # The atomic updates of each other key, and (as stored) what they
+        # made of it, to notice a later change inside the value.
+        self._updates: Dict[str, List[_Update]] = {}
+        self._updated: Dict[str, Optional[str]] = {}
+        self._renewedTokens = False
+        self._modified = False
 
     # What the application sees
 
@@ -172,14 +246,13 @@ class Session(MutableMapping[str, Any]):
     def modified(self) -> bool:
         """
         Whether the session must be saved. Set it to C{True} after changing
-        a value in place; the whole session is then this request's change.
+        a value in place; every value that differs from what was read is
+        then this request's change.
         """
         return self._modified
 
     @modified.setter
     def modified(self, value: bool) -> None:
-        if value:
-            self._touchedAll = True
         self._modified = bool(value)
 
     def __getitem__(self, key: str) -> Any:
@@ -191,12 +264,12 @@ class Session(MutableMapping[str, Any]):
         checkJSONValue(value, f"session[{key!r}]")
         self.accessed = True
         self._data[key] = value
-        self._changed(key)
+        self._assign(key)
 
     def __delitem__(self, key: str) -> None:
         self.accessed = True
         del self._data[key]
-        self._changed(key)
+        self._assign(key)
 
     def get(self, key: str, default: Any = None) -> Any:
         """
@@ -204,6 +277,79 @@ class Session(MutableMapping[str, Any]):
         """
         self.accessed = True
         return self._data.get(key, default)
+
+    def modify(
+        self, key: str, function: Callable[[Any], Any], default: Any = None
+    ) -> Any:
+        """
+        Replace the value under C{key} with C{function(value)} atomically:
+        at once (so that this request sees the result), and again on the
+        newer value each time another request turns out to have saved the
+        session first, until this request's save goes through. Use it for
+        counters, lists that several requests append to, and any value
+        computed from the one it replaces.
+
+        C{function} is given a copy of the current value, or of C{default}
+        when C{key} is missing, and returns the new JSON-serialisable
+        value; it may run more than once, so it must not do anything but
+        compute. If it raises when run again, the commit fails as a conflict
+        (HTTP 409). A plain C{session[key] = value} or C{del session[key]}
+        of the same key in this request, before or after, makes the key's
+        change a plain one again (a conflict if another request changed it).
+
+        @return: the new value.
+        @raise TypeError: if C{function} is not callable or returns a value
+            that is not JSON-serialisable (the session is left unchanged).
+        @raise KeyError: for a reserved key.
+        """
+        self._checkKey(key)
+        if not callable(function):
+            raise TypeError(f"{function!r} is not callable")
+        self.accessed = True
+        current = self._data.get(key, _MISSING)
+        value = _apply(key, function, default, current)
+        if key not in self._assigned:
+            before = self._updated.get(
+                key, _valueJSON(self._original.get(key, _MISSING))
+            )
+            if _valueJSON(current) != before:
+                # Changed in place since read (or since the last update):
+                # re-applying the updates would lose that change.
+                self._assign(key)
+        if key not in self._assigned:
+            # (A copy of the default: the caller may reuse its object.)
+            self._updates.setdefault(key, []).append((function, copy.deepcopy(default)))
+            self._updated[key] = _valueJSON(value)
+        self._data[key] = value
+        self._changed(key)
+        return value
+
+    def increment(self, key: str, delta: Union[int, float] = 1) -> Union[int, float]:
+        """
+        Add C{delta} to the number under C{key} (0 when missing) atomically,
+        as L{modify} does: concurrent requests that each increment it all
+        count.
+
+        @return: the new value.
+        @raise TypeError: if C{delta} or the value is not a number (booleans
+            are not numbers here).
+        @raise ValueError: if C{delta} is not finite.
+        """
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+            raise TypeError(f"delta must be a number, not {delta!r}")
+        if not math.isfinite(delta):
+            raise ValueError(f"delta must be finite, not {delta!r}")
+
+        def add(value: Any) -> Union[int, float]:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(
+                    f"session[{key!r}] holds a {type(value).__name__}, not a number"
+                )
+            result: Union[int, float] = value + delta
+            return result
+
+        result: Union[int, float] = self.modify(key, add, 0)
+        return result
 
     def __iter__(self) -> Iterator[str]:
         self.accessed = True
@@ -229,6 +375,7 @@ class Session(MutableMapping[str, Any]):
         self._rotate = True
         if self._csrf:
             self._csrf = [secrets.token_urlsafe(32)]
+            self._renewedTokens = True
             self._changed(CSRF_KEY)
 
     def flush(self) -> None:
@@ -335,62 +482,93 @@ class Session(MutableMapping[str, Any]):
         self.version = record.version
         self._sessionID = record.sessionID
         self._original = json.loads(self.encode().decode("utf-8"))
-        self._touched = set()
-        self._touchedAll = False
-        self._modified = False
+        self._forgetChanges()
         self._rotate = False
 
-    def moved(self, record: SessionRecord) -> List[str]:
+    def moved(self, record: SessionRecord) -> None:
         """
-        The session was rotated to C{record}'s identifier; this request's
-        unsaved changes stay, re-applied on top of C{record} if another
-        request saved in between.
-
-        @return: as L{rebase}.
+        The session was rotated to C{record}'s identifier. This request's
+        unsaved changes stay, still based on the version it read: if
+        another request saved in between, the save of those changes meets
+        that version and merges with it (L{rebase}).
         """
-        overwritten = self.rebase(record) if record.version != self.version else []
         self.record = record
         self._sessionID = record.sessionID
         self._rotate = False
-        return overwritten
 
-    def rebase(self, record: SessionRecord) -> List[str]:
+    def rebase(self, record: SessionRecord) -> None:
         """
-        Re-apply this request's changes on top of C{record}, a newer version
-        saved by another request: keys this request set or deleted take this
-        request's value; every other key takes the newer one.
+        Merge this request's changes into C{record}, a newer version saved
+        by another request since this session was read, so that saving it
+        loses neither request's writes.
 
-        @return: the keys both requests changed, where this request's value
-            won over the other's.
+        A key whose value this request changed (set, deleted, or changed
+        in place) takes this request's value if the newer version still
+        holds what this request read there; keys changed by L{modify} and
+        L{increment} get their updates applied again to the newer value;
+        every other key takes the newer value. Values are compared as
+        stored, so a key changed and changed back counts as unchanged.
+
+        @raise ConcurrentChangeError: a key this request changed plainly was
+            changed by the other request too (even to the same value: two
+            requests that both counted 5 to 6 must not both succeed), or an
+            update raised on the newer value. The session is left as it
+            was.
         """
         fresh = _decode(record.data, record.sessionID)
-        if self._touchedAll:
-            keys = set(self._data) | set(self._original) | set(self._touched)
-            keys.add(CSRF_KEY)
-        else:
-            keys = set(self._touched)
-        overwritten = []
-        # Through JSON, so that values compare as they will be stored.
-        mine = json.loads(self.encode().decode("utf-8"))
-        merged = dict(fresh)
-        for key in sorted(keys):
-            theirs = fresh.get(key, _MISSING)
-            if key == CSRF_KEY and not self._rotate:
-                merged[key] = _mergeTokens(mine.get(key, []), theirs)
-                continue
-            if theirs != self._original.get(key, _MISSING) and theirs != mine.get(
-                key, _MISSING
-            ):
-                overwritten.append(key)
-            if key in mine:
-                merged[key] = mine[key]
+        freshData, freshTokens = _split(copy.deepcopy(fresh))
+        mineData, mineTokens = _split(json.loads(self.encode().decode("utf-8")))
+        readData, readTokens = _split(copy.deepcopy(self._original))
+        atomic = {
+            key
+            for key in self._updates
+            if _valueJSON(mineData.get(key, _MISSING)) == self._updated[key]
+        }
+        written = {
+            key
+            for key in set(mineData) | set(readData)
+            if key not in atomic
+            and _valueJSON(mineData.get(key, _MISSING))
+            != _valueJSON(readData.get(key, _MISSING))
+        }
+        conflicts = sorted(
+            key
+            for key in written
+            if _valueJSON(freshData.get(key, _MISSING))
+            != _valueJSON(readData.get(key, _MISSING))
+        )
+        if conflicts:
+            raise ConcurrentChangeError(conflicts)
+        merged = dict(freshData)
+        for key in written:
+            if key in mineData:
+                merged[key] = mineData[key]
             else:
                 merged.pop(key, None)
+        updated = {}
+        for key in sorted(atomic):
+            value = freshData.get(key, _MISSING)
+            try:
+                for function, default in self._updates[key]:
+                    value = _apply(key, function, default, value)
+            except Exception as e:
+                raise ConcurrentChangeError(
+                    [key], f"its update refused the newer value: {e!r}"
+                ) from e
+            merged[key] = value
+            updated[key] = _valueJSON(value)
+        if mineTokens == readTokens:
+            tokens = freshTokens
+        elif self._renewedTokens:
+            # A rotation renewed the token: older ones must stop working.
+            tokens = mineTokens
+        else:
+            tokens = _mergeTokens(mineTokens, freshTokens)
         self.record = record
         self.version = record.version
         self._original = fresh
-        self._data, self._csrf = _split(merged)
-        return overwritten
+        self._data, self._csrf = merged, tokens
+        self._updated.update(updated)
 
     def _checkKey(self, key: object) -> None:
         if not isinstance(key, str):
@@ -398,9 +576,29 @@ class Session(MutableMapping[str, Any]):
         if key.startswith(RESERVED_PREFIX):
             raise KeyError(f"keys starting with {RESERVED_PREFIX!r} are reserved")
 
+    def _assign(self, key: str) -> None:
+        """
+        C{key} was set or deleted plainly: its value no longer follows from
+        the updates recorded for it.
+        """
+        self._assigned.add(key)
+        self._updates.pop(key, None)
+        self._updated.pop(key, None)
+        self._changed(key)
+
     def _changed(self, key: str) -> None:
         self._touched.add(key)
         self._modified = True
+
+
+def _apply(key: str, function: Callable[[Any], Any], default: Any, current: Any) -> Any:
+    """
+    What C{function} makes of a copy of C{current} (of C{default} when it is
+    missing), checked to be JSON-serialisable.
+    """
+    value = function(copy.deepcopy(default if current is _MISSING else current))
+    checkJSONValue(value, f"session[{key!r}]")
+    return value
 
 
 def _mergeTokens(mine: object, theirs: object) -> List[str]:

@@ -56,8 +56,8 @@ _GONE = (
     "Please try again.\n"
 )
 _CONFLICT = (
-    "Other requests kept changing your session at the same time, so what "
-    "this request changed was not kept. Please try again.\n"
+    "Another request changed your session at the same time, so what this "
+    "request changed was not kept. Please try again.\n"
 )
 _UNAVAILABLE = "Sessions are unavailable for a moment. Please try again shortly.\n"
 _FAILED = "The session could not be saved.\n"
@@ -110,9 +110,11 @@ class SessionResource:
     is saved again when it finishes. Responses with a 5xx status (a failed
     render) save nothing. When the store cannot be reached the client gets
     503 with C{Retry-After}; when the changes cannot be saved because the
-    session ended meanwhile or kept conflicting, 409 in place of the
-    response, so that the client does not believe in a change that was
-    lost.
+    session ended meanwhile or another request changed the same keys, 409
+    in place of the response, so that the client does not believe in a
+    change that was lost. When the save at the finish fails, the status has
+    gone out already: the response is cut off instead of finished (the
+    connection, or the HTTP/2 stream, is aborted), for the same reason.
     """
 
     isLeaf = True
@@ -349,10 +351,7 @@ class _CommitBeforeHeaders:
         self._commits += 1
         self._resume()
         if getattr(self.request, "startedWriting", False):
-            # Too late to answer otherwise: the manager has logged it.
-            if not failure.check(SessionCommitError, StoreUnavailableError):
-                log.failure("Saving a session failed", failure)
-            self._release()
+            self._cutOff(failure)
             return
         retryAfter = None
         if failure.check(SessionCommitError):
@@ -379,6 +378,48 @@ class _CommitBeforeHeaders:
         Answer C{code} instead of the held response, and ignore what the
         resource writes from now on.
         """
+        self._stopResponse()
+        if self.connection.lost:
+            return
+        _respond(self.request, code, body, self._write, self._finish, retryAfter)
+
+    def _cutOff(self, failure: Failure) -> None:
+        """
+        The save at the response's finish failed after its status went out:
+        a response that ended normally would report a change that was lost,
+        so it ends abnormally instead.
+        """
+        if failure.check(StoreUnavailableError):
+            self.wrapper._reportOutage(failure)
+        elif failure.check(ValueTooLargeError):
+            log.warn(
+                "Session not saved for {uri}: {why}",
+                uri=self.request.uri,
+                why=failure.getErrorMessage(),
+            )
+        elif not failure.check(SessionCommitError):
+            # (The manager logs the failures it raises.)
+            log.failure("Saving a session failed", failure)
+        self._stopResponse()
+        if self.connection.lost:
+            return
+        log.info(
+            "Cutting off the response to {uri}: its session changes were not saved",
+            uri=self.request.uri,
+        )
+        # An HTTP/2 stream resets itself alone; HTTP/1 loses the connection.
+        abort = getattr(self.request.channel, "abortConnection", None)
+        if abort is None:
+            abort = getattr(self.request.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.request.loseConnection()
+
+    def _stopResponse(self) -> None:
+        """
+        Drop what is held, and ignore what the resource writes from now on.
+        """
         self._replaced = True
         self._held = []
         self._finishWanted = False
@@ -388,9 +429,6 @@ class _CommitBeforeHeaders:
                 producer.stopProducing()
             finally:
                 self.request.unregisterProducer()
-        if self.connection.lost:
-            return
-        _respond(self.request, code, body, self._write, self._finish, retryAfter)
 
     def _writeThrough(self, data: bytes) -> None:
         # For HEAD and bodiless statuses, twisted.web swaps request.write for

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
@@ -66,6 +67,25 @@ def vary(request: Request) -> List[bytes]:
     The response's C{Vary} header values.
     """
     return request.responseHeaders.getRawHeaders(b"vary", [])
+
+
+def commitOutcome(
+    testCase: SynchronousTestCase, manager: SessionManager, request: Request
+) -> str:
+    """
+    Commit C{request}'s session, which must end at once: C{"saved"}, or the
+    reason of its L{SessionCommitError}.
+    """
+    d = manager.commit(request)
+    results: List[Any] = []
+    d.addBoth(results.append)
+    testCase.assertEqual(len(results), 1, "the commit did not end at once")
+    [result] = results
+    if isinstance(result, Failure):
+        result.trap(SessionCommitError)
+        reason: str = result.value.reason
+        return reason
+    return "saved"
 
 
 class ManagerTestCase(SynchronousTestCase):
@@ -496,20 +516,129 @@ class ConcurrencyTests(ManagerTestCase):
         self.assertEqual(loaded.version, 3)
         self.assertNotIn("changed", self.logged())
 
-    def test_sameKeyLastWriterWinsReported(self) -> None:
+    def test_sameKeyConflicts(self) -> None:
         """
-        When both write the same key the last to commit wins, and the
-        overwrite is logged.
+        When both write the same key, the first to commit keeps its value
+        and the second fails with L{SessionCommitError} (reason
+        C{"conflict"}) rather than overwriting it; the log names the key.
         """
         sessionID = self.startSession(step=1)
         first, second, a, b = self.pair(sessionID)
         a["step"] = 2
         b["step"] = 3
         self.commit(first)
-        self.commit(second)
+        error = self.failureResultOf(self.manager.commit(second), SessionCommitError)
+        self.assertEqual(error.value.reason, "conflict")
         loaded = Session(self.successResultOf(self.store.load(sessionID)))
-        self.assertEqual(loaded["step"], 3)
-        self.assertIn("another request changed step at the same time", self.logged())
+        self.assertEqual(loaded["step"], 2)
+        self.assertIn("another request changed step", self.logged())
+
+    def test_sameNewValueConflicts(self) -> None:
+        """
+        Two requests that both count 5 to 6 do not both succeed: the second
+        fails, so the count matches the successes.
+        """
+        sessionID = self.startSession(n=5)
+        first, second, a, b = self.pair(sessionID)
+        a["n"] = a["n"] + 1
+        b["n"] = b["n"] + 1
+        self.commit(first)
+        self.failureResultOf(self.manager.commit(second), SessionCommitError)
+
+    def test_deleteOfChangedKeyConflicts(self) -> None:
+        """
+        Deleting a key another request changed (or deleted: a one-time
+        token used twice) fails the second commit.
+        """
+        for change in ("replace", "delete"):
+            sessionID = self.startSession(token="t1")
+            first, second, a, b = self.pair(sessionID)
+            if change == "replace":
+                a["token"] = "t2"
+            else:
+                del a["token"]
+            del b["token"]
+            self.commit(first)
+            error = self.failureResultOf(
+                self.manager.commit(second), SessionCommitError
+            )
+            self.assertEqual(error.value.reason, "conflict", change)
+
+    def test_concurrentIncrementsMatchSuccesses(self) -> None:
+        """
+        Of several requests that each read a counter and write it plus one,
+        loaded at once, only those whose increment counts succeed: the
+        stored counter rises by the number of successful commits.
+        """
+        sessionID = self.startSession(n=0)
+        requests = [makeRequest(self.cookieFor(sessionID)) for _ in range(10)]
+        for request in requests:
+            session = self.session(request)
+            session["n"] = session["n"] + 1
+        outcomes = [commitOutcome(self, self.manager, r) for r in requests]
+        loaded = Session(self.successResultOf(self.store.load(sessionID)))
+        self.assertEqual(outcomes, ["saved"] + ["conflict"] * 9)
+        self.assertEqual(loaded["n"], 1)
+
+    def test_atomicIncrementsAllCount(self) -> None:
+        """
+        Requests that count with C{increment} all succeed, however they
+        interleave, and the counter rises by one for each.
+        """
+        sessionID = self.startSession(n=0)
+        requests = [makeRequest(self.cookieFor(sessionID)) for _ in range(10)]
+        shown = [self.session(request).increment("n") for request in requests]
+        self.assertEqual(shown, [1] * 10)
+        for request in requests:
+            self.commit(request)
+        loaded = Session(self.successResultOf(self.store.load(sessionID)))
+        self.assertEqual(loaded["n"], 10)
+        self.assertNotIn("changed", self.logged())
+
+    def test_modifyRefusedOnNewerValue(self) -> None:
+        """
+        An update function that refuses the newer value (raises) fails the
+        commit as a conflict, with the error in the log; nothing is saved.
+        """
+        sessionID = self.startSession(stock=1)
+        first, second, a, b = self.pair(sessionID)
+
+        def takeOne(stock: int) -> int:
+            if stock < 1:
+                raise ValueError("sold out")
+            return stock - 1
+
+        a.modify("stock", takeOne)
+        b.modify("stock", takeOne)
+        b["order"] = "book"
+        self.commit(first)
+        error = self.failureResultOf(self.manager.commit(second), SessionCommitError)
+        self.assertEqual(error.value.reason, "conflict")
+        loaded = Session(self.successResultOf(self.store.load(sessionID)))
+        self.assertEqual(dict(loaded), {"stock": 0})
+        self.assertIn("sold out", self.logged())
+
+    def test_atomicIncrementRetriesExhausted(self) -> None:
+        """
+        An atomic update that loses every retry fails with
+        L{SessionCommitError} and is not counted.
+        """
+        sessionID = self.startSession(n=0)
+        request = makeRequest(self.cookieFor(sessionID))
+        self.session(request).increment("n")
+        save = self.store.save
+
+        def busySave(sessionID: str, version: int, data: bytes, idle: Any) -> Any:
+            # Another process always gets there first, setting n to 100.
+            self.successResultOf(save(sessionID, version, b'{"n":100}'))
+            return save(sessionID, version, data, idle)
+
+        self.patch(self.store, "save", busySave)
+        manager = self.makeManager(maxRetries=2)
+        error = self.failureResultOf(manager.commit(request), SessionCommitError)
+        self.assertEqual(error.value.reason, "conflict")
+        loaded = Session(self.successResultOf(self.store.load(sessionID)))
+        self.assertEqual(loaded["n"], 100)
 
     def test_saveAfterDelete(self) -> None:
         """
@@ -570,6 +699,187 @@ class ConcurrencyTests(ManagerTestCase):
         error = self.failureResultOf(self.manager.commit(request), SessionCommitError)
         self.assertEqual(error.value.reason, "gone")
         self.assertEqual(self.store.stats()["sessions"], 0)
+
+
+class HeldStore:
+    """
+    A memory store whose C{load} and C{save} answers wait until the test
+    lets them through, one at a time in the order it chooses, so that
+    requests interleave exactly as the test says.
+    """
+
+    def __init__(self, store: MemorySessionStore) -> None:
+        self.store = store
+        self.idleTimeout = store.idleTimeout
+        self.absoluteTimeout = store.absoluteTimeout
+        self.maxValueBytes = store.maxValueBytes
+        self.waiting: List[Tuple[str, Tuple[Any, ...], Deferred[Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def _hold(self, name: str, *args: Any) -> Deferred[Any]:
+        answer: Deferred[Any] = Deferred()
+        self.waiting.append((name, args, answer))
+        return answer
+
+    def load(self, *args: Any) -> Deferred[Any]:
+        return self._hold("load", *args)
+
+    def save(self, *args: Any) -> Deferred[Any]:
+        return self._hold("save", *args)
+
+    def calls(self) -> List[str]:
+        """
+        The waiting calls, oldest first: C{"save 1"} for a save expecting
+        version 1, C{"load"} for a load.
+        """
+        return [
+            name if name == "load" else f"{name} {args[1]}"
+            for name, args, _ in self.waiting
+        ]
+
+    def release(self, index: int = 0) -> None:
+        """
+        Run the waiting call at C{index} on the memory store and deliver its
+        answer.
+        """
+        name, args, answer = self.waiting.pop(index)
+        getattr(self.store, name)(*args).chainDeferred(answer)
+
+
+class InterleavedCommitTests(ManagerTestCase):
+    """
+    Requests of one session in several processes (one manager each), their
+    store calls answered in an order the test chooses.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.sessionID = self.startSession(n=0, other=0)
+        self.held = HeldStore(self.store)
+
+    def process(self, **kwargs: Any) -> SessionManager:
+        """
+        The manager of another process sharing the store.
+        """
+        manager = SessionManager(self.held, self.clock, **kwargs)  # type: ignore[arg-type]
+        manager.log = self.manager.log
+        return manager
+
+    def loaded(self, manager: SessionManager) -> Tuple[Request, Session]:
+        """
+        A request of the session, loaded through C{manager}.
+        """
+        request = makeRequest(self.cookieFor(self.sessionID))
+        d = manager.sessionForRequest(request)
+        self.held.release()
+        return request, self.successResultOf(d)
+
+    def stored(self) -> Dict[str, Any]:
+        """
+        What the store holds now.
+        """
+        return dict(Session(self.successResultOf(self.store.load(self.sessionID))))
+
+    def test_retryLosesAgainThenWins(self) -> None:
+        """
+        An atomic update re-applied after a conflict that conflicts again
+        (a third process saved between its re-read and its save) is
+        re-applied once more, and all three updates count.
+        """
+        managers = [self.process() for _ in range(3)]
+        loaded = [self.loaded(manager) for manager in managers]
+        for _, session in loaded:
+            session.increment("n")
+        commits = [m.commit(r) for m, (r, _) in zip(managers, loaded)]
+        self.assertEqual(self.held.calls(), ["save 1", "save 1", "save 1"])
+        self.held.release()  # the first saves: version 2
+        self.successResultOf(commits[0])
+        self.held.release()  # the second conflicts and re-reads
+        self.held.release()  # the third conflicts and re-reads
+        self.assertEqual(self.held.calls(), ["load", "load"])
+        self.held.release()
+        self.held.release()
+        self.assertEqual(self.held.calls(), ["save 2", "save 2"])
+        self.held.release()  # the second saves: version 3
+        self.successResultOf(commits[1])
+        self.held.release()  # the third conflicts again
+        self.held.release()
+        self.assertEqual(self.held.calls(), ["save 3"])
+        self.held.release()
+        self.successResultOf(commits[2])
+        self.assertEqual(self.stored(), {"n": 3, "other": 0})
+
+    def test_plainWritesAcrossProcesses(self) -> None:
+        """
+        The same interleaving with plain writes: the first succeeds, the
+        others fail at their first re-read, and the counter rose by one.
+        """
+        managers = [self.process() for _ in range(3)]
+        loaded = [self.loaded(manager) for manager in managers]
+        for _, session in loaded:
+            session["n"] = session["n"] + 1
+        loaded[2][1]["other"] = 1
+        commits = [m.commit(r) for m, (r, _) in zip(managers, loaded)]
+        for _ in range(5):
+            self.held.release()
+        self.assertEqual(self.held.calls(), [])
+        self.successResultOf(commits[0])
+        for commit in commits[1:]:
+            error = self.failureResultOf(commit, SessionCommitError)
+            self.assertEqual(error.value.reason, "conflict")
+        self.assertEqual(self.stored(), {"n": 1, "other": 0})
+
+    def test_disjointWriteRetriedPastAtomicOnes(self) -> None:
+        """
+        A plain write to a key nobody else wrote is re-applied over any
+        number of concurrent saves of other keys.
+        """
+        managers = [self.process() for _ in range(3)]
+        loaded = [self.loaded(manager) for manager in managers]
+        loaded[0][1]["other"] = 7
+        loaded[1][1].increment("n")
+        loaded[2][1].increment("n")
+        commits = [m.commit(r) for m, (r, _) in zip(managers, loaded)]
+        self.held.release(1)  # the first increment saves: version 2
+        self.held.release(1)  # the second increment conflicts
+        self.held.release(0)  # the plain write conflicts
+        self.assertEqual(self.held.calls(), ["load", "load"])
+        self.held.release(0)  # the second increment re-reads...
+        self.held.release(0)  # ...and the plain write
+        self.assertEqual(self.held.calls(), ["save 2", "save 2"])
+        self.held.release(1)  # the plain write saves: version 3
+        self.held.release(0)  # the second increment conflicts again
+        self.held.release(0)
+        self.assertEqual(self.held.calls(), ["save 3"])
+        self.held.release(0)
+        for commit in commits:
+            self.successResultOf(commit)
+        self.assertEqual(self.stored(), {"n": 2, "other": 7})
+
+    def test_commitsOfOneProcessTakeTurns(self) -> None:
+        """
+        Within one process, commits of one session take turns: the second
+        saves only once the first is done, so an atomic update needs one
+        re-read at most and never runs out of retries there.
+        """
+        manager = self.process(maxRetries=1)
+        loaded = [self.loaded(manager) for _ in range(4)]
+        for _, session in loaded:
+            session.increment("n")
+        commits = [manager.commit(request) for request, _ in loaded]
+        self.assertEqual(self.held.calls(), ["save 1"])
+        self.held.release()
+        self.assertEqual(self.held.calls(), ["save 1"])
+        for _ in range(3):
+            self.held.release()  # conflict
+            self.assertEqual(self.held.calls(), ["load"])
+            self.held.release()
+            self.held.release()
+        for commit in commits:
+            self.successResultOf(commit)
+        self.assertEqual(self.stored(), {"n": 4, "other": 0})
 
 
 class RotationAndLogoutTests(ManagerTestCase):

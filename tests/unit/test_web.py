@@ -357,8 +357,9 @@ class RenderTests(WebTestCase):
     def test_lateSaveFails(self) -> None:
         """
         When a change made after the response began cannot be saved (the
-        session ended meanwhile), the response still completes as sent and
-        the manager logs why.
+        session ended meanwhile), the response is cut off rather than
+        finished, so that the client does not take it for a success; the
+        manager logs why.
         """
         cookie = self.get(b"/count").cookie()
         response = self.get(b"/later", b"TLSESSION=" + cookie)
@@ -367,9 +368,27 @@ class RenderTests(WebTestCase):
         self.successResultOf(self.memory.delete(cookie.decode()))
         ISession(request)["after"] = 1
         request.finish()
-        self.assertTrue(response.complete)
+        self.assertFalse(response.complete)
+        self.assertTrue(response.transport.disconnected)
         self.assertEqual((response.code, response.body), (200, b"streamed"))
         self.assertEqual(self.memory.stats()["sessions"], 0)
+
+    def test_lateConflictCutsResponseOff(self) -> None:
+        """
+        A change made after the response began to a key that another
+        request changed meanwhile is not saved over it, and the response is
+        cut off (the connection aborted where the transport can).
+        """
+        cookie = self.get(b"/count").cookie()
+        response = self.get(b"/later", b"TLSESSION=" + cookie)
+        [request] = self.later.requests
+        request.write(b"counting")
+        self.get(b"/count", b"TLSESSION=" + cookie)
+        ISession(request)["visits"] = ISession(request)["visits"] + 1
+        request.finish()
+        self.assertFalse(response.complete)
+        self.assertTrue(response.transport.disconnected)
+        self.assertEqual(self.stored(cookie), {"visits": 2})
 
     def test_failedRenderSavesNothing(self) -> None:
         """
@@ -719,6 +738,72 @@ class StoreFailureTests(WebTestCase):
         response = self.get(b"/count")
         self.assertEqual(response.code, 500)
         self.assertEqual(len(self.flushLoggedErrors(SessionStoreError)), 1)
+
+
+class ConcurrentRequestsTests(WebTestCase):
+    """
+    Many requests of one session in flight at once: the responses a client
+    gets agree with what the session holds.
+    """
+
+    REQUESTS = 50
+
+    def concurrentIncrements(self, increment: Callable[[Any], int]) -> List[int]:
+        """
+        Load L{REQUESTS} requests of one session before any answers, then
+        have each count with C{increment} and finish; check that the stored
+        count is the number of 200 answers, and return the status codes.
+        """
+        cookie = self.get(b"/count").cookie()
+        responses = [
+            self.get(b"/later", b"TLSESSION=" + cookie) for _ in range(self.REQUESTS)
+        ]
+        self.assertEqual(len(self.later.requests), self.REQUESTS)
+        for request in self.later.requests:
+            count = increment(ISession(request))
+            request.write(b"count=%d" % count)
+            request.finish()
+        codes = [response.code for response in responses]
+        self.assertTrue(all(response.complete for response in responses))
+        self.assertEqual(self.stored(cookie)["visits"], 1 + codes.count(200))
+        return codes
+
+    def test_plainIncrements(self) -> None:
+        """
+        Plain C{session[k] = session[k] + 1}: the first to commit is
+        answered 200; every other one, whose count was based on a value
+        that changed, gets 409 instead of a lie.
+        """
+
+        def plain(session: Any) -> int:
+            session["visits"] = session["visits"] + 1
+            count: int = session["visits"]
+            return count
+
+        codes = self.concurrentIncrements(plain)
+        self.assertEqual(codes, [200] + [409] * (self.REQUESTS - 1))
+
+    def test_atomicIncrements(self) -> None:
+        """
+        With C{session.increment}, every request is answered 200 and counts.
+        """
+        codes = self.concurrentIncrements(lambda s: s.increment("visits"))
+        self.assertEqual(codes, [200] * self.REQUESTS)
+
+    def test_conflictMessage(self) -> None:
+        """
+        The 409 of a conflict says that another request changed the session
+        and that nothing of this one was kept.
+        """
+        cookie = self.get(b"/count").cookie()
+        responses = [self.get(b"/later", b"TLSESSION=" + cookie) for _ in range(2)]
+        for request in self.later.requests:
+            ISession(request)["visits"] = 5
+            request.write(b"set to 5")
+            request.finish()
+        self.assertEqual([r.code for r in responses], [200, 409])
+        self.assertIn(b"Another request changed your session", responses[1].body)
+        self.assertNotIn(b"set to 5", responses[1].body)
 
 
 def _failed(error: Exception) -> Deferred[Any]:
