@@ -927,6 +927,30 @@ class RotationAndLogoutTests(ManagerTestCase):
             dict(Session(loaded)), {"a": 0, "theme": "dark", "user": "alice"}
         )
 
+    def test_rotationAfterConflictingSave(self) -> None:
+        """
+        A login that sets a key another request changed between this
+        request's load and its rotation fails as a conflict; the rotation
+        stands (the response carries the new cookie, the old identifier is
+        dead) and the other request's value is kept under the new one.
+        """
+        sessionID = self.startSession(user=None)
+        first = makeRequest(self.cookieFor(sessionID))
+        second = makeRequest(self.cookieFor(sessionID))
+        login = self.session(first)
+        self.session(second)["user"] = "bob"
+        self.commit(second)
+        login["user"] = "alice"
+        login.cycleKey()
+        error = self.failureResultOf(self.manager.commit(first), SessionCommitError)
+        self.assertEqual(error.value.reason, "conflict")
+        [(_, value, _)] = setCookies(first)
+        newID = value.decode()
+        self.assertNotEqual(newID, sessionID)
+        self.assertIsNone(self.successResultOf(self.store.load(sessionID)))
+        loaded = self.successResultOf(self.store.load(newID))
+        self.assertEqual(dict(Session(loaded)), {"user": "bob"})
+
     def test_rotatedSessionGone(self) -> None:
         """
         Rotating a session that was deleted meanwhile fails with
