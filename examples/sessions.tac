@@ -85,9 +85,10 @@ class Home(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         session = ISession(request)
-        visits = session.get("visits", 0)
-        visits = (visits if isinstance(visits, int) else 0) + 1
-        session["visits"] = visits
+        if not isinstance(session.get("visits", 0), int):
+            del session["visits"]
+        # Atomic: re-applied on a newer version if another request saved first.
+        visits = session.increment("visits")
         user = session.get("user")
         csrf = html.escape(session.csrfToken())
         if isinstance(user, str):

@@ -210,9 +210,11 @@ class VisitPage(rend.Page):
 
     def _countVisit(self, request: Request) -> dict[str, str]:
         session = ISession(request)
-        previous = session.get("visits", 0)
-        visits = (previous if isinstance(previous, int) else 0) + 1
-        session["visits"] = visits
+        if not isinstance(session.get("visits", 0), int):
+            del session["visits"]
+        # An atomic increment: re-applied if another request of this
+        # session (another tab, another backend) saved first.
+        visits = session.increment("visits")
         # A new session gets its identifier when it is stored, after this
         # render; its cookie comes with this response.
         sessionID = session.sessionID

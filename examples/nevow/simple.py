@@ -33,8 +33,7 @@ def visits(ctx: Any, data: Any) -> Any:
     Count this visit in the session and show the count.
     """
     session = inevow.ISession(ctx)
-    session["visits"] = session.get("visits", 0) + 1
-    return ctx.tag[str(session["visits"])]
+    return ctx.tag[str(session.increment("visits"))]
 
 
 class Simple(rend.Page):

@@ -26,7 +26,7 @@ A change made by another process reaches this one when its push arrives
 (a fraction of a millisecond on a unix socket); until then a load may
 answer the version before it. Saves are compare-and-swap in the daemon, so
 a save based on such a read fails with L{ConflictError} (the manager
-re-reads and re-applies) and no update is lost. Changes made by this
+re-reads and merges, or fails with 409) and no update is lost. Changes made by this
 process are seen by it at once.
 
 What a hit may answer: the record as this process last read or wrote it.
