@@ -15,6 +15,11 @@ C{mind} it passed at login, so clients can keep a near cache
 PB's login is an MD5 challenge/response, so the daemon listens only on unix
 sockets (made mode 0600) or TLS unless told C{insecure}; its configuration
 and command line are in L{tlsession.tap}.
+
+Connections that have not logged in yet are held to a few seconds and to a
+share of the connection limit, overall and per client address, and make
+way for newer ones (L{SessionServerFactory}): a flood of idle connections
+cannot keep an app from logging in.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import hmac
 from functools import partial
 from hashlib import md5
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -39,13 +44,22 @@ from twisted.internet.defer import (
 )
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
-from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import pb
 from zope.interface import implementer
 
+from tlsession._connections import (
+    DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+    LOGIN_GRACE,
+    MAX_BYTES_BEFORE_LOGIN,
+    TURNED_AWAY_COUNTERS,
+    SessionServerFactory,
+    defaultMaxUnauthenticated,
+)
 from tlsession._wire import (
     BAD,
     CREATE,
@@ -62,13 +76,16 @@ from tlsession._wire import (
     packSaved,
     packSeen,
     unpackRequest,
-    wireSecurity,
 )
 from tlsession.interfaces import (
     SessionRecord,
 )
 
 __all__ = [
+    "DEFAULT_LOGIN_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS",
+    "LOGIN_GRACE",
     "LoginRefusedError",
     "MAX_BYTES_BEFORE_LOGIN",
     "MAX_VALUE_BYTES_LIMIT",
@@ -78,6 +95,7 @@ __all__ = [
     "SessionDaemonService",
     "SessionRealm",
     "SessionServerFactory",
+    "defaultMaxUnauthenticated",
 ]
 
 log = Logger(namespace="tlsession.daemon")
@@ -88,11 +106,6 @@ MAX_VALUE_BYTES_LIMIT = 512 * 1024
 
 #: Invalidations per push message.
 PUSH_BATCH = 1000
-
-#: Bytes a connection may send before it has logged in (a login is a few
-#: hundred); more is a peer without the secret trying its luck.
-MAX_BYTES_BEFORE_LOGIN = 16 * 1024
-
 
 # Authentication.
 
@@ -269,6 +282,9 @@ class SessionRealm:
             "invalidations": 0,
             "slowClientsDropped": 0,
         }
+        #: More numbers for L{stats}: the connection counters of the
+        #: factory serving the realm (L{SessionServerFactory.stats}).
+        self.connectionStats: Callable[[], Dict[str, int]] = dict
         store.addObserver(self._changed)
 
     def requestAvatar(
@@ -448,10 +464,12 @@ class SessionRealm:
         The store's counters plus the daemon's: C{clients}, C{logins},
         C{pushMessages}, C{invalidations}, C{slowClientsDropped},
         C{operations} (store calls answered), C{opsPerSecond} (since the
-        previous summary line, or the start) and C{uptime} in seconds.
+        previous summary line, or the start) and C{uptime} in seconds; and
+        the connection counters of L{connectionStats}.
         """
         numbers = dict(self.store.stats())
         numbers.update(self.counters)
+        numbers.update(self.connectionStats())
         now = self.reactor.seconds()
         operations = _operations(numbers)
         markTime, markOperations = self._rateMark
@@ -504,168 +522,12 @@ def _disconnect(mind: Any) -> None:
         transport.loseConnection()
 
 
-# The server side of the connection.
-
-
-class _ServerBroker(pb.Broker):
-    """
-    A broker that drops peers which send much, or wait long, without
-    logging in.
-    """
-
-    isLoggedIn = False
-    factory: Any
-    _received = 0
-    _loginTimer: Optional[IDelayedCall] = None
-    _closedWaiters: Optional[list[Deferred[None]]] = None
-
-    def whenClosed(self) -> Deferred[None]:
-        """
-        @return: a L{Deferred} firing once the connection is closed.
-        """
-        if self.disconnected:
-            return succeed(None)
-        if self._closedWaiters is None:
-            self._closedWaiters = []
-        waiting: Deferred[None] = Deferred()
-        self._closedWaiters.append(waiting)
-        return waiting
-
-    def loggedIn(self) -> None:
-        """
-        The peer logged in: it is trusted from now on.
-        """
-        self.isLoggedIn = True
-        if self._loginTimer is not None and self._loginTimer.active():
-            self._loginTimer.cancel()
-        self._loginTimer = None
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self.isLoggedIn:
-            self._received += len(data)
-            if self._received > MAX_BYTES_BEFORE_LOGIN:
-                log.warn(
-                    "tlsession: {peer} sent {count} bytes without logging in; closing",
-                    peer=_peer(self),
-                    count=self._received,
-                )
-                transport: Any = self.transport
-                transport.abortConnection()
-                return
-        super().dataReceived(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._loginTimer is not None and self._loginTimer.active():
-            self._loginTimer.cancel()
-        self._loginTimer = None
-        self.factory.connectionEnded(self)
-        super().connectionLost(reason)
-        waiters, self._closedWaiters = self._closedWaiters or [], None
-        for waiting in waiters:
-            waiting.callback(None)
-
-
-def _peer(broker: Any) -> str:
-    transport = getattr(broker, "transport", None)
-    try:
-        return str(transport.getPeer())  # type: ignore[union-attr]
-    except Exception:
-        return "a peer"
-
-
-class SessionServerFactory(pb.PBServerFactory):
-    """
-    The daemon's PB factory: the portal's root, a bounded number of
-    connections, and a deadline to log in.
-
-    @ivar connections: the brokers of the open connections.
-    """
-
-    protocol = _ServerBroker
-    noisy = False
-
-    def __init__(
-        self,
-        portal: Portal,
-        clock: IReactorTime,
-        loginTimeout: float = 10.0,
-        maxConnections: int = 1000,
-    ) -> None:
-        super().__init__(portal, unsafeTracebacks=False, security=wireSecurity())
-        self.clock = clock
-        self.loginTimeout = loginTimeout
-        self.maxConnections = maxConnections
-        self.connections: set[Any] = set()
-
-    def buildProtocol(self, addr: Any) -> Any:
-        if len(self.connections) >= self.maxConnections:
-            log.warn(
-                "tlsession: refusing {peer}: {count} connections already open",
-                peer=addr,
-                count=len(self.connections),
-            )
-            return None
-        broker = super().buildProtocol(addr)
-        self.connections.add(broker)
-        broker._loginTimer = self.clock.callLater(
-            self.loginTimeout, self._loginTimedOut, broker
-        )
-        return broker
-
-    def _loginTimedOut(self, broker: Any) -> None:
-        broker._loginTimer = None
-        log.warn(
-            "tlsession: {peer} did not log in within {timeout} s; closing",
-            peer=_peer(broker),
-            timeout=self.loginTimeout,
-        )
-        broker.transport.abortConnection()
-
-    def connectionEnded(self, broker: Any) -> None:
-        """
-        A connection closed.
-        """
-        self.connections.discard(broker)
-
-    def disconnectAll(self, timeout: float = 5.0) -> Deferred[None]:
-        """
-        Close every connection (the daemon is stopping): clients drop their
-        near caches at once instead of serving from them.
-
-        @param timeout: seconds a connection gets to close cleanly before it
-            is aborted.
-        @return: a L{Deferred} firing once every connection is closed.
-        """
-        closing = []
-        for broker in list(self.connections):
-            closed = broker.whenClosed()
-            broker.transport.loseConnection()
-            if not closed.called:
-                timer = self.clock.callLater(timeout, broker.transport.abortConnection)
-                closed.addBoth(_cancelling(timer))
-            closing.append(closed)
-        return DeferredList(closing).addCallback(lambda _: None)
-
-
 class LoginRefusedError(pb.Error, UnauthorizedLogin):
     """
     A login without the shared secret. It is a L{pb.Error}, so PB sends it
     to the peer without logging a traceback (the checker has logged one
     line); it does not say whether the user name or the secret was wrong.
     """
-
-
-def _cancelling(timer: IDelayedCall) -> Callable[[Any], Any]:
-    """
-    A callback that cancels C{timer} and passes its result on.
-    """
-
-    def cancel(result: Any) -> Any:
-        if timer.active():
-            timer.cancel()
-        return result
-
-    return cancel
 
 
 class _ClosingPortal(Portal):
@@ -745,8 +607,10 @@ class SessionDaemonService(MultiService):
         clock: IReactorTime,
         reactor: Any,
         statsInterval: float = 60.0,
-        loginTimeout: float = 10.0,
-        maxConnections: int = 1000,
+        loginTimeout: float = DEFAULT_LOGIN_TIMEOUT,
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        maxUnauthenticated: Optional[int] = None,
+        maxUnauthenticatedPerAddress: int = DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
     ) -> None:
         """
         @param store: the store to serve (C{addObserver}, C{stats},
@@ -756,6 +620,12 @@ class SessionDaemonService(MultiService):
             L{DaemonConfig}).
         @param clock: the store's clock.
         @param reactor: listens, and schedules pushes and summaries.
+        @param loginTimeout: seconds a connection has to log in.
+        @param maxConnections: connections served at once.
+        @param maxUnauthenticated: connections that may be waiting to log
+            in at once (L{defaultMaxUnauthenticated} if C{None}).
+        @param maxUnauthenticatedPerAddress: of those, from one client
+            address.
         """
         super().__init__()
         self.store = store
@@ -764,8 +634,14 @@ class SessionDaemonService(MultiService):
         self.realm = SessionRealm(store, clock, reactor)
         portal = _ClosingPortal(self.realm, [SecretChecker(secret)], reactor)
         self.factory = SessionServerFactory(
-            portal, reactor, loginTimeout=loginTimeout, maxConnections=maxConnections
+            portal,
+            reactor,
+            loginTimeout=loginTimeout,
+            maxConnections=maxConnections,
+            maxUnauthenticated=maxUnauthenticated,
+            maxUnauthenticatedPerAddress=maxUnauthenticatedPerAddress,
         )
+        self.realm.connectionStats = self.factory.stats
         self.listeners: list[_Listener] = []
         for description in listen:
             listener = _Listener(
@@ -777,12 +653,19 @@ class SessionDaemonService(MultiService):
         self._summary.clock = reactor
 
     def startService(self) -> None:
+        factory = self.factory
         log.info(
             "tlsession: session daemon listening on {listen}; up to {sessions} "
-            "sessions, {megabytes:.0f} MiB",
+            "sessions, {megabytes:.0f} MiB; up to {connections} connections, "
+            "{waiting} of them logging in ({perAddress} per address) for at "
+            "most {timeout:g} s",
             listen=", ".join(listener.description for listener in self.listeners),
             sessions=getattr(self.store, "maxSessions", "?"),
             megabytes=getattr(self.store, "maxBytes", 0) / 2**20,
+            connections=factory.maxConnections,
+            waiting=factory.maxUnauthenticated,
+            perAddress=factory.maxUnauthenticatedPerAddress,
+            timeout=factory.loginTimeout,
         )
         _startStore(self.store)
         self.realm.markRate()
@@ -814,19 +697,26 @@ class SessionDaemonService(MultiService):
 
     def logSummary(self) -> None:
         """
-        Log the one-line summary: sessions, bytes, evictions, expiries,
-        operations per second since the previous line, clients.
+        Log the one-line summary: sessions, bytes, evictions (of returning
+        sessions among them), expiries, operations per second since the
+        previous line, clients, connections logging in, and connections
+        turned away since the start.
         """
         numbers = self.realm.stats()
         log.info(
             "tlsession: {sessions} sessions, {bytes} bytes, {evictions} "
-            "evictions, {expired} expired, {rate:.1f} ops/s, {clients} clients",
+            "evictions ({returning} returning), {expired} expired, {rate:.1f} "
+            "ops/s, {clients} clients, {loggingIn} logging in, {turnedAway} "
+            "connections turned away",
             sessions=numbers.get("sessions", 0),
             bytes=numbers.get("bytes", 0),
             evictions=numbers.get("evictions", 0),
+            returning=numbers.get("evictedReturning", 0),
             expired=numbers.get("expired", 0),
             rate=numbers["opsPerSecond"],
             clients=numbers["clients"],
+            loggingIn=numbers.get("loggingIn", 0),
+            turnedAway=sum(int(numbers.get(name, 0)) for name in TURNED_AWAY_COUNTERS),
         )
         self.realm.markRate()
 

@@ -20,7 +20,13 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import _parse, serverFromString
 from twisted.python import usage
 
-from tlsession.daemon import MAX_VALUE_BYTES_LIMIT, SessionDaemonService
+from tlsession.daemon import (
+    DEFAULT_LOGIN_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+    MAX_VALUE_BYTES_LIMIT,
+    SessionDaemonService,
+)
 
 __all__ = [
     "MIN_SECRET_LENGTH",
@@ -155,16 +161,21 @@ class DaemonConfig:
     @ivar listen: server endpoint strings, already passed through
         L{checkListenEndpoint}.
     @ivar secretFile: where the shared secret is (read at start).
-    @ivar maxSessions: sessions kept before the least recently used go.
-    @ivar maxBytes: total session bytes kept before the least recently used
-        go.
+    @ivar maxSessions: sessions kept before some are evicted (new sessions
+        first, see L{tlsession.stores.memory.MemorySessionStore}).
+    @ivar maxBytes: total session bytes kept before some are evicted.
     @ivar maxValueBytes: the largest value of one session.
     @ivar idleTimeout: default seconds of inactivity before a session ends.
     @ivar absoluteTimeout: seconds after creation when any session ends.
     @ivar insecure: plain TCP listeners were allowed.
     @ivar statsInterval: seconds between summary log lines; 0 turns them off.
     @ivar loginTimeout: seconds a new connection has to log in.
-    @ivar maxConnections: connections served at once.
+    @ivar maxConnections: connections served at once, logged in or not.
+    @ivar maxUnauthenticated: connections that may be waiting to log in at
+        once; C{None} for a tenth of C{maxConnections}
+        (L{tlsession.daemon.defaultMaxUnauthenticated}).
+    @ivar maxUnauthenticatedPerAddress: of those, from one client address
+        (an IPv6 /64) on TCP and TLS listeners.
     """
 
     listen: tuple[str, ...]
@@ -176,8 +187,10 @@ class DaemonConfig:
     absoluteTimeout: float = 86400.0
     insecure: bool = False
     statsInterval: float = 60.0
-    loginTimeout: float = 10.0
-    maxConnections: int = 1000
+    loginTimeout: float = DEFAULT_LOGIN_TIMEOUT
+    maxConnections: int = DEFAULT_MAX_CONNECTIONS
+    maxUnauthenticated: Optional[int] = None
+    maxUnauthenticatedPerAddress: int = DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS
 
     def __attrs_post_init__(self) -> None:
         if not self.listen:
@@ -206,6 +219,18 @@ class DaemonConfig:
             _positive("--stats-interval", self.statsInterval)
         _positive("--login-timeout", self.loginTimeout)
         _positive("--max-connections", self.maxConnections, integer=True)
+        if self.maxUnauthenticated is not None:
+            _positive("--max-unauthenticated", self.maxUnauthenticated, integer=True)
+            if self.maxUnauthenticated > self.maxConnections:
+                raise DaemonConfigError(
+                    f"--max-unauthenticated ({self.maxUnauthenticated}) is over "
+                    f"--max-connections ({self.maxConnections})"
+                )
+        _positive(
+            "--max-unauthenticated-per-address",
+            self.maxUnauthenticatedPerAddress,
+            integer=True,
+        )
 
     @classmethod
     def build(
@@ -279,6 +304,8 @@ def makeDaemonService(
         statsInterval=config.statsInterval,
         loginTimeout=config.loginTimeout,
         maxConnections=config.maxConnections,
+        maxUnauthenticated=config.maxUnauthenticated,
+        maxUnauthenticatedPerAddress=config.maxUnauthenticatedPerAddress,
     )
 
 
@@ -340,15 +367,16 @@ class Options(usage.Options):
             "max-sessions",
             None,
             100_000,
-            "Sessions kept; beyond, the least recently used are evicted.",
+            "Sessions kept; beyond, the least recently used are evicted, "
+            "sessions never used since their creation first.",
             _number("max-sessions", integer=True),
         ],
         [
             "max-bytes",
             None,
             256 * 2**20,
-            "Total bytes of session data kept; beyond, the least recently "
-            "used are evicted.",
+            "Total bytes of session data kept; beyond, sessions are evicted "
+            "as for --max-sessions.",
             _number("max-bytes", integer=True),
         ],
         [
@@ -381,6 +409,38 @@ class Options(usage.Options):
             "Seconds between one-line summaries in the log (sessions, bytes, "
             "evictions, operations per second); 0 turns them off.",
             _number("stats-interval", integer=False, zero=True),
+        ],
+        [
+            "max-connections",
+            None,
+            DEFAULT_MAX_CONNECTIONS,
+            "Client connections served at once, logged in or not; when all "
+            "are logged in, new ones are refused.",
+            _number("max-connections", integer=True),
+        ],
+        [
+            "max-unauthenticated",
+            None,
+            None,
+            "Connections that may be waiting to log in at once (default: a "
+            "tenth of --max-connections); past it, a waiting one is closed "
+            "to make room. The other slots are kept for logged-in clients.",
+            _number("max-unauthenticated", integer=True),
+        ],
+        [
+            "max-unauthenticated-per-address",
+            None,
+            DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
+            "Connections from one client address (an IPv6 /64) that may be "
+            "waiting to log in at once, on TCP and TLS listeners.",
+            _number("max-unauthenticated-per-address", integer=True),
+        ],
+        [
+            "login-timeout",
+            None,
+            DEFAULT_LOGIN_TIMEOUT,
+            "Seconds a new connection has to log in before it is closed.",
+            _number("login-timeout", integer=False),
         ],
     ]
 
@@ -426,6 +486,10 @@ class Options(usage.Options):
                 idleTimeout=float(self["idle-timeout"]),
                 absoluteTimeout=float(self["absolute-timeout"]),
                 statsInterval=float(self["stats-interval"]),
+                maxConnections=self["max-connections"],
+                maxUnauthenticated=self["max-unauthenticated"],
+                maxUnauthenticatedPerAddress=self["max-unauthenticated-per-address"],
+                loginTimeout=float(self["login-timeout"]),
                 insecure=bool(self["insecure"]),
             )
         except DaemonConfigError as e:

@@ -16,9 +16,11 @@ from typing import Any, List
 
 from twisted.cred.credentials import Anonymous, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -150,15 +152,16 @@ class MemoryNetwork:
         """
         return _Endpoint(self)
 
-    def connect(self, factory: Any) -> Deferred[Any]:
+    def connect(self, factory: Any, address: Any = None) -> Deferred[Any]:
         """
-        Connect a client built by C{factory} to a new server protocol.
+        Connect a client built by C{factory} to a new server protocol, which
+        sees the client at C{address} (an L{iosim.FakeAddress} if C{None}).
         """
         self.attempts += 1
         if self.refusing:
             return fail(ConnectionRefusedError("the test network refuses"))
         client = factory.buildProtocol(iosim.FakeAddress())
-        server = self.serverFactory.buildProtocol(iosim.FakeAddress())
+        server = self.serverFactory.buildProtocol(address or iosim.FakeAddress())
         if server is None:
             return fail(ConnectionRefusedError("the server refused"))
         serverTransport = _Transport(server, True, self)
@@ -272,11 +275,11 @@ class RawClient:
     A plain PB client of the daemon, logged in (or not) by the test.
     """
 
-    def __init__(self, network: MemoryNetwork) -> None:
+    def __init__(self, network: MemoryNetwork, address: Any = None) -> None:
         self.factory = pb.PBClientFactory(security=wireSecurity())
         self.broker: Any = None
         self.refused: Any = None
-        connected = network.connect(self.factory)
+        connected = network.connect(self.factory, address)
         connected.addCallbacks(self._connected, self._refused)
 
     def _refused(self, reason: Any) -> None:
@@ -519,6 +522,22 @@ class DaemonConfigTests(SynchronousTestCase):
                 "--max-value-bytes (2048) is over --max-bytes (1024): one session "
                 "could never be stored",
             ),
+            (
+                {"loginTimeout": 0},
+                "--login-timeout: expected a number > 0, got 0",
+            ),
+            (
+                {"maxConnections": 10, "maxUnauthenticated": 11},
+                "--max-unauthenticated (11) is over --max-connections (10)",
+            ),
+            (
+                {"maxUnauthenticated": 0},
+                "--max-unauthenticated: expected an integer > 0, got 0",
+            ),
+            (
+                {"maxUnauthenticatedPerAddress": 2.5},
+                "--max-unauthenticated-per-address: expected an integer > 0, got 2.5",
+            ),
         ]:
             error = self.assertRaises(
                 DaemonConfigError, DaemonConfig, listen, "/secret", **settings
@@ -575,6 +594,10 @@ class OptionsTests(SynchronousTestCase):
             "--idle-timeout=30",
             "--absolute-timeout=600",
             "--stats-interval=0",
+            "--max-connections=200",
+            "--max-unauthenticated=50",
+            "--max-unauthenticated-per-address=4",
+            "--login-timeout=2.5",
             "--insecure",
         )
         self.assertEqual(
@@ -588,6 +611,10 @@ class OptionsTests(SynchronousTestCase):
                 idleTimeout=30.0,
                 absoluteTimeout=600.0,
                 statsInterval=0.0,
+                maxConnections=200,
+                maxUnauthenticated=50,
+                maxUnauthenticatedPerAddress=4,
+                loginTimeout=2.5,
                 insecure=True,
             ),
         )
@@ -608,8 +635,23 @@ class OptionsTests(SynchronousTestCase):
                 config.absoluteTimeout,
                 config.statsInterval,
                 config.insecure,
+                config.maxConnections,
+                config.maxUnauthenticated,
+                config.maxUnauthenticatedPerAddress,
+                config.loginTimeout,
             ),
-            (100_000, 256 * 2**20, 65536, 1800.0, 86400.0, 60.0, False),
+            (100_000, 256 * 2**20, 65536, 1800.0, 86400.0, 60.0, False)
+            + (1000, None, 16, 5.0),
+        )
+        service = makeDaemonService(config, Clock())
+        self.assertEqual(
+            (
+                service.factory.maxConnections,
+                service.factory.maxUnauthenticated,
+                service.factory.maxUnauthenticatedPerAddress,
+                service.factory.loginTimeout,
+            ),
+            (1000, 100, 16, 5.0),
         )
 
     def test_errors(self) -> None:
@@ -668,6 +710,10 @@ class OptionsTests(SynchronousTestCase):
             "idle-timeout",
             "absolute-timeout",
             "stats-interval",
+            "max-connections",
+            "max-unauthenticated",
+            "max-unauthenticated-per-address",
+            "login-timeout",
             "insecure",
         ]:
             self.assertIn(f"--{name}", text)
@@ -712,6 +758,10 @@ class OptionsTests(SynchronousTestCase):
                 "100",
                 "--idle-timeout",
                 "5",
+                "--max-connections",
+                "300",
+                "--login-timeout",
+                "3",
             ]
         )
         service = makeService(options)
@@ -727,6 +777,14 @@ class OptionsTests(SynchronousTestCase):
                 service.store.idleTimeout,
             ),
             (7, 100, 5.0),
+        )
+        self.assertEqual(
+            (
+                service.factory.maxConnections,
+                service.factory.maxUnauthenticated,
+                service.factory.loginTimeout,
+            ),
+            (300, 30, 3.0),
         )
 
     def test_secretReadAtStart(self) -> None:
@@ -909,11 +967,12 @@ class LoginTests(SynchronousTestCase):
         idle = RawClient(self.network)
         loggedIn = RawClient(self.network)
         self.successResultOf(loggedIn.login())
-        self.clock.advance(9)
+        self.clock.advance(4.9)
         self.assertFalse(idle.broker.disconnected)
-        self.clock.advance(1)
+        self.clock.advance(0.1)
         self.assertTrue(idle.broker.disconnected)
         self.assertFalse(loggedIn.broker.disconnected)
+        self.assertEqual(self.daemon.stats()["loginTimeouts"], 1)
 
     def test_chattyPeer(self) -> None:
         """
@@ -931,21 +990,285 @@ class LoginTests(SynchronousTestCase):
         server.dataReceived(b"x" * MAX_BYTES_BEFORE_LOGIN)
         self.network.flush()
         self.assertTrue(chatty.broker.disconnected)
+        self.assertEqual(self.daemon.stats()["loginOverflows"], 1)
 
-    def test_maxConnections(self) -> None:
+    def test_loginWindowDefault(self) -> None:
         """
-        Connections over the limit are refused.
+        The daemon's default login window is a few seconds, not the ten it
+        was: an idle connection holds its slot no longer than that.
         """
-        self.daemon.factory.maxConnections = 2
-        RawClient(self.network)
-        second = RawClient(self.network)
-        third = RawClient(self.network)
-        self.assertIsNone(third.broker)
-        self.assertTrue(third.refused.check(ConnectionRefusedError))
-        self.assertEqual(len(self.daemon.factory.connections), 2)
-        second.broker.transport.loseConnection()
-        self.assertEqual(len(self.daemon.factory.connections), 1)
-        self.assertIsNotNone(RawClient(self.network).broker)
+        self.assertEqual(self.daemon.factory.loginTimeout, 5.0)
+
+
+class SilentPeer(Protocol):
+    """
+    A peer that connects and never sends a byte.
+
+    @ivar closed: the daemon closed the connection.
+    """
+
+    greeting = b""
+    closed = False
+
+    def connectionMade(self) -> None:
+        if self.greeting:
+            self.transport.write(self.greeting)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed = True
+
+
+class StartedPeer(SilentPeer):
+    """
+    A peer that sends the first byte of a message, as a client starting to
+    log in does, and then nothing more.
+    """
+
+    greeting = b"\x01"
+
+
+def tcpAddress(host: str) -> IPv4Address | IPv6Address:
+    """
+    The address of a TCP client on C{host}.
+    """
+    if ":" in host:
+        return IPv6Address("TCP", host, 40000)
+    return IPv4Address("TCP", host, 40000)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    """
+    Connections that have not logged in are capped, overall and per client
+    address, and make way for newer ones; so a flood of idle connections
+    neither fills the daemon nor keeps an app from logging in.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.log = capturedLog(self)
+
+    def daemon(self, **limits: Any) -> SessionDaemonService:
+        """
+        A daemon with these connection limits, and its network.
+        """
+        store = MemorySessionStore(self.clock, idleTimeout=60.0)
+        limits.setdefault("statsInterval", 0)
+        daemon = SessionDaemonService(
+            store, SECRET, [], self.clock, self.clock, **limits
+        )
+        self.network = MemoryNetwork(daemon.factory)
+        return daemon
+
+    def open(
+        self, kind: type[SilentPeer] = SilentPeer, host: str | None = None
+    ) -> SilentPeer | None:
+        """
+        Connect a peer of C{kind} from C{host}: C{None} if the daemon
+        refused the connection.
+        """
+        address = tcpAddress(host) if host is not None else None
+        connected = self.network.connect(Factory.forProtocol(kind), address)
+        peers: List[SilentPeer] = []
+        connected.addCallbacks(peers.append, lambda f: f.trap(ConnectionRefusedError))
+        return peers[0] if peers else None
+
+    def flood(
+        self, count: int, kind: type[SilentPeer] = SilentPeer, host: str | None = None
+    ) -> List[SilentPeer]:
+        """
+        Open C{count} connections that never log in.
+        """
+        peers = [self.open(kind, host) for _ in range(count)]
+        return [peer for peer in peers if peer is not None]
+
+    def stillOpen(self, peers: List[SilentPeer]) -> int:
+        """
+        How many of C{peers} are still connected.
+        """
+        return sum(not peer.closed for peer in peers)
+
+    def lines(self, text: str) -> List[str]:
+        """
+        The log lines containing C{text}.
+        """
+        return [line for line in self.log if text in line]
+
+    def test_idleFloodDoesNotStopALogin(self) -> None:
+        """
+        Idle connections as many as the connection limit do not fill it: at
+        most a tenth of it may wait to log in, older ones making way for
+        newer ones, and an app logs in at once.
+        """
+        daemon = self.daemon(maxConnections=40)
+        peers = self.flood(40)
+        self.assertEqual(self.stillOpen(peers), 4)
+        app = RawClient(self.network)
+        avatar = self.successResultOf(app.login())
+        self.assertEqual(len(self.successResultOf(avatar.callRemote("batch", []))), 0)
+        self.assertEqual(self.stillOpen(peers), 3)
+        stats = daemon.stats()
+        self.assertEqual(
+            (
+                stats["clients"],
+                stats["loggingIn"],
+                stats["connections"],
+                stats["connectionsDropped"],
+                stats["connectionsRefused"],
+            ),
+            (1, 3, 4, 37, 0),
+        )
+
+    def test_perAddressLimit(self) -> None:
+        """
+        One client address may have only a few connections waiting to log
+        in. Newer ones from it are refused at once (cheaply) while its
+        waiting connections are fresh; once they have waited half a second,
+        a newer one replaces the oldest. Other addresses are unaffected, and
+        an app on the flooding address logs in.
+        """
+        daemon = self.daemon(maxUnauthenticatedPerAddress=16)
+        neighbour = self.open(host="10.0.0.2")
+        peers = self.flood(60, host="10.0.0.1")
+        self.assertEqual((len(peers), self.stillOpen(peers)), (16, 16))
+        self.assertIsNone(RawClient(self.network, tcpAddress("10.0.0.1")).broker)
+        self.clock.advance(0.5)
+        app = RawClient(self.network, tcpAddress("10.0.0.1"))
+        self.successResultOf(app.login())
+        self.assertEqual(self.stillOpen(peers), 15)
+        assert neighbour is not None
+        self.assertFalse(neighbour.closed)
+        stats = daemon.stats()
+        self.assertEqual(
+            (stats["connectionsRefused"], stats["connectionsDropped"]), (45, 1)
+        )
+        self.assertEqual(
+            len(self.lines("16 connections from that address are waiting")), 1
+        )
+
+    def test_ipv6AddressesByNetwork(self) -> None:
+        """
+        IPv6 clients are counted per /64 network, as a client can pick any
+        address in its own; an IPv4 address mapped into IPv6 counts as the
+        IPv4 address.
+        """
+        self.daemon(maxUnauthenticatedPerAddress=2)
+        self.assertIsNotNone(self.open(host="2001:db8::1"))
+        self.assertIsNotNone(self.open(host="2001:db8::ffff:2"))
+        self.assertIsNone(self.open(host="2001:db8::3"))
+        self.assertIsNotNone(self.open(host="2001:db8:0:1::1"))
+        self.assertIsNotNone(self.open(host="10.0.0.1"))
+        self.assertIsNotNone(self.open(host="::ffff:10.0.0.1"))
+        self.assertIsNone(self.open(host="10.0.0.1"))
+
+    def test_largestAddressMakesWay(self) -> None:
+        """
+        When the overall cap is reached, the address with the most
+        connections waiting gives one up: an app's connection from another
+        address is not dropped by floods from a few addresses.
+        """
+        daemon = self.daemon(maxUnauthenticated=8, maxUnauthenticatedPerAddress=4)
+        app = self.open(host="10.9.9.9")
+        for _ in range(25):
+            for host in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+                self.open(host=host)
+        assert app is not None
+        self.assertFalse(app.closed)
+        self.assertEqual(daemon.stats()["loggingIn"], 8)
+
+    def test_silentConnectionsGoFirst(self) -> None:
+        """
+        Among connections waiting to log in, those that never sent a byte
+        make way first (a client starts its login at once); then the
+        oldest.
+        """
+        self.daemon(maxUnauthenticated=3)
+        started = self.open(StartedPeer)
+        silent = self.flood(10)
+        assert started is not None
+        self.assertFalse(started.closed)
+        self.assertEqual(self.stillOpen(silent), 2)
+        later = self.flood(2, StartedPeer)
+        self.assertEqual(self.stillOpen(silent), 0)
+        self.assertFalse(started.closed)
+        self.open(StartedPeer)
+        self.assertTrue(started.closed)
+        self.assertEqual(self.stillOpen(later), 2)
+
+    def test_loggedInKeepTheirSlots(self) -> None:
+        """
+        Logged-in clients are never dropped for newcomers, and can use every
+        slot the waiting connections may not: once all of them are logged
+        in, a new connection is refused at once, and counted.
+        """
+        daemon = self.daemon(maxConnections=6, maxUnauthenticated=2)
+        apps: List[RawClient] = []
+        # The avatars are kept: a client that lets go of its avatar logs out.
+        avatars: List[Any] = []
+
+        def logIn() -> None:
+            app = RawClient(self.network)
+            avatars.append(self.successResultOf(app.login()))
+            apps.append(app)
+
+        for _ in range(4):
+            logIn()
+        peers = self.flood(20)
+        self.assertEqual(self.stillOpen(peers), 2)
+        for _ in range(2):
+            logIn()
+        self.assertEqual(self.stillOpen(peers), 0)
+        self.assertIsNone(self.open())
+        self.assertEqual([app.broker.disconnected for app in apps], [False] * 6)
+        stats = daemon.stats()
+        self.assertEqual(
+            (
+                stats["clients"],
+                stats["connectionsRefused"],
+                stats["connectionsDropped"],
+            ),
+            (6, 1, 20),
+        )
+        self.assertEqual(
+            len(self.lines("every one of its 6 connections is logged in")), 1
+        )
+
+    def test_logsAreRateLimited(self) -> None:
+        """
+        Dropped connections and login timeouts are logged one line per
+        ten seconds at most, each saying how many there were.
+        """
+        self.daemon(maxConnections=40)
+        self.flood(40)
+        dropped = self.lines("to make room")
+        self.assertEqual(len(dropped), 1)
+        self.assertIn("closed 1 connection", dropped[0])
+        self.clock.advance(5)
+        timeouts = self.lines("did not log in within 5 s")
+        self.assertEqual(len(timeouts), 1)
+        self.clock.advance(5)
+        self.flood(5)
+        dropped = self.lines("to make room")
+        self.assertEqual(len(dropped), 2)
+        self.assertIn("closed 36 connections", dropped[1])
+
+    def test_summaryAndStats(self) -> None:
+        """
+        The stats and the summary line count the connections waiting to log
+        in and those turned away.
+        """
+        daemon = self.daemon(maxConnections=10, statsInterval=10)
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
+        self.flood(5)
+        avatar = self.successResultOf(RawClient(self.network).login())
+        self.clock.advance(10)
+        self.assertIn(
+            "tlsession: 0 sessions, 0 bytes, 0 evictions (0 returning), 0 expired, "
+            "0.0 ops/s, 1 clients, 0 logging in, 5 connections turned away",
+            self.log,
+        )
+        self.assertTrue(avatar)
 
 
 # Operations and pushes.
@@ -1386,14 +1709,14 @@ class ServiceTests(SynchronousTestCase):
             )
         self.clock.advance(10)
         self.assertIn(
-            "tlsession: 20 sessions, 100 bytes, 0 evictions, 0 expired, 2.0 ops/s, "
-            "1 clients",
+            "tlsession: 20 sessions, 100 bytes, 0 evictions (0 returning), 0 "
+            "expired, 2.0 ops/s, 1 clients, 0 logging in, 0 connections turned away",
             texts,
         )
         self.clock.advance(10)
         self.assertIn(
-            "tlsession: 20 sessions, 100 bytes, 0 evictions, 0 expired, 0.0 ops/s, "
-            "1 clients",
+            "tlsession: 20 sessions, 100 bytes, 0 evictions (0 returning), 0 "
+            "expired, 0.0 ops/s, 1 clients, 0 logging in, 0 connections turned away",
             texts,
         )
 
