@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 
 import pytest
 from twisted.internet.defer import CancelledError
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.integration._support import (
     CHECKOUT,
@@ -161,7 +161,7 @@ class FloodTests(TestCase):
         one address may have only a few connections waiting to log in.
         """
         if not sys.platform.startswith("linux"):
-            raise pytest.skip.Exception("127.0.0.2 is a loopback address on Linux")
+            raise SkipTest("127.0.0.2 is a loopback address on Linux only")
         daemon = await self.startDaemon()
         await self.flood(reconnect=True, source=OTHER_LOOPBACK)
         elapsed = await self.timeToLogIn()
