@@ -93,6 +93,10 @@ class _PausingSocket:
     C{ENOBUFS}); for C{EMFILE} it accepts and closes every queued client
     with a spare descriptor, one log line each. Pausing keeps them queued.
     Everything else is the real socket's.
+
+    This relies on Twisted's loop (C{tcp.Port.doRead}) calling
+    C{port.socket.accept} and ending quietly on C{EAGAIN}; the tests run
+    that loop, so a Twisted change shows up as a failure.
     """
 
     def __init__(self, socket: Any, failed: Callable[[int], None]) -> None:

@@ -197,8 +197,9 @@ class Balancer:
     the ways to reach each backend, the settings, the clock, and the set of
     open connections (for graceful drain).
 
-    @ivar localErrors: the balancer's own resource errors (out of file
-        descriptors, ...): counted, logged and paused on there.
+    @ivar localErrors: where the balancer's own resource errors (out of
+        file descriptors, ...) are counted and logged, and what pauses
+        accepting while they last.
     """
 
     def __init__(
