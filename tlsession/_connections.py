@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from tlsession._wire import wireSecurity
+from tlsuite._loglimit import LogLimiter
 
 __all__ = [
     "DEFAULT_LOGIN_TIMEOUT",
@@ -218,31 +219,6 @@ class _Waiting:
         return next(iter(self.started))
 
 
-class _LogLimit:
-    """
-    Lets one log line through per interval, and counts the events whose
-    lines it held back.
-    """
-
-    def __init__(self, clock: IReactorTime, interval: float) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last: Optional[float] = None
-        self._count = 0
-
-    def allow(self) -> Optional[int]:
-        """
-        Count one event: C{None} to log nothing, else how many events the
-        line to log now stands for (this one and those held back).
-        """
-        self._count += 1
-        now = self._clock.seconds()
-        if self._last is not None and 0 <= now - self._last < self._interval:
-            return None
-        count, self._count, self._last = self._count, 0, now
-        return count
-
-
 TURNED_AWAY_COUNTERS = (
     "connectionsRefused",
     "connectionsDropped",
@@ -316,7 +292,7 @@ class SessionServerFactory(pb.PBServerFactory):
         self._waitingCount = 0
         self.counters = dict.fromkeys(TURNED_AWAY_COUNTERS, 0)
         self._logLimits = {
-            name: _LogLimit(clock, TURNED_AWAY_LOG_INTERVAL) for name in _REASONS
+            name: LogLimiter(clock, TURNED_AWAY_LOG_INTERVAL) for name in _REASONS
         }
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -411,9 +387,9 @@ class SessionServerFactory(pb.PBServerFactory):
         Log a connection turned away, one line per interval and reason (one
         of L{_REASONS}).
         """
-        count = self._logLimits[reason].allow()
-        if count is not None:
-            log.warn(format, connections=_connections(count), **fields)
+        suppressed = self._logLimits[reason].allow()
+        if suppressed is not None:
+            log.warn(format, connections=_connections(suppressed + 1), **fields)
 
     def _loginTimedOut(self, broker: Any) -> None:
         broker._loginTimer = None

@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from tlsession.interfaces import ISession, StoreUnavailableError, ValueTooLargeError
 from tlsession.manager import SessionCommitError, SessionManager, registeredSession
+from tlsuite._loglimit import LogLimiter
 
 __all__ = ["NoSessionError", "SessionResource", "sessionSite"]
 
@@ -130,8 +131,7 @@ class SessionResource:
         self.wrapped = wrapped
         self.manager = manager
         self.retryAfter = retryAfter
-        self._outageSince: Optional[float] = None
-        self._outageCount = 0
+        self._outageLog = LogLimiter(manager.clock, _OUTAGE_LOG_INTERVAL)
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         """
@@ -207,22 +207,18 @@ class SessionResource:
         Log that the store cannot be reached, at most once per ten seconds
         while the outage lasts.
         """
-        now = self.manager.clock.seconds()
-        self._outageCount += 1
-        if self._outageSince is None or now - self._outageSince >= _OUTAGE_LOG_INTERVAL:
+        suppressed = self._outageLog.allow()
+        if suppressed is not None:
             log.warn(
                 "Answering 503: {error} ({count} request(s) since the last report)",
                 error=failure.getErrorMessage(),
-                count=self._outageCount,
+                count=suppressed + 1,
             )
-            self._outageSince = now
-            self._outageCount = 0
 
     def _outageEnded(self) -> None:
-        if self._outageSince is not None:
+        if self._outageLog.active:
             log.info("The session store answers again")
-            self._outageSince = None
-            self._outageCount = 0
+            self._outageLog.reset()
 
 
 def sessionSite(
