@@ -7,6 +7,7 @@ value it holds, and L{MemoryCacheStore}, the bounded in-process LRU default.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
@@ -17,18 +18,22 @@ from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers as _TwistedHeaders
 from zope.interface import Interface, implementer
 
+from tlcache._footprint import (
+    CPYTHON_SIZES,
+    DICT_ITEM,
+    FLOAT,
+    ORDERED_BASE,
+    ORDERED_ITEM,
+    SET_BASE,
+    SET_ITEM,
+    footprint,
+    sizeOf,
+)
 from tlcache.keys import familyOfKey
 
 __all__ = ["CacheEntry", "ICacheStore", "MemoryCacheStore", "strongETag"]
 
 Headers = Tuple[Tuple[bytes, bytes], ...]
-
-# What a stored entry costs beyond its bytes: the slot, the entry object
-# with the headers it replays (prepared once), the dict and OrderedDict
-# nodes, the index sets (about 1,350 bytes, measured with tracemalloc on
-# CPython 3.11). Counted so that a flood of tiny entries is bounded by the
-# budget too, not only large ones.
-ENTRY_OVERHEAD = 1344
 
 _COUNTERS = (
     "hits",
@@ -84,6 +89,7 @@ class CacheEntry:
     replayHeaders: Tuple[Tuple[bytes, Tuple[bytes, ...]], ...] = field(
         init=False, eq=False, repr=False
     )
+    _size: int = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         prepared = _TwistedHeaders()
@@ -102,6 +108,8 @@ class CacheEntry:
                 (name, tuple(values)) for name, values in prepared.getAllRawHeaders()
             ),
         )
+        size = _entrySize(self)
+        object.__setattr__(self, "_size", size + sizeOf(size))
 
     @classmethod
     def build(
@@ -159,14 +167,59 @@ class CacheEntry:
 
     def size(self) -> int:
         """
-        The bytes this entry holds: body, headers, ETag and tags.
+        The memory this entry occupies, in bytes: its body, its headers (as
+        stored and as a hit sends them), ETag, tags, times and the entry
+        itself, each object as CPython counts it (C{sys.getsizeof}; an
+        estimate on PyPy). Worked out once, when the entry is made.
         """
-        return (
-            len(self.body)
-            + sum(len(name) + len(value) for name, value in self.headers)
-            + len(self.etag)
-            + sum(len(tag) for tag in self.tags)
+        return self._size
+
+
+def _entrySize(entry: CacheEntry) -> int:
+    """
+    The memory C{entry} occupies with what it holds, each object counted
+    once (a header value is often the same object stored and replayed).
+    """
+    if not CPYTHON_SIZES:
+        return footprint(
+            entry,
+            entry.body,
+            entry.headers,
+            entry.etag,
+            entry.tags,
+            entry.created,
+            entry.freshUntil,
+            entry.staleUntil,
+            entry.expiresAt,
+            entry.replayHeaders,
         )
+    getsizeof = sys.getsizeof
+    headers = entry.headers
+    tags = entry.tags
+    replay = entry.replayHeaders
+    size = (
+        getsizeof(entry)
+        + getsizeof(entry.body)
+        + getsizeof(entry.etag)
+        + 4 * FLOAT
+        + getsizeof(headers)
+        + getsizeof(tags)
+        + getsizeof(replay)
+    )
+    stored = set()
+    for pair in headers:
+        value = pair[1]
+        stored.add(id(value))
+        size += getsizeof(pair) + getsizeof(pair[0]) + getsizeof(value)
+    for tag in tags:
+        size += getsizeof(tag)
+    for prepared in replay:
+        values = prepared[1]
+        size += getsizeof(prepared) + getsizeof(prepared[0]) + getsizeof(values)
+        for sent in values:
+            if id(sent) not in stored:
+                size += getsizeof(sent)
+    return size
 
 
 class ICacheStore(Interface):
@@ -212,27 +265,67 @@ class ICacheStore(Interface):
         """
 
 
+class _Variants(OrderedDict[bytes, None]):
+    """
+    The keys of one family (see L{tlcache.keys.familyOfKey}), least recently
+    used first, and the family they share.
+    """
+
+    __slots__ = ("family",)
+
+    def __init__(self, family: bytes) -> None:
+        super().__init__()
+        self.family = family
+
+
 class _Slot:
     """
-    An entry as the memory store keeps it, with its accounted size.
+    An entry as the memory store keeps it: its family's keys, its accounted
+    size and when it was stored.
     """
 
-    __slots__ = ("entry", "family", "size")
+    __slots__ = ("entry", "variants", "size", "stored")
 
-    def __init__(self, entry: CacheEntry, family: bytes, size: int) -> None:
+    def __init__(
+        self, entry: CacheEntry, variants: _Variants, size: int, stored: float
+    ) -> None:
         self.entry = entry
-        self.family = family
+        self.variants = variants
         self.size = size
+        self.stored = stored
+
+
+# What the memory store's bookkeeping costs, beyond the entries and keys:
+# per entry, its slot (with its size and time) and its places in the LRU
+# and in its family; per tag an entry carries, its place in the tag's set.
+_SLOT_COST = sizeOf(_Slot.__new__(_Slot)) + sizeOf(2**40) + FLOAT + 2 * ORDERED_ITEM
+# Per family, and per tag, present: the name, its (nearly) empty container
+# and its place in the index.
+_FAMILY_COST = sizeOf(_Variants(b"")) - sizeOf(OrderedDict()) + ORDERED_BASE + DICT_ITEM
+_TAG_COST = SET_BASE + DICT_ITEM
+
+
+def _familyCost(family: bytes) -> int:
+    return sizeOf(family) + _FAMILY_COST
+
+
+def _tagCost(tag: str) -> int:
+    return sizeOf(tag) + _TAG_COST
 
 
 @implementer(ICacheStore)
 class MemoryCacheStore:
     """
-    The in-process store: an LRU bounded by a byte budget (key, body, headers
-    and a per-entry overhead are counted), a per-entry cap, and a cap on the
-    variants of one path (the keys sharing a family, see
+    The in-process store: an LRU bounded by a byte budget, a per-entry cap,
+    and a cap on the variants of one path (the keys sharing a family, see
     L{tlcache.keys.familyOfKey}) so one path's query strings cannot push
     every other page out. Expiry is enforced on read; no timers.
+
+    The budget counts the memory the store really holds, as CPython counts
+    it (C{sys.getsizeof}): each entry (L{CacheEntry.size}), its key, the
+    store's bookkeeping for it, and the family and tag names its indexes
+    keep. So however long the URLs and however small the pages, the store's
+    memory stays within C{maxBytes} (and a few kilobytes of its own).
     """
 
     def __init__(
@@ -254,7 +347,7 @@ class MemoryCacheStore:
         self._familyOf = familyOf
         self._slots: OrderedDict[bytes, _Slot] = OrderedDict()
         # family -> its keys, least recently used first.
-        self._families: Dict[bytes, OrderedDict[bytes, None]] = {}
+        self._families: Dict[bytes, _Variants] = {}
         self._tags: Dict[str, Set[bytes]] = {}
         self._bytes = 0
         self._counters = dict.fromkeys(_COUNTERS, 0)
@@ -268,8 +361,7 @@ class MemoryCacheStore:
 
     def getNow(self, key: bytes) -> Optional[CacheEntry]:
         """
-        L{get} without the L{Deferred<twisted.internet.defer.Deferred>}, for callers on
-        the hot path that
+        L{get} without the L{Deferred}, for callers on the hot path that
         know this store answers at once.
         """
         now = self.clock.seconds()
@@ -282,7 +374,7 @@ class MemoryCacheStore:
             self._counters["misses"] += 1
             return None
         self._slots.move_to_end(key)
-        self._families[slot.family].move_to_end(key)
+        slot.variants.move_to_end(key)
         entry = slot.entry
         if now < entry.freshUntil:
             self._counters["hits"] += 1
@@ -292,13 +384,41 @@ class MemoryCacheStore:
             self._counters["misses"] += 1
         return entry
 
+    def storedAt(self, key: bytes) -> Optional[float]:
+        """
+        When the entry under C{key} was stored (by this store's clock), or
+        C{None} if there is none. Neither a read nor a use: nothing is
+        counted and the entry keeps its place.
+        """
+        slot = self._slots.get(key)
+        return None if slot is None else slot.stored
+
+    def dropStoredBefore(self, when: float) -> int:
+        """
+        Drop the least recently used entries stored before C{when}, up to
+        the first one stored since (a cheap sweep, for entries only worth
+        keeping for a while, like L{tlcache.memcachestore}'s near copies);
+        how many. Counted as C{expired}.
+        """
+        count = 0
+        slots = self._slots
+        while slots:
+            key, slot = next(iter(slots.items()))
+            if slot.stored >= when:
+                break
+            self._remove(key)
+            count += 1
+        self._counters["expired"] += count
+        return count
+
     def set(self, key: bytes, entry: CacheEntry) -> Deferred[bool]:
         """
         See L{ICacheStore.set}. Evicts least recently used entries to stay
         within the budget, and the least recently used variant of the same
         path to stay within the variant cap.
         """
-        size = len(key) + entry.size() + ENTRY_OVERHEAD
+        tags = entry.tags
+        size = sizeOf(key) + entry.size() + _SLOT_COST + SET_ITEM * len(tags)
         if key in self._slots:
             self._remove(key)
         if size > self.maxEntryBytes:
@@ -314,14 +434,31 @@ class MemoryCacheStore:
                 variants = self._families.get(family)
                 if variants is None:
                     break
-        while self._bytes + size > self.maxBytes:
+        while True:
+            needed = size
+            if family not in self._families:
+                needed += _familyCost(family)
+            for tag in tags:
+                if tag not in self._tags:
+                    needed += _tagCost(tag)
+            if self._bytes + needed <= self.maxBytes:
+                break
+            if not self._slots:
+                self._counters["refusals"] += 1
+                return succeed(False)
             self._remove(next(iter(self._slots)))
             self._counters["evictions"] += 1
-        self._slots[key] = _Slot(entry, family, size)
-        self._families.setdefault(family, OrderedDict())[key] = None
-        for tag in entry.tags:
-            self._tags.setdefault(tag, set()).add(key)
-        self._bytes += size
+        variants = self._families.get(family)
+        if variants is None:
+            variants = self._families[family] = _Variants(family)
+        variants[key] = None
+        self._slots[key] = _Slot(entry, variants, size, self.clock.seconds())
+        for tag in tags:
+            tagged = self._tags.get(tag)
+            if tagged is None:
+                tagged = self._tags[tag] = set()
+            tagged.add(key)
+        self._bytes += needed
         self._counters["sets"] += 1
         return succeed(True)
 
@@ -359,8 +496,9 @@ class MemoryCacheStore:
     def stats(self) -> Dict[str, int]:
         """
         See L{ICacheStore.stats}; also C{expired} (dropped on read past their
-        hard limit) and C{variantEvictions} (evictions by the variant cap,
-        also counted in C{evictions}).
+        hard limit, or by L{dropStoredBefore}) and C{variantEvictions}
+        (evictions by the variant cap, also counted in C{evictions}).
+        C{bytes} is the memory held, as the budget counts it.
         """
         result = dict(self._counters)
         result["bytes"] = self._bytes
@@ -378,12 +516,14 @@ class MemoryCacheStore:
     def _remove(self, key: bytes) -> None:
         slot = self._slots.pop(key)
         self._bytes -= slot.size
-        variants = self._families[slot.family]
+        variants = slot.variants
         del variants[key]
         if not variants:
-            del self._families[slot.family]
+            del self._families[variants.family]
+            self._bytes -= _familyCost(variants.family)
         for tag in slot.entry.tags:
             tagged = self._tags[tag]
             tagged.discard(key)
             if not tagged:
                 del self._tags[tag]
+                self._bytes -= _tagCost(tag)
