@@ -38,8 +38,8 @@ from twisted.web.server import Request
 from twisted.web.util import redirectTo
 
 from tlsession import ISession, MemorySessionStore, SessionManager, sessionSite
+from tlsession.daemonconfig import readSecretFile
 from tlsession.stores.pb import PBSessionStore
-from tlsession.tap import readSecretFile
 
 LISTEN = os.environ.get("TLSESSION_LISTEN", "tcp:8090:interface=127.0.0.1")
 DAEMON = os.environ.get("TLSESSION_DAEMON")

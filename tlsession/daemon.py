@@ -14,7 +14,7 @@ C{mind} it passed at login, so clients can keep a near cache
 
 PB's login is an MD5 challenge/response, so the daemon listens only on unix
 sockets (made mode 0600) or TLS unless told C{insecure}; its configuration
-and command line are in L{tlsession.tap}.
+is L{tlsession.daemonconfig}, its command line L{tlsession.tap}.
 
 Connections that have not logged in yet are held to a few seconds and to a
 share of the connection limit, overall and per client address, and make
@@ -43,6 +43,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -80,6 +81,8 @@ from tlsession._wire import (
 from tlsession.interfaces import (
     SessionRecord,
 )
+from tlsuite._endpoints import listenErrorMessage
+from tlsuite._startup import StartupError
 
 __all__ = [
     "DEFAULT_LOGIN_TIMEOUT",
@@ -579,7 +582,18 @@ class _Listener(StreamServerEndpointService):
         self._raiseSynchronously = True
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        """
+        Listen.
+
+        @raise StartupError: the endpoint cannot listen (the address is in
+            use, permission denied...), saying so in one line.
+        """
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise StartupError(
+                "the session daemon " + listenErrorMessage(self.description, e)
+            ) from None
         waiting: Any = self._waitingForPort
         waiting.addCallback(self._bound)
 

@@ -59,8 +59,8 @@ from tlcache.fragment import FragmentCache
 from tlcache.nevow import inevow, loaders, rend
 from tlcache.nevow import tags as T
 from tlsession import ISession, SessionManager, SessionResource
+from tlsession.daemonconfig import readSecretFile
 from tlsession.stores.pb import PBSessionStore
-from tlsession.tap import readSecretFile
 
 #: How much of the session identifier the page shows: enough to tell two
 #: sessions apart, far too little to use (the identifier is a credential).

@@ -297,7 +297,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _stop)
     sys.path.insert(0, str(ROOT))
     from tlbalance.tls import ensureSelfSigned
-    from tlsession.tap import DaemonConfigError, readSecretFile
+    from tlsession.daemonconfig import DaemonConfigError, readSecretFile
 
     ensureSelfSigned(str(RUN / "demo-cert.pem"), ["localhost", "127.0.0.1"])
     ensureSecret(RUN / "session-secret")

@@ -30,7 +30,7 @@ from tests.integration._support import (
 )
 from tests.integration.test_session_daemon import startStore, writeSecret
 from tlsession.daemon import LOGIN_GRACE, SessionDaemonService
-from tlsession.tap import DaemonConfig, makeDaemonService
+from tlsession.daemonconfig import DaemonConfig, makeDaemonService
 
 pytestmark = pytest.mark.integration
 

@@ -374,7 +374,7 @@ class PBSessionStore(Service):
         @param endpoint: the daemon's client endpoint string
             (C{unix:path=/run/tlsession/daemon.sock}, C{ssl:host=...:port=...},
             C{tls:...}) or an endpoint.
-        @param secret: the shared secret (L{tlsession.tap.readSecretFile}
+        @param secret: the shared secret (L{tlsession.daemonconfig.readSecretFile}
             reads the daemon's file with the same checks).
         @param clock: the time every session timestamp is judged by (the
             reactor; a L{twisted.internet.task.Clock} in tests).
