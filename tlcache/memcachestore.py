@@ -28,6 +28,7 @@ from twisted.protocols.memcache import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tlcache._footprint import FLOAT, ORDERED_ITEM, footprint, sizeOf
 from tlcache._loglimit import LogLimiter
 from tlcache._memcacheitem import (
     _KEY_SUFFIX_LENGTH,
@@ -75,12 +76,11 @@ MAX_TAGS = 32
 #: memcached reads an expiry over 30 days as an absolute Unix time.
 _MAX_RELATIVE_EXPIRY = 30 * 24 * 3600
 
-#: Gets whose generation tokens a following set may reuse, and for how long.
+#: Gets whose generation tokens a following set may reuse, and for how long;
+#: and the share of the near store's budget they may take up at most.
 _STASH_SIZE = 4096
 _STASH_MAX_AGE = 60.0
-
-#: A hard cap on the near copies tracked (their ages), whatever the clock.
-_MAX_NEAR_STAMPS = 65536
+_STASH_SHARE = 8
 
 _COUNTERS = (
     "hits",
@@ -98,6 +98,9 @@ _COUNTERS = (
     "otherVersions",
     "invalidatedReads",
 )
+
+# A stashed read's value tuple, its size and its place in the stash.
+_STASH_ITEM = sizeOf((0.0, (), 0)) + sizeOf(2**40) + ORDERED_ITEM
 
 _BAD_KEY_BYTES = re.compile(rb"[\x00-\x20\x7f]")
 _BOUNDARY = re.compile(rb"[|/]")
@@ -235,7 +238,10 @@ class MemcacheCacheStore(Service):
             connected L{MemCacheProtocol}.
         @param clock: the time entries and near copies are judged by.
         @param near: the in-process store in front (default: an 8 MiB
-            L{MemoryCacheStore} on C{clock}); it must answer at once.
+            L{MemoryCacheStore} on C{clock}); it must answer at once, and
+            be on C{clock} too. What this store keeps in the process is
+            bounded by its budget: the near copies, and up to an eighth of
+            it more for what recent misses read.
         @param nearTTL: at most how many seconds a near copy is served; C{0}
             turns the near store off.
         @param namespace: so several sites can share one memcached.
@@ -266,12 +272,13 @@ class MemcacheCacheStore(Service):
             if near is not None
             else MemoryCacheStore(clock, maxBytes=8 * 1024 * 1024)
         )
-        # When each near copy was read or written, oldest first.
-        self._stamps: OrderedDict[bytes, float] = OrderedDict()
-        # Per key: when a get read generation tokens, and the tokens.
-        self._stash: OrderedDict[bytes, Tuple[float, Tuple[Optional[int], ...]]] = (
-            OrderedDict()
-        )
+        # Per key: when a get read generation tokens, the tokens, and what
+        # the three take in memory; within _stashMaxBytes.
+        self._stash: OrderedDict[
+            bytes, Tuple[float, Tuple[Optional[int], ...], int]
+        ] = OrderedDict()
+        self._stashBytes = 0
+        self._stashMaxBytes = self._near.maxBytes // _STASH_SHARE
         # Bumped by each local invalidation: a read or write in flight
         # across one must not leave a near copy behind.
         self._epoch = 0
@@ -364,7 +371,7 @@ class MemcacheCacheStore(Service):
         """
         now = self._clock.seconds()
         self._dropNear(key)
-        stash = self._stash.pop(key, None)
+        stash = self._unstash(key)
         boundaries = boundaryPrefixes(key)
         tags = sorted(entry.tags)
         if len(boundaries) > MAX_BOUNDARIES:
@@ -393,7 +400,7 @@ class MemcacheCacheStore(Service):
         """
         self._epoch += 1
         hadNear = self._dropNear(key)
-        self._stash.pop(key, None)
+        self._unstash(key)
         d = Deferred.fromCoroutine(self._remoteDelete(key))
         d.addErrback(self._invalidationFailed, f"key {key!r}")
 
@@ -476,8 +483,12 @@ class MemcacheCacheStore(Service):
 
     # The near store.
 
+    # A near copy's age is the near store's: when it stored the copy (a
+    # time kept beside each copy there, so nothing here outlives a copy
+    # the near store evicts).
+
     def _nearGet(self, key: bytes, now: float) -> Optional[CacheEntry]:
-        stamp = self._stamps.get(key)
+        stamp = self._near.storedAt(key)
         if stamp is None:
             return None
         if not 0 <= now - stamp < self.nearTTL:
@@ -488,23 +499,12 @@ class MemcacheCacheStore(Service):
     def _putNear(self, key: bytes, entry: CacheEntry, now: float) -> None:
         if self.nearTTL <= 0:
             return
-        if not _synchronously(self._near.set(key, entry)):
-            self._stamps.pop(key, None)
-            return
-        self._stamps[key] = now
-        self._stamps.move_to_end(key)
-        # Copies past nearTTL are never served again: free them.
-        while self._stamps:
-            oldest, stamp = next(iter(self._stamps.items()))
-            if len(self._stamps) <= _MAX_NEAR_STAMPS and 0 <= now - stamp < (
-                self.nearTTL
-            ):
-                break
-            self._dropNear(oldest)
+        # Copies past nearTTL are never served again: free them (the least
+        # recently used, up to the first one still young enough).
+        self._near.dropStoredUntil(now - self.nearTTL)
+        _synchronously(self._near.set(key, entry))
 
     def _dropNear(self, key: bytes) -> bool:
-        if self._stamps.pop(key, None) is None:
-            return False
         return _synchronously(self._near.delete(key))
 
     # memcached calls.
@@ -557,7 +557,7 @@ class MemcacheCacheStore(Service):
         entry = item.entry
         if not entry.isFresh(now):
             self._remember(key, readAt, current)
-        stamp = self._stamps.get(key)
+        stamp = self._near.storedAt(key)
         if epoch == self._epoch and (stamp is None or stamp < readAt):
             # (A newer near copy, written meanwhile, wins.)
             self._putNear(key, entry, now)
@@ -746,10 +746,23 @@ class MemcacheCacheStore(Service):
     def _remember(
         self, key: bytes, readAt: float, generations: Tuple[Optional[int], ...]
     ) -> None:
-        self._stash[key] = (readAt, generations)
-        self._stash.move_to_end(key)
-        while len(self._stash) > _STASH_SIZE:
-            self._stash.popitem(last=False)
+        self._unstash(key)
+        cost = footprint(key, generations) + FLOAT + _STASH_ITEM
+        if cost > self._stashMaxBytes:
+            return
+        self._stash[key] = (readAt, generations, cost)
+        self._stashBytes += cost
+        while len(self._stash) > _STASH_SIZE or self._stashBytes > self._stashMaxBytes:
+            _, (_, _, dropped) = self._stash.popitem(last=False)
+            self._stashBytes -= dropped
+
+    def _unstash(self, key: bytes) -> Optional[Tuple[float, Tuple[Optional[int], ...]]]:
+        stashed = self._stash.pop(key, None)
+        if stashed is None:
+            return None
+        readAt, generations, cost = stashed
+        self._stashBytes -= cost
+        return readAt, generations
 
     def _classify(self, entry: CacheEntry, now: float) -> CacheEntry:
         if entry.isFresh(now):

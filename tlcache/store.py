@@ -393,18 +393,18 @@ class MemoryCacheStore:
         slot = self._slots.get(key)
         return None if slot is None else slot.stored
 
-    def dropStoredBefore(self, when: float) -> int:
+    def dropStoredUntil(self, when: float) -> int:
         """
-        Drop the least recently used entries stored before C{when}, up to
-        the first one stored since (a cheap sweep, for entries only worth
-        keeping for a while, like L{tlcache.memcachestore}'s near copies);
-        how many. Counted as C{expired}.
+        Drop the least recently used entries stored at or before C{when},
+        up to the first one stored later (a cheap sweep, for entries only
+        worth keeping for a while, like L{tlcache.memcachestore}'s near
+        copies); how many. Counted as C{expired}.
         """
         count = 0
         slots = self._slots
         while slots:
             key, slot = next(iter(slots.items()))
-            if slot.stored >= when:
+            if slot.stored > when:
                 break
             self._remove(key)
             count += 1
@@ -496,7 +496,7 @@ class MemoryCacheStore:
     def stats(self) -> Dict[str, int]:
         """
         See L{ICacheStore.stats}; also C{expired} (dropped on read past their
-        hard limit, or by L{dropStoredBefore}) and C{variantEvictions}
+        hard limit, or by L{dropStoredUntil}) and C{variantEvictions}
         (evictions by the variant cap, also counted in C{evictions}).
         C{bytes} is the memory held, as the budget counts it.
         """

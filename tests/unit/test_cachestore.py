@@ -318,6 +318,31 @@ class MemoryCacheStoreTests(SynchronousTestCase):
         self.assertIsNotNone(self.successResultOf(store.get(b"h|/c|1")))
         self.assertEqual(set(store._tags), {"sport"})
 
+    def test_storedAtAndDropStoredUntil(self) -> None:
+        """
+        The store knows when each entry was stored, without counting a read
+        or moving it; a sweep drops the least recently used entries stored
+        by a time, up to the first one stored later.
+        """
+        store = MemoryCacheStore(self.clock)
+        store.set(b"h|/a|1", entry())
+        self.clock.advance(1)
+        store.set(b"h|/b|1", entry())
+        self.clock.advance(1)
+        store.set(b"h|/c|1", entry())
+        store.get(b"h|/a|1")
+        self.assertEqual(store.storedAt(b"h|/a|1"), 0)
+        self.assertEqual(store.storedAt(b"h|/c|1"), 2)
+        self.assertIsNone(store.storedAt(b"h|/d|1"))
+        self.assertEqual(store.stats()["hits"], 1)
+        self.assertEqual(store.dropStoredUntil(1), 1)
+        self.assertEqual(sorted(store._slots), [b"h|/a|1", b"h|/c|1"])
+        self.assertEqual(store.dropStoredUntil(2), 2)
+        stats = store.stats()
+        self.assertEqual(
+            (stats["entries"], stats["bytes"], stats["expired"]), (0, 0, 3)
+        )
+
     def test_noTimers(self) -> None:
         """
         The store schedules nothing on its clock.

@@ -27,6 +27,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.unit.test_cachememory import traced
 from tlcache import memcachestore
 from tlcache._memcacheitem import (
     _decodeItem,
@@ -1108,3 +1109,90 @@ class ServiceTests(_StoreTestCase):
         self.assertEqual(near.stats()["entries"], 1)
         self.assertTrue(self.successResultOf(store.set(KEY, entry(b"y" * 5000))))
         self.assertEqual(near.stats()["entries"], 0)
+
+
+_TOKEN = b"%016x" % (0x0123456789ABCDEF,)
+
+
+class ForgetfulMemcache:
+    """
+    A memcached that keeps no item and has one generation token for every
+    prefix and tag: everything a store reads is a miss, and nothing written
+    stays in this process (so what does is the store's own).
+    """
+
+    _disconnected = False
+
+    def __init__(self, namespace: bytes) -> None:
+        self._tokens = (namespace + b"p:", namespace + b"t:")
+
+    def _value(self, key: bytes) -> Tuple[int, Optional[bytes]]:
+        return (0, _TOKEN if key.startswith(self._tokens) else None)
+
+    def get(self, key: bytes) -> Deferred[Any]:
+        return succeed(self._value(key))
+
+    def getMultiple(self, keys: List[bytes]) -> Deferred[Any]:
+        return succeed({key: self._value(key) for key in keys})
+
+    def set(
+        self, key: bytes, val: bytes, flags: int = 0, expireTime: int = 0
+    ) -> Deferred[Any]:
+        return succeed(True)
+
+    def add(
+        self, key: bytes, val: bytes, flags: int = 0, expireTime: int = 0
+    ) -> Deferred[Any]:
+        return succeed(False)
+
+    def delete(self, key: bytes) -> Deferred[Any]:
+        return succeed(False)
+
+
+class InProcessMemoryTests(SynchronousTestCase):
+    """
+    What the store keeps in the process stays within its near store's
+    budget, however long and many the keys.
+    """
+
+    def test_longKeyFloodStaysWithinNearBudget(self) -> None:
+        """
+        At ten thousand requests a second, twenty times the near store's
+        budget of 2 KB-URL pages read and written once each (one in four
+        read but never written, as an uncacheable page is) leave at most 1.5
+        times that budget (and a small fixed baseline) of memory in the
+        process.
+        """
+        budget = 256 * 1024
+        clock = Clock()
+        clock.advance(NOW)
+        headers = ((b"content-type", b"text/html; charset=utf-8"),)
+
+        def fill() -> MemcacheCacheStore:
+            near = MemoryCacheStore(clock, maxBytes=budget, maxEntryBytes=budget)
+            store = MemcacheCacheStore(
+                ForgetfulMemcache(b"tlcache:"),  # type: ignore[arg-type]
+                clock,
+                near=near,
+            )
+            offered = index = 0
+            while offered < 20 * budget:
+                index += 1
+                request = DummyRequest([b""])
+                path = b"/item/%08d/" % index
+                request.uri = path + b"a" * (2048 - len(path))
+                request.requestHeaders.setRawHeaders(b"host", [b"example.com"])
+                key = pageKey(request)
+                clock.advance(0.0001)
+                self.assertIsNone(self.successResultOf(store.get(key)))
+                if index % 4:
+                    page = b"<p>%d</p>" % index + b"x" * 200
+                    written = entry(page, now=clock.seconds(), headers=headers)
+                    self.assertTrue(self.successResultOf(store.set(key, written)))
+                    offered += len(page)
+                offered += len(key)
+            return store
+
+        used, store = traced(fill)
+        self.assertGreater(store.stats()["evictions"], 0)
+        self.assertLessEqual(used, 1.5 * budget + 32 * 1024)
