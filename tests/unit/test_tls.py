@@ -276,6 +276,11 @@ class ResumingClient:
         handshake.server.transport.write(b"pong")
         handshake.pump.flush()
         self.session = handshake.clientTLS.getHandle().get_session()
+        # Close with close_notify, as browsers do: OpenSSL marks the session
+        # of a connection freed without one as not resumable, whenever the
+        # garbage collector gets to it.
+        handshake.client.transport.loseConnection()
+        handshake.pump.flush()
         return handshake
 
     def resumes(self, serverCreator: Any) -> bool:
