@@ -27,7 +27,7 @@ checked by parsing them against an object that is not a reactor, so a typo
 fails start-up instead of the first connection. Parsing an C{ssl:} or
 C{tls:} string that names certificate or key files reads those files, as
 Twisted's parsers do, and a C{tlsni:} string loads its certificate
-directory.
+directory. C{tls-ciphers} is checked against OpenSSL.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from twisted.plugin import getPlugins
 from zope.interface import implementer
 
 from tlbalance._endpoints import quoteEndpointArgument, unparseEndpoint
+from tlbalance.tls import TLSConfigError, TLSSettings, checkCiphers, splitServerTLS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -303,7 +304,42 @@ class _Peers:
         return tuple(peers)
 
 
-_Rule = Union[_Number, _Choice, _Boolean, _Peers]
+@frozen
+class _Ciphers:
+    """
+    The TLS 1.2 cipher suites of every TLS listener: an OpenSSL cipher
+    string that OpenSSL selects something from.
+    """
+
+    def describe(self) -> str:
+        """
+        Say what is expected.
+        """
+        return "an OpenSSL cipher string for TLS 1.2, e.g. ECDHE+AESGCM:ECDHE+CHACHA20"
+
+    def check(self, label: str, value: object) -> Optional[str]:
+        """
+        Return the string (C{None} when not set), or raise L{ConfigError}.
+        """
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"{label}: expected {self.describe()}, got {_show(value)}"
+            )
+        try:
+            return checkCiphers(value.strip())
+        except TLSConfigError as e:
+            raise ConfigError(f"{label}: {e}") from None
+
+    def parse(self, label: str, text: str) -> Optional[str]:
+        """
+        Command-line text is checked as it is.
+        """
+        return self.check(label, text)
+
+
+_Rule = Union[_Number, _Choice, _Boolean, _Peers, _Ciphers]
 
 _SECONDS = _Number(integer=False, minimum=0, unit="seconds")
 _POSITIVE_SECONDS = _Number(integer=False, minimum=0, above=True, unit="seconds")
@@ -508,6 +544,9 @@ class BalancerConfig:
         exactly when C{sessions} is.
     @ivar sessionsInsecure: let the daemon listen on plain endpoints such
         as C{tcp:}.
+    @ivar tlsCiphers: the TLS 1.2 cipher suites of every TLS listener, an
+        OpenSSL cipher string; C{None} for tlbalance's default (Mozilla's
+        intermediate profile, L{tlbalance.tls.DEFAULT_CIPHERS}).
     """
 
     listen: tuple[str, ...] = field(converter=tuple)
@@ -596,6 +635,20 @@ class BalancerConfig:
         validator=_validateField,
         metadata=_setting("sessions-insecure", _Boolean()),
     )
+    tlsCiphers: Optional[str] = field(
+        default=None,
+        validator=_validateField,
+        metadata=_setting("tls-ciphers", _Ciphers()),
+    )
+
+    def tlsSettings(self) -> TLSSettings:
+        """
+        The TLS settings of every TLS listener, for
+        L{tlbalance.tls.splitServerTLS}.
+        """
+        if self.tlsCiphers is None:
+            return TLSSettings()
+        return TLSSettings(ciphers=self.tlsCiphers)
 
     def warnings(self) -> list[str]:
         """
@@ -1112,7 +1165,9 @@ def _checkServerEndpoint(label: str, description: str) -> None:
     try:
         # For tlsni: this reads the certificate directory, so a bad file
         # stops start-up with a one-line message, as a bad ssl: key does.
-        serverFromString(_PARSE_ONLY, description)
+        # Splitting the TLS off refuses what tlbalance's TLS settings do not
+        # support (Twisted's tls: server endpoint, ssl:'s dhParameters=).
+        splitServerTLS(serverFromString(_PARSE_ONLY, description))
     except Exception as e:
         reason = _reason(e)
         if args and args[0].lower() == "systemd" and isinstance(e, LookupError):

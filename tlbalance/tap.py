@@ -254,6 +254,15 @@ class Options(usage.Options):
             _coerce("check-timeout"),
         ],
         [
+            "tls-ciphers",
+            None,
+            None,
+            "The TLS 1.2 cipher suites of every TLS listener, as an OpenSSL "
+            "cipher string. TLS 1.3 suites are fixed. [default: Mozilla's "
+            "intermediate profile: ECDHE with AES-GCM or ChaCha20-Poly1305]",
+            _coerce("tls-ciphers"),
+        ],
+        [
             "secret-file",
             None,
             None,
@@ -275,6 +284,7 @@ class Options(usage.Options):
             "listen": usage.Completer(descr="server endpoint string"),
             "backend": usage.Completer(descr="client endpoint string"),
             "accept-proxy": usage.Completer(descr="trusted CIDRs"),
+            "tls-ciphers": usage.Completer(descr="OpenSSL cipher string"),
             **{
                 name: usage.Completer(descr=name)
                 for name in [
