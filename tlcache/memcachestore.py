@@ -338,6 +338,14 @@ class MemcacheCacheStore(Service):
             return self._connection.stopService()
         return succeed(None)
 
+    @property
+    def maxBytes(self) -> int:
+        """
+        The most memory this store keeps in the process: its near store's
+        budget, and an eighth of it more for what recent misses read.
+        """
+        return self._near.maxBytes + self._stashMaxBytes
+
     def isConnected(self) -> bool:
         """
         Whether the connection to memcached is up right now.

@@ -1161,7 +1161,7 @@ class InProcessMemoryTests(SynchronousTestCase):
         budget of 2 KB-URL pages read and written once each (one in four
         read but never written, as an uncacheable page is) leave at most 1.5
         times that budget (and a small fixed baseline) of memory in the
-        process.
+        process; C{maxBytes} says how much it may keep.
         """
         budget = 256 * 1024
         clock = Clock()
@@ -1196,3 +1196,4 @@ class InProcessMemoryTests(SynchronousTestCase):
         used, store = traced(fill)
         self.assertGreater(store.stats()["evictions"], 0)
         self.assertLessEqual(used, 1.5 * budget + 32 * 1024)
+        self.assertEqual(store.maxBytes, budget + budget // 8)
