@@ -18,8 +18,10 @@ from twisted.internet.interfaces import IReactorTime
 
 __all__ = [
     "CPYTHON_SIZES",
+    "DICT_BASE",
     "DICT_ITEM",
     "FLOAT",
+    "ORDERED_BASE",
     "ORDERED_ITEM",
     "SET_BASE",
     "SET_ITEM",
