@@ -144,7 +144,7 @@ class StoreBudgetTests(SynchronousTestCase):
 
             def fill(shape: str = shape) -> MemoryCacheStore:
                 store = MemoryCacheStore(clock, maxBytes=10**9, maxVariantsPerPath=None)
-                for index in range(1000):
+                for index in range(500):
                     store.set(*shaped(shape, index))
                 return store
 
