@@ -5,7 +5,7 @@ protocols and suites, as a reference) and print a verdict summary: what
 testssl rates above OK, and the lines about protocols, suites, forward
 secrecy, cipher order, resumption and renegotiation.
 
-A full run takes a few minutes. The summary of the last run is in
+A run takes about a minute per server. The summary of the last run is in
 docs/balancer.md (section 8).
 """
 
