@@ -11,7 +11,6 @@ L{tlcache.page.CachedPage}; see that module for the rules as a whole.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -24,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import INTERNAL_SERVER_ERROR, NOT_MODIFIED, OK, datetimeToString
 from twisted.web.server import NOT_DONE_YET
 
+from tlcache._footprint import Deadlines, KeyMemo
 from tlcache._headers import (
     AUTHORIZATION,
     COOKIE,
@@ -151,46 +151,6 @@ class _Waiter:
         self.done = False
 
 
-class _Deadlines:
-    """
-    Keys held until a time each (the least recently set dropped beyond
-    C{limit}): keys found uncacheable, keys whose refresh just failed.
-    """
-
-    def __init__(self, clock: IReactorTime, limit: int) -> None:
-        self.clock = clock
-        self.limit = limit
-        self._until: OrderedDict[bytes, float] = OrderedDict()
-
-    def hold(self, key: bytes, seconds: float) -> None:
-        """
-        Hold C{key} for C{seconds} from now.
-        """
-        self._until[key] = self.clock.seconds() + seconds
-        self._until.move_to_end(key)
-        while len(self._until) > self.limit:
-            self._until.popitem(last=False)
-
-    def holds(self, key: bytes) -> bool:
-        """
-        Is C{key} held (or was it, so recently that it has not been looked
-        at since)? A quick check, for the hot path.
-        """
-        return key in self._until
-
-    def active(self, key: bytes) -> bool:
-        """
-        Is C{key} held now? Forgets it once its time has passed.
-        """
-        until = self._until.get(key)
-        if until is None:
-            return False
-        if self.clock.seconds() < until:
-            return True
-        del self._until[key]
-        return False
-
-
 class RenderCache:
     """
     What the pages of one site (or process) share: the store, the clock,
@@ -235,9 +195,13 @@ class RenderCache:
         self.templateCheckInterval = templateCheckInterval
         self.maxUncacheableKeys = maxUncacheableKeys
         self._flights: Dict[bytes, _Flight] = {}
-        self._keys: Dict[Tuple[Any, ...], bytes] = {}
-        self._uncacheable = _Deadlines(clock, maxUncacheableKeys)
-        self._retryAfter = _Deadlines(clock, maxUncacheableKeys)
+        # Keys worked out before, keys found uncacheable and keys whose
+        # refresh failed: bounded in memory as well as in number, since a
+        # long URL makes a long key.
+        keyBytes = _keyMapBytes(self.store)
+        self._keys = KeyMemo(keyBytes, maxUncacheableKeys)
+        self._uncacheable = Deadlines(clock, maxUncacheableKeys, keyBytes)
+        self._retryAfter = Deadlines(clock, maxUncacheableKeys, keyBytes)
         self.refreshRetryDelay = refreshRetryDelay
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._generation = 0
@@ -751,9 +715,7 @@ class RenderCache:
                 key = keys.get(memo)
                 if key is None:
                     key = self.inputsOf(page, request).key(page.cacheVersion, memo[3])
-                    if len(keys) >= self.maxUncacheableKeys:
-                        keys.clear()
-                    keys[memo] = key
+                    keys.remember(memo, key)
                 return key
         return self.inputsOf(page, request).key(
             page.cacheVersion,
@@ -824,6 +786,18 @@ class RenderCache:
                 now = _FOREVER
         self._digests[docFactory] = (now + self.templateCheckInterval, stamp, digest)
         return digest
+
+
+def _keyMapBytes(store: ICacheStore) -> int:
+    """
+    The memory each of the render cache's maps of keys may take: a
+    sixteenth of what the store keeps in the process (1 MiB if it does not
+    say), and at least 16 KiB.
+    """
+    budget = getattr(store, "maxBytes", None)
+    if not isinstance(budget, int):
+        return 1024 * 1024
+    return max(16 * 1024, budget // 16)
 
 
 _defaultCache: Optional[RenderCache] = None
