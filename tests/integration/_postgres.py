@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import importlib
 import os
-import platform
 import pwd
 import re
 import shutil
@@ -44,16 +43,14 @@ def _missing(reason: str) -> NoReturn:
 
 def requireDriver() -> Any:
     """
-    Import and return the PostgreSQL driver the store uses (psycopg2, or
-    psycopg2cffi on PyPy), or skip (fail under CI).
+    Import and return the PostgreSQL driver the store uses, psycopg 3, or
+    skip (fail under CI).
     """
-    pypy = platform.python_implementation() == "PyPy"
-    name = "psycopg2cffi" if pypy else "psycopg2"
     try:
-        return importlib.import_module(name)
-    except ImportError:
-        package = name if pypy else "psycopg2-binary"
-        _missing(f"{name} is not installed (pip install {package})")
+        importlib.import_module("psycopg.errors")
+        return importlib.import_module("psycopg")
+    except ImportError as error:
+        _missing(f"psycopg cannot be imported ({error}): pip install -e '.[test]'")
 
 
 def findBinaries() -> str:
@@ -244,8 +241,9 @@ class PostgresServer:
 
     def connectionArguments(self, database: str, tcp: bool = False) -> Dict[str, Any]:
         """
-        C{psycopg2.connect} keyword arguments for C{database}, over the unix
-        socket or, with C{tcp}, over loopback TCP.
+        libpq connection parameters (C{psycopg.connect} keyword arguments)
+        for C{database}, over the unix socket or, with C{tcp}, over loopback
+        TCP.
         """
         return {
             "host": LOOPBACK if tcp else self.socketDirectory,

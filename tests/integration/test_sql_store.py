@@ -1,17 +1,20 @@
 # -*- test-case-name: tests.integration.test_sql_store -*-
 """
 The SQL session store through real adbapi threads: on SQLite files, and on
-a real PostgreSQL server the tests start (L{tests.integration._postgres}).
-Both run the conformance suite, and stores sharing one database race each
-other: of saves from one version exactly one wins, and no update is lost.
+a real PostgreSQL server the tests start (L{tests.integration._postgres}),
+through psycopg 3. Both run the conformance suite, stores sharing one
+database race each other (of saves from one version exactly one wins, and
+no update is lost), and stopping a store closes its threads and
+connections.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, List, Set, Tuple
 
 import pytest
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
@@ -50,6 +53,34 @@ async def addOne(store: SQLSessionStore, sessionID: str) -> None:
     raise AssertionError("no save got through in 1000 attempts")
 
 
+def startedStore(testCase: TestCase, store: SQLSessionStore) -> SQLSessionStore:
+    """
+    Start C{store}, and stop it when C{testCase} ends (waiting until its
+    threads and connections are closed).
+    """
+    store.startService()
+    testCase.addCleanup(stopStore, store)
+    return store
+
+
+def stopStore(store: SQLSessionStore) -> Any:
+    """
+    Stop C{store} if it runs.
+    """
+    return store.stopService() if store.running else None
+
+
+def poolThreads() -> Set[threading.Thread]:
+    """
+    The threads of adbapi pools alive now.
+    """
+    return {
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith("PoolThread-")
+    }
+
+
 async def addMany(store: SQLSessionStore, sessionID: str, times: int) -> None:
     """
     L{addOne} C{times} times in a row, as one client's requests would.
@@ -64,7 +95,8 @@ class RacingStoresMixin:
     own connections, for a C{TestCase} that has C{makeStore(clock, **kw)}.
     """
 
-    #: Builds a store on the test's database, closed when the test ends.
+    #: Builds a started store on the test's database, stopped when the test
+    #: ends.
     makeStore: Callable[..., SQLSessionStore]
 
     def twoStores(self) -> Tuple[SQLSessionStore, SQLSessionStore]:
@@ -176,7 +208,7 @@ class SQLiteThreadedConformanceTests(SessionStoreConformance, TestCase):
         absoluteTimeout: float,
         maxValueBytes: int,
     ) -> SQLSessionStore:
-        store = SQLSessionStore.sqlite(
+        return SQLSessionStore.sqlite(
             os.path.join(temporaryDirectory(self), "sessions.sqlite"),
             clock,
             reactor=reactor,
@@ -184,8 +216,6 @@ class SQLiteThreadedConformanceTests(SessionStoreConformance, TestCase):
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
         )
-        self.addCleanup(store.close)
-        return store
 
 
 class SQLiteRacingTests(RacingStoresMixin, TestCase):
@@ -199,8 +229,21 @@ class SQLiteRacingTests(RacingStoresMixin, TestCase):
 
     def makeStore(self, clock: Clock, **kw: Any) -> SQLSessionStore:
         store = SQLSessionStore.sqlite(self.path, clock, reactor=reactor, **kw)
-        self.addCleanup(store.close)
-        return store
+        return startedStore(self, store)
+
+    async def test_stopEndsThePoolThread(self) -> None:
+        """
+        Once C{stopService}'s L{Deferred} has fired, the pool's thread is
+        gone and a call in progress when it was called has finished.
+        """
+        before = poolThreads()
+        store = self.makeStore(Clock())
+        record = await store.create(b"one")
+        self.assertEqual(len(poolThreads() - before), 1)
+        saving = store.save(record.sessionID, 1, b"two")
+        await store.stopService()
+        self.assertEqual(await saving, 2)
+        self.assertEqual(poolThreads(), before)
 
 
 class PostgresTestCase(TestCase):
@@ -224,15 +267,29 @@ class PostgresTestCase(TestCase):
         self.server.createDatabase(self.database)
         self.addCleanup(self.server.dropDatabase, self.database)
 
-    def makeStore(self, clock: Clock, **kw: Any) -> SQLSessionStore:
-        store = SQLSessionStore.postgresql(
+    def postgresStore(self, clock: Clock, **kw: Any) -> SQLSessionStore:
+        return SQLSessionStore.postgresql(
             self.server.connectionArguments(self.database),
             clock,
             reactor=reactor,
             **kw,
         )
-        self.addCleanup(store.close)
-        return store
+
+    def makeStore(self, clock: Clock, **kw: Any) -> SQLSessionStore:
+        return startedStore(self, self.postgresStore(clock, **kw))
+
+    def connections(self) -> int:
+        """
+        How many connections to the test's database the server has, other
+        than the one asking.
+        """
+        [(count,)] = self.server.query(
+            self.database,
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            self.database,
+        )
+        return int(count)
 
 
 class PostgreSQLConformanceTests(SessionStoreConformance, PostgresTestCase):
@@ -247,7 +304,7 @@ class PostgreSQLConformanceTests(SessionStoreConformance, PostgresTestCase):
         absoluteTimeout: float,
         maxValueBytes: int,
     ) -> SQLSessionStore:
-        return self.makeStore(
+        return self.postgresStore(
             clock,
             idleTimeout=idleTimeout,
             absoluteTimeout=absoluteTimeout,
@@ -273,8 +330,9 @@ class PostgreSQLStoreTests(RacingStoresMixin, PostgresTestCase):
             f"{arguments['port']}/{arguments['dbname']}"
         )
         for dsn in [keywordForm, uriForm, uriForm + "?application_name=tests"]:
-            store = SQLSessionStore.postgresql(dsn, Clock(), reactor=reactor)
-            self.addCleanup(store.close)
+            store = startedStore(
+                self, SQLSessionStore.postgresql(dsn, Clock(), reactor=reactor)
+            )
             record = await store.create(b"over tcp")
             self.assertEqual(await store.load(record.sessionID), record, dsn)
 
@@ -354,13 +412,52 @@ class PostgreSQLStoreTests(RacingStoresMixin, PostgresTestCase):
         """
         arguments = self.server.connectionArguments(self.database)
         arguments["host"] = temporaryDirectory(self)
-        store = SQLSessionStore.postgresql(arguments, Clock(), reactor=reactor)
-        self.addCleanup(store.close)
+        store = startedStore(
+            self, SQLSessionStore.postgresql(arguments, Clock(), reactor=reactor)
+        )
         started = time.monotonic()
         with self.assertRaises(StoreUnavailableError) as caught:
             await store.create()
         self.assertIn("unavailable", str(caught.exception))
         self.assertLess(time.monotonic() - started, 5)
+
+    async def test_lifecycle(self) -> None:
+        """
+        Building the store opens no connection; starting it creates the
+        table; once C{stopService}'s L{Deferred} has fired, every connection
+        and thread it opened is closed, and a call in progress when it was
+        called has finished.
+        """
+        before = poolThreads()
+        store = self.postgresStore(Clock(), minConnections=2, maxConnections=4)
+        self.assertEqual(self.connections(), 0)
+        store.startService()
+        self.addCleanup(stopStore, store)
+        record = await store.create(b"one")
+        await gatherResults([store.load(record.sessionID) for _ in range(8)])
+        self.assertGreater(self.connections(), 1)
+        self.assertGreater(len(poolThreads() - before), 1)
+        saving = store.save(record.sessionID, 1, b"two")
+        await store.stopService()
+        self.assertEqual(await saving, 2)
+        self.assertEqual(self.connections(), 0)
+        self.assertEqual(poolThreads(), before)
+        with self.assertRaises(StoreUnavailableError) as caught:
+            await store.load(record.sessionID)
+        self.assertIn("stopped", str(caught.exception))
+
+    async def test_withoutCreateSchema(self) -> None:
+        """
+        A store told not to create the schema creates none (its calls fail
+        with the driver's error for a missing table), and works on the table
+        another store made.
+        """
+        store = self.makeStore(Clock(), createSchema=False)
+        with self.assertRaises(self.server.driver.errors.UndefinedTable):
+            await store.create()
+        await self.makeStore(Clock()).createSchema()
+        record = await store.create(b"x")
+        self.assertEqual(await store.load(record.sessionID), record)
 
 
 class PostgreSQLRestartTests(PostgresTestCase):

@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.unit.test_filestore -*-
 """
 Tests for L{tlsession.stores.files}: the file session store, on a temporary
-directory. Its operations are synchronous, so the tests need no reactor; the
-cross-process test runs child processes on the same directory.
+directory, and its lifecycle as a service. Its operations are synchronous,
+so the tests need no reactor; the cross-process test runs child processes on
+the same directory.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from tlsession.interfaces import (
     SessionGoneError,
     SessionRecord,
     StoreUnavailableError,
+    ValueTooLargeError,
 )
 from tlsession.stores import newSessionID
+from tlsession.stores._checks import InvalidArgumentError
 from tlsession.stores.files import LOCK_FILE, MAGIC, FileSessionStore
-from tlsession.stores.sql import SessionSweepService
+from tlsession.stores.sweep import SessionSweepService
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START = 1_000_000.0
@@ -61,6 +64,26 @@ def result(d: Deferred[Any]) -> Any:
     return outcome
 
 
+def startedStore(
+    testCase: SynchronousTestCase, directory: str, clock: Clock, **kw: Any
+) -> FileSessionStore:
+    """
+    A started file store on C{directory}, stopped when the test ends.
+    """
+    store = FileSessionStore(directory, clock, **kw)
+    store.startService()
+    testCase.addCleanup(stopped, testCase, store)
+    return store
+
+
+def stopped(testCase: SynchronousTestCase, store: FileSessionStore) -> None:
+    """
+    Stop C{store}, checking that it has finished stopping at once.
+    """
+    if store.running:
+        testCase.successResultOf(store.stopService())
+
+
 def sessionFiles(directory: str) -> List[str]:
     """
     The names in C{directory} other than the lock file.
@@ -80,15 +103,13 @@ class FileConformanceTests(SessionStoreConformance, TestCase):
         absoluteTimeout: float,
         maxValueBytes: int,
     ) -> FileSessionStore:
-        store = FileSessionStore(
+        return FileSessionStore(
             os.path.join(temporaryDirectory(self), "sessions"),
             clock,
             idleTimeout=idleTimeout,
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
         )
-        self.addCleanup(store.close)
-        return store
 
 
 class FileStoreTests(SynchronousTestCase):
@@ -102,9 +123,7 @@ class FileStoreTests(SynchronousTestCase):
         self.clock.advance(START)
 
     def store(self, **kw: Any) -> FileSessionStore:
-        store = FileSessionStore(self.directory, self.clock, **kw)
-        self.addCleanup(store.close)
-        return store
+        return startedStore(self, self.directory, self.clock, **kw)
 
     def test_privateDirectoryAndFiles(self) -> None:
         """
@@ -113,7 +132,7 @@ class FileStoreTests(SynchronousTestCase):
         version in the header.
         """
         nested = os.path.join(self.directory, "deeper")
-        store = FileSessionStore(nested, self.clock)
+        store = startedStore(self, nested, self.clock)
         record = result(store.create(b"x"))
         result(store.save(record.sessionID, 1, b"y"))
         self.assertEqual(stat.S_IMODE(os.stat(nested).st_mode), 0o700)
@@ -130,19 +149,24 @@ class FileStoreTests(SynchronousTestCase):
         """
         A directory other users can read is refused (its file names are
         session identifiers) and left as it was; so is a path that is not a
-        directory.
+        directory. The store does not start, and calls fail as unavailable.
         """
         os.makedirs(self.directory, mode=0o755)
         os.chmod(self.directory, 0o755)
+        store = FileSessionStore(self.directory, self.clock)
         with self.assertRaises(StoreUnavailableError) as caught:
-            FileSessionStore(self.directory, self.clock)
+            store.startService()
         self.assertIn("make it 0700", str(caught.exception))
         self.assertEqual(stat.S_IMODE(os.stat(self.directory).st_mode), 0o755)
+        self.assertFalse(store.running)
+        with self.assertRaises(StoreUnavailableError):
+            result(store.create())
+        self.assertEqual(os.listdir(self.directory), [])
         path = os.path.join(self.directory, "file")
         with open(path, "w"):
             pass
         with self.assertRaises(StoreUnavailableError):
-            FileSessionStore(path, self.clock)
+            FileSessionStore(path, self.clock).startService()
 
     def test_unknownIdentifiersCreateNothing(self) -> None:
         """
@@ -239,6 +263,7 @@ class FileStoreTests(SynchronousTestCase):
             clock = Clock()
             clock.advance({START!r})
             store = FileSessionStore({self.directory!r}, clock, lockTimeout=10)
+            store.startService()
             for _ in range(100):
                 addOne(store, {record.sessionID!r})
             """
@@ -435,7 +460,10 @@ class FileStoreTests(SynchronousTestCase):
 
     def test_badArguments(self) -> None:
         """
-        Nonsense limits are refused when the store is built.
+        Nonsense limits are refused when the store is built; nonsense
+        arguments to its methods come back as failed L{Deferred}s, never
+        raised, all L{InvalidArgumentError}s (also L{TypeError}s and
+        L{ValueError}s), or L{ValueTooLargeError} for data over the limit.
         """
         for kw in [
             {"idleTimeout": 0},
@@ -443,8 +471,103 @@ class FileStoreTests(SynchronousTestCase):
             {"maxValueBytes": 1.5},
             {"lockTimeout": 0},
         ]:
-            with self.assertRaises(ValueError):
+            with self.assertRaises(InvalidArgumentError):
                 FileSessionStore(self.directory, self.clock, **kw)
+        store = self.store(maxValueBytes=10)
+        record = result(store.create())
+        sessionID = record.sessionID
+        for call in [
+            lambda: store.create("text"),  # type: ignore[arg-type]
+            lambda: store.create(bytearray(b"x")),  # type: ignore[arg-type]
+            lambda: store.create(b"", idleTimeout=-5),
+            lambda: store.create(b"", idleTimeout=True),
+            lambda: store.save(sessionID, 1, "text"),  # type: ignore[arg-type]
+            lambda: store.save(sessionID, 1, b"", idleTimeout=float("nan")),
+            lambda: store.save(sessionID, 0, b""),
+            lambda: store.save(sessionID, 2**64, b""),
+            lambda: store.save(sessionID, "1", b""),  # type: ignore[arg-type]
+        ]:
+            failure = self.failureResultOf(call(), InvalidArgumentError)
+            self.assertIsInstance(failure.value, (TypeError, ValueError))
+        self.failureResultOf(store.create(b"x" * 11), ValueTooLargeError)
+        self.failureResultOf(store.save(sessionID, 1, b"x" * 11), ValueTooLargeError)
+        self.assertEqual(result(store.load(sessionID)), record)
+
+
+class FileStoreLifecycleTests(SynchronousTestCase):
+    """
+    The file store is a service: building it touches no file, starting it
+    makes the directory, and calls outside a run fail as unavailable.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.join(temporaryDirectory(self), "sessions")
+        self.clock = Clock()
+        self.clock.advance(START)
+
+    def assertUnavailable(self, store: FileSessionStore, reason: str) -> None:
+        sessionID = newSessionID()
+        for call in [
+            lambda: store.create(),
+            lambda: store.load(sessionID),
+            lambda: store.load("malformed"),
+            lambda: store.save(sessionID, 1, b""),
+            lambda: store.touch(sessionID),
+            lambda: store.rotate(sessionID),
+            lambda: store.delete(sessionID),
+            lambda: store.delete("malformed"),
+            lambda: store.sweep(),
+        ]:
+            failure = self.failureResultOf(call(), StoreUnavailableError)
+            self.assertEqual(str(failure.value), f"the file session store is {reason}")
+
+    def test_buildingTouchesNothing(self) -> None:
+        """
+        Building a store creates no directory; calls fail, saying it is not
+        started, and create nothing either.
+        """
+        store = FileSessionStore(self.directory, self.clock)
+        self.assertUnavailable(store, "not started")
+        self.assertFalse(os.path.exists(self.directory))
+
+    def test_startAndStop(self) -> None:
+        """
+        Starting creates the private directory; once stopped (its
+        L{Deferred} has fired) calls fail, saying so, and the sessions stay
+        on disk for the next start.
+        """
+        store = FileSessionStore(self.directory, self.clock)
+        store.startService()
+        self.assertEqual(stat.S_IMODE(os.stat(self.directory).st_mode), 0o700)
+        record = result(store.create(b"kept"))
+        self.successResultOf(store.stopService())
+        self.assertUnavailable(store, "stopped")
+        self.assertEqual(sessionFiles(self.directory), [record.sessionID])
+        store.startService()
+        self.addCleanup(stopped, self, store)
+        self.assertEqual(result(store.load(record.sessionID)), record)
+
+    def test_stopReleasesTheSweepScan(self) -> None:
+        """
+        A sweep that stopped halfway through the directory keeps it open
+        for the next one; stopping the store closes it.
+        """
+        store = FileSessionStore(self.directory, self.clock)
+        store.startService()
+        for _ in range(5):
+            result(store.create())
+        before = openDescriptors()
+        self.assertEqual(result(store.sweep(2)), 0)
+        self.assertEqual(len(openDescriptors() - before), 1)
+        self.successResultOf(store.stopService())
+        self.assertEqual(openDescriptors(), before)
+
+
+def openDescriptors() -> set[str]:
+    """
+    The file descriptors this process has open.
+    """
+    return set(os.listdir("/proc/self/fd"))
 
 
 def addOne(store: FileSessionStore, sessionID: str) -> SessionRecord:

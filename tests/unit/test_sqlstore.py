@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_sqlstore -*-
 """
-Tests for L{tlsession.stores.sql}: the SQL session store on SQLite and the
-sweep service.
+Tests for L{tlsession.stores.sql}: the SQL session store on SQLite, its
+lifecycle as a service, and the PostgreSQL store's set-up (no server).
 
 The adbapi pool here runs its queries inline, on the test's thread, so the
 tests are deterministic and need no reactor; the same store against SQLite
@@ -18,7 +18,8 @@ import stat
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -29,13 +30,11 @@ from tlsession.interfaces import (
     ConflictError,
     SessionGoneError,
     StoreUnavailableError,
+    ValueTooLargeError,
 )
 from tlsession.stores import newSessionID
-from tlsession.stores.sql import (
-    TABLE,
-    SessionSweepService,
-    SQLSessionStore,
-)
+from tlsession.stores._checks import InvalidArgumentError
+from tlsession.stores.sql import TABLE, SQLSessionStore
 
 
 class InlineReactor:
@@ -67,14 +66,20 @@ class InlineReactor:
 
 class InlineThreadPool:
     """
-    A thread pool that runs each job at once, on the calling thread.
+    A thread pool that runs each job at once, on the calling thread; or,
+    once C{held}, when the test calls L{runHeld}.
     """
 
+    def __init__(self) -> None:
+        self.started = False
+        self.stopped = False
+        self.held: Optional[List[Callable[[], None]]] = None
+
     def start(self) -> None:
-        pass
+        self.started = True
 
     def stop(self) -> None:
-        pass
+        self.stopped = True
 
     def callInThreadWithCallback(
         self,
@@ -83,12 +88,50 @@ class InlineThreadPool:
         *args: Any,
         **kw: Any,
     ) -> None:
-        try:
-            result = f(*args, **kw)
-        except BaseException:
-            onResult(False, Failure())
+        def job() -> None:
+            try:
+                result = f(*args, **kw)
+            except BaseException:
+                onResult(False, Failure())
+            else:
+                onResult(True, result)
+
+        if self.held is None:
+            job()
         else:
-            onResult(True, result)
+            self.held.append(job)
+
+    def runHeld(self) -> None:
+        jobs, self.held = self.held or [], None
+        for job in jobs:
+            job()
+
+
+def runInline(store: SQLSessionStore) -> List[adbapi.ConnectionPool]:
+    """
+    Make the pools C{store} opens run their queries inline.
+
+    @return: the pools it opened so far (filled in as it opens them).
+    """
+    opened: List[adbapi.ConnectionPool] = []
+    openPool = store.openPool
+
+    def openInline() -> adbapi.ConnectionPool:
+        pool = openPool()
+        pool.threadpool = InlineThreadPool()
+        opened.append(pool)
+        return pool
+
+    store.openPool = openInline
+    return opened
+
+
+def stopped(testCase: SynchronousTestCase, store: Any) -> None:
+    """
+    Stop C{store}, checking that it has finished stopping at once.
+    """
+    if store.running:
+        testCase.successResultOf(store.stopService())
 
 
 def temporaryDirectory(testCase: SynchronousTestCase) -> str:
@@ -102,17 +145,21 @@ def temporaryDirectory(testCase: SynchronousTestCase) -> str:
 
 
 def inlineSQLiteStore(
-    testCase: SynchronousTestCase, path: str, clock: Clock, **kw: Any
+    testCase: SynchronousTestCase,
+    path: str,
+    clock: Clock,
+    start: bool = True,
+    **kw: Any,
 ) -> SQLSessionStore:
     """
-    A SQLite store on C{path} whose queries run inline; closed when the test
-    ends.
+    A SQLite store on C{path} whose queries run inline, started unless
+    C{start} is false; stopped when the test ends.
     """
-    reactor = InlineReactor()
-    store = SQLSessionStore.sqlite(path, clock, reactor=reactor, **kw)
-    store.pool.threadpool = InlineThreadPool()
-    store.pool.start()
-    testCase.addCleanup(store.close)
+    store = SQLSessionStore.sqlite(path, clock, reactor=InlineReactor(), **kw)
+    runInline(store)
+    if start:
+        store.startService()
+    testCase.addCleanup(stopped, testCase, store)
     return store
 
 
@@ -143,6 +190,7 @@ class SQLiteConformanceTests(SessionStoreConformance, TestCase):
             self,
             path,
             clock,
+            start=False,
             idleTimeout=idleTimeout,
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
@@ -327,153 +375,277 @@ class SQLiteStoreTests(TestCase):
 
     def test_badArguments(self) -> None:
         """
-        Nonsense limits are refused when the store is built, and nonsense
-        idle timeouts when they are used.
+        Nonsense limits are refused when the store is built; nonsense
+        arguments to its methods come back as failed L{Deferred}s, never
+        raised, all L{InvalidArgumentError}s (also L{TypeError}s and
+        L{ValueError}s), or L{ValueTooLargeError} for data over the limit.
         """
+        for kw in [
+            {"idleTimeout": 0},
+            {"absoluteTimeout": float("inf")},
+            {"maxValueBytes": -1},
+            {"busyTimeout": 0},
+        ]:
+            with self.assertRaises(InvalidArgumentError):
+                SQLSessionStore.sqlite(self.path, self.clock, **kw)
         with self.assertRaises(ValueError):
-            self.store(idleTimeout=0)
-        with self.assertRaises(ValueError):
-            self.store(absoluteTimeout=float("inf"))
-        with self.assertRaises(ValueError):
-            self.store(maxValueBytes=-1)
-        store = self.store()
-        self.failureResultOf(store.create(idleTimeout=-5), ValueError)
+            SQLSessionStore(
+                lambda: adbapi.ConnectionPool("sqlite3"), self.clock, "oracle"
+            )
+        store = self.store(maxValueBytes=10)
         record = self.successResultOf(store.create())
-        self.failureResultOf(
-            store.save(record.sessionID, 1, b"", idleTimeout=float("nan")), ValueError
+        sessionID = record.sessionID
+        for call in [
+            lambda: store.create("text"),  # type: ignore[arg-type]
+            lambda: store.create(bytearray(b"x")),  # type: ignore[arg-type]
+            lambda: store.create(b"", idleTimeout=-5),
+            lambda: store.create(b"", idleTimeout=True),
+            lambda: store.save(sessionID, 1, "text"),  # type: ignore[arg-type]
+            lambda: store.save(sessionID, 1, b"", idleTimeout=float("nan")),
+            lambda: store.save(sessionID, 0, b""),
+            lambda: store.save(sessionID, 2**63, b""),
+            lambda: store.save(sessionID, "1", b""),  # type: ignore[arg-type]
+        ]:
+            failure = self.failureResultOf(call(), InvalidArgumentError)
+            self.assertIsInstance(failure.value, (TypeError, ValueError))
+        self.failureResultOf(store.create(b"x" * 11), ValueTooLargeError)
+        self.failureResultOf(store.save(sessionID, 1, b"x" * 11), ValueTooLargeError)
+        self.assertEqual(self.successResultOf(store.load(sessionID)), record)
+
+
+class SQLiteLifecycleTests(SynchronousTestCase):
+    """
+    The SQL store is a service: building it does no I/O, starting it opens
+    the pool and the schema, stopping it closes them once the calls in
+    progress are done, and calls outside a run fail as unavailable.
+    """
+
+    def setUp(self) -> None:
+        self.directory = temporaryDirectory(self)
+        self.path = os.path.join(self.directory, "sessions.sqlite")
+        self.clock = Clock()
+        self.reactor = InlineReactor()
+
+    def unstarted(self, **kw: Any) -> Tuple[SQLSessionStore, List[Any]]:
+        store = SQLSessionStore.sqlite(
+            self.path, self.clock, reactor=self.reactor, **kw
         )
-        with self.assertRaises(ValueError):
-            SQLSessionStore(store.pool, self.clock, "oracle")
+        pools = runInline(store)
+        self.addCleanup(stopped, self, store)
+        return store, pools
 
+    def calls(self, store: SQLSessionStore) -> List[Callable[[], Deferred[Any]]]:
+        sessionID = newSessionID()
+        return [
+            lambda: store.create(),
+            lambda: store.load(sessionID),
+            lambda: store.load("malformed"),
+            lambda: store.save(sessionID, 1, b""),
+            lambda: store.touch(sessionID),
+            lambda: store.rotate(sessionID),
+            lambda: store.delete(sessionID),
+            lambda: store.delete("malformed"),
+            lambda: store.sweep(),
+            lambda: store.createSchema(),
+        ]
 
-class FakeSweepable:
-    """
-    A store whose C{sweep} answers from a script: numbers, exceptions or
-    Deferreds the test fires.
-    """
+    def assertUnavailable(self, store: SQLSessionStore, reason: str) -> None:
+        for call in self.calls(store):
+            failure = self.failureResultOf(call(), StoreUnavailableError)
+            self.assertEqual(str(failure.value), f"the SQL session store is {reason}")
 
-    def __init__(self, answers: List[Any]) -> None:
-        self.answers = answers
-        self.calls: List[int] = []
-
-    def sweep(self, maxRows: int) -> Deferred[int]:
-        self.calls.append(maxRows)
-        answer = self.answers.pop(0) if self.answers else 0
-        if isinstance(answer, Deferred):
-            return answer
-        if isinstance(answer, Exception):
-            return fail(answer)
-        return succeed(answer)
-
-
-class SessionSweepServiceTests(SynchronousTestCase):
-    """
-    L{SessionSweepService} sweeps on its clock, in bounded batches, survives
-    errors and leaves no timer behind.
-    """
-
-    def service(
-        self, answers: List[Any], **kw: Any
-    ) -> Tuple[SessionSweepService, FakeSweepable, Clock, List[Dict[str, Any]]]:
-        clock = Clock()
-        store = FakeSweepable(answers)
-        service = SessionSweepService(store, clock, **kw)
-        events: List[Dict[str, Any]] = []
-        service.log = Logger(observer=events.append)
-        return service, store, clock, events
-
-    def test_sweepsEveryInterval(self) -> None:
+    def test_buildingDoesNoIO(self) -> None:
         """
-        Nothing is swept at start; each interval runs one sweep, then stopping
-        leaves no pending timer.
+        Building a store creates no database file and opens no pool (no
+        thread would start with the reactor); calls fail, saying the store
+        is not started.
         """
-        service, store, clock, _ = self.service([3, 0], interval=10, batchSize=100)
-        service.startService()
-        self.assertEqual(store.calls, [])
-        clock.advance(10)
-        self.assertEqual(store.calls, [100])
-        clock.advance(10)
-        self.assertEqual(store.calls, [100, 100])
-        self.assertEqual(service.removed, 3)
-        self.assertIsNone(service.stopService())
-        self.assertEqual(clock.getDelayedCalls(), [])
+        store, pools = self.unstarted()
+        self.assertFalse(os.path.exists(self.path))
+        self.assertEqual((store.pool, pools, self.reactor.triggers), (None, [], {}))
+        self.assertUnavailable(store, "not started")
+        self.assertFalse(os.path.exists(self.path))
 
-    def test_fullBatchesRepeatUpToTheLimit(self) -> None:
+    def test_startOpensAndCreatesTheSchema(self) -> None:
         """
-        While batches come back full the tick sweeps again, at most
-        C{maxBatches} times; the rest waits for the next tick.
+        Starting the store creates the private database file, starts the
+        pool and creates the table before any call.
         """
-        service, store, clock, _ = self.service(
-            [5, 5, 5, 5, 2], interval=10, batchSize=5, maxBatches=3
+        store, pools = self.unstarted()
+        store.startService()
+        self.assertEqual(store.pool, pools[0])
+        self.assertTrue(pools[0].threadpool.started)
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        self.assertEqual(rows(self.path), [])
+
+    def test_withoutCreateSchema(self) -> None:
+        """
+        With C{createSchema=False} the store creates no table: calls fail as
+        unavailable until the table exists, then work.
+        """
+        store, _ = self.unstarted(createSchema=False)
+        store.startService()
+        failure = self.failureResultOf(store.create(), StoreUnavailableError)
+        self.assertIn("no such table", str(failure.value))
+        self.successResultOf(
+            inlineSQLiteStore(self, self.path, self.clock).createSchema()
         )
-        service.startService()
-        clock.advance(10)
-        self.assertEqual((len(store.calls), service.removed), (3, 15))
-        clock.advance(10)
-        self.assertEqual((len(store.calls), service.removed), (5, 22))
-        service.stopService()
+        record = self.successResultOf(store.create(b"x"))
+        self.assertEqual(self.successResultOf(store.load(record.sessionID)), record)
 
-    def test_errorsAreLoggedAndTheNextTickRetries(self) -> None:
+    def test_stopWaitsForCallsThenCloses(self) -> None:
         """
-        An unavailable store is a warning, any other error is logged with its
-        traceback, and sweeping goes on at the next interval.
+        L{SQLSessionStore.stopService} refuses new calls at once, lets the
+        calls in progress finish, then stops the pool's threads and closes
+        its connections before its L{Deferred} fires.
         """
-        service, store, clock, events = self.service(
-            [StoreUnavailableError("database down"), RuntimeError("bug"), 4],
-            interval=10,
+        store, pools = self.unstarted()
+        store.startService()
+        pool = pools[0]
+        record = self.successResultOf(store.create(b"one"))
+        threadpool = pool.threadpool
+        threadpool.held = []
+        saving = store.save(record.sessionID, 1, b"two")
+        done = store.stopService()
+        self.assertNoResult(saving)
+        self.assertNoResult(done)
+        self.assertUnavailable(store, "stopped")
+        self.assertFalse(threadpool.stopped)
+        threadpool.runHeld()
+        self.assertEqual(self.successResultOf(saving), 2)
+        self.successResultOf(done)
+        self.assertTrue(threadpool.stopped)
+        self.assertEqual(
+            (pool.running, pool.connections, store.pool), (False, {}, None)
         )
-        service.startService()
-        clock.advance(10)
-        clock.advance(10)
-        clock.advance(10)
-        self.assertEqual(len(store.calls), 3)
-        self.assertEqual(service.removed, 4)
-        self.assertIn("database down", events[0]["error"])
-        self.assertIsInstance(events[1]["log_failure"].value, RuntimeError)
-        service.stopService()
-        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(self.reactor.triggers, {})
+        self.assertEqual(rows(self.path), [(record.sessionID, 2, b"two")])
 
-    def test_stopWaitsForASweepInProgress(self) -> None:
+    def test_restart(self) -> None:
         """
-        Stopping during a sweep returns a L{Deferred} that fires once the
-        sweep is done, and no further sweep starts.
+        A stopped store starts again with a new pool, and finds its
+        sessions.
         """
-        pending: Deferred[int] = Deferred()
-        service, store, clock, _ = self.service([pending, 5], interval=10, batchSize=5)
-        service.startService()
-        clock.advance(10)
-        stopped = service.stopService()
-        assert stopped is not None
-        self.assertNoResult(stopped)
-        pending.callback(5)
-        self.successResultOf(stopped)
-        self.assertEqual(store.calls, [5])
-        self.assertEqual(clock.getDelayedCalls(), [])
-        clock.advance(100)
-        self.assertEqual(store.calls, [5])
+        store, pools = self.unstarted()
+        store.startService()
+        record = self.successResultOf(store.create(b"kept"))
+        self.successResultOf(store.stopService())
+        store.startService()
+        self.assertEqual(len(pools), 2)
+        self.assertEqual(self.successResultOf(store.load(record.sessionID)), record)
 
-    def test_sweepsARealStore(self) -> None:
+    def test_unsupportedDriver(self) -> None:
         """
-        Run against a SQLite store, the service removes expired sessions and
-        keeps live ones.
+        A DB-API module whose parameter style the store cannot write fails
+        the start, and leaves no pool to start with the reactor.
         """
-        directory = temporaryDirectory(self)
-        path = os.path.join(directory, "sessions.sqlite")
-        clock = Clock()
-        store = inlineSQLiteStore(self, path, clock)
-        old = [self.successResultOf(store.create(idleTimeout=5)) for _ in range(3)]
-        live = self.successResultOf(store.create())
-        service = SessionSweepService(store, clock, interval=30, batchSize=2)
-        service.startService()
-        clock.advance(30)
-        self.assertEqual(rows(path), [(live.sessionID, 1, b"")])
-        self.assertEqual(service.removed, len(old))
-        service.stopService()
+        reactor = InlineReactor()
+        pools: List[adbapi.ConnectionPool] = []
+
+        def openPool() -> adbapi.ConnectionPool:
+            pool = adbapi.ConnectionPool("sqlite3", self.path, cp_reactor=reactor)
+            pool.dbapi = type("Driver", (), {"paramstyle": "format"})
+            pools.append(pool)
+            return pool
+
+        store = SQLSessionStore(openPool, self.clock)
+        with self.assertRaises(InvalidArgumentError):
+            store.startService()
+        self.assertFalse(store.running)
+        self.assertEqual(reactor.triggers, {})
+
+
+class PostgreSQLSetupTests(SynchronousTestCase):
+    """
+    What the PostgreSQL store does before it reaches a server: it connects
+    through psycopg 3 with a connect timeout, at start only, and reports a
+    server it cannot reach as unavailable.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = InlineReactor()
+        self.clock = Clock()
+
+    def store(
+        self, connection: Any, **kw: Any
+    ) -> Tuple[SQLSessionStore, List[adbapi.ConnectionPool]]:
+        store = SQLSessionStore.postgresql(
+            connection, self.clock, reactor=self.reactor, **kw
+        )
+        pools = runInline(store)
+        self.addCleanup(stopped, self, store)
+        return store, pools
+
+    def connectArguments(self, connection: Any, **kw: Any) -> Tuple[Any, Any]:
+        store, pools = self.store(connection, **kw)
+        store.startService()
+        return pools[0].connargs, pools[0].connkw
+
+    def test_buildingDoesNoIO(self) -> None:
+        """
+        Building the store opens no pool and registers nothing with the
+        reactor.
+        """
+        store, pools = self.store("host=/nonexistent dbname=sessions")
+        self.assertEqual((store.pool, pools, self.reactor.triggers), (None, [], {}))
+        self.failureResultOf(store.create(), StoreUnavailableError)
+
+    def test_psycopgWithConnectTimeout(self) -> None:
+        """
+        The pool connects with psycopg, given the connection string or
+        keywords as they are plus libpq's C{connect_timeout} (whole seconds,
+        at least 2) unless they set one.
+        """
+        dsn = "host=/run/postgresql dbname=site"
+        uri = "postgresql://u@localhost/site"
+        for connection, kw, expected in [
+            (dsn, {}, ((dsn,), {"connect_timeout": 5})),
+            (dsn, {"connectTimeout": 0.5}, ((dsn,), {"connect_timeout": 2})),
+            (dsn, {"connectTimeout": 7.2}, ((dsn,), {"connect_timeout": 8})),
+            (dsn + " connect_timeout=1", {}, ((dsn + " connect_timeout=1",), {})),
+            (uri, {}, ((uri,), {"connect_timeout": 5})),
+            (uri + "?connect_timeout=3", {}, ((uri + "?connect_timeout=3",), {})),
+            (
+                {"host": "h", "dbname": "d"},
+                {},
+                (("",), {"host": "h", "dbname": "d", "connect_timeout": 5}),
+            ),
+            (
+                {"dbname": "d", "connect_timeout": 9},
+                {},
+                (("",), {"dbname": "d", "connect_timeout": 9}),
+            ),
+        ]:
+            self.assertEqual(self.connectArguments(connection, **kw), expected)
+        store, pools = self.store(dsn)
+        store.startService()
+        self.assertEqual(pools[0].dbapiName, "psycopg")
+        self.assertTrue(pools[0].reconnect)
 
     def test_badArguments(self) -> None:
         """
-        A zero interval or batch size is refused.
+        A connection string libpq cannot parse and nonsense pool sizes are
+        refused when the store is built.
         """
-        for kw in [{"interval": 0}, {"batchSize": 0}, {"maxBatches": 0}]:
-            with self.assertRaises(ValueError):
-                SessionSweepService(FakeSweepable([]), Clock(), **kw)
+        for connection, kw in [
+            ("host=x dbname", {}),
+            ("postgresql://[", {}),
+            ("dbname=x", {"minConnections": 0}),
+            ("dbname=x", {"minConnections": 3, "maxConnections": 2}),
+            ("dbname=x", {"maxConnections": 1.5}),
+            ("dbname=x", {"connectTimeout": 0}),
+        ]:
+            with self.assertRaises(InvalidArgumentError, msg=repr((connection, kw))):
+                SQLSessionStore.postgresql(connection, self.clock, **kw)
+
+    def test_noServerIsUnavailable(self) -> None:
+        """
+        With no server at the address, calls fail with
+        L{StoreUnavailableError} (psycopg's C{OperationalError}).
+        """
+        directory = temporaryDirectory(self)
+        store, _ = self.store({"host": directory, "dbname": "sessions"})
+        store.startService()
+        failure = self.failureResultOf(store.create(), StoreUnavailableError)
+        self.assertIn("session database is unavailable", str(failure.value))
+        self.failureResultOf(store.load(newSessionID()), StoreUnavailableError)

@@ -30,9 +30,7 @@ from tlsession.interfaces import (
     ISessionStore,
     SessionGoneError,
     SessionRecord,
-    SessionStoreError,
     StoreUnavailableError,
-    ValueTooLargeError,
 )
 from tlsession.stores import (
     DEFAULT_ABSOLUTE_TIMEOUT,
@@ -41,7 +39,14 @@ from tlsession.stores import (
     isWellFormedSessionID,
     newSessionID,
 )
-from tlsession.stores.sql import checkIdleTimeout, checkLimits
+from tlsession.stores._checks import (
+    StoreService,
+    checkCreate,
+    checkLimits,
+    checkPositive,
+    checkSave,
+    checkSessionID,
+)
 
 __all__ = ["FileSessionStore", "LOCK_FILE", "MAGIC"]
 
@@ -137,10 +142,15 @@ def _processLockFor(directory: str) -> threading.Lock:
 
 
 @implementer(ISessionStore)
-class FileSessionStore:
+class FileSessionStore(StoreService):
     """
     Sessions as files in one directory, shared by the processes of one host
     (it needs POSIX C{flock}, so no network file systems).
+
+    Run it as a service (give it a parent, or call L{startService}):
+    building it touches no file; starting it creates the directory, or
+    checks the one there; calls made while it is not running fail with
+    L{StoreUnavailableError}.
 
     Each session is the file named by its identifier, validated before any
     path is built (an identifier from a client never becomes a path
@@ -166,6 +176,7 @@ class FileSessionStore:
     """
 
     log = Logger()
+    storeDescription = "the file session store"
 
     def __init__(
         self,
@@ -179,8 +190,8 @@ class FileSessionStore:
         durable: bool = False,
     ) -> None:
         """
-        @param directory: where the session files go; created (0700) if
-            missing.
+        @param directory: where the session files go; created (0700) at
+            start if missing.
         @param clock: the time every timestamp and expiry check uses.
         @param idleTimeout: default seconds of inactivity before expiry.
         @param absoluteTimeout: seconds after creation when sessions end.
@@ -193,18 +204,29 @@ class FileSessionStore:
             machine may lose the latest writes, and files it truncated are
             treated as gone.
 
-        @raise StoreUnavailableError: if the directory cannot be created, or
-            can be read by other users.
+        @raise InvalidArgumentError: for unusable limits or C{lockTimeout}.
         """
         self.idleTimeout, self.absoluteTimeout, self.maxValueBytes = checkLimits(
             idleTimeout, absoluteTimeout, maxValueBytes
         )
-        if not lockTimeout > 0:
-            raise ValueError(f"lockTimeout must be positive, not {lockTimeout!r}")
+        self.lockTimeout = checkPositive("lockTimeout", lockTimeout)
         self.directory = os.path.abspath(directory)
         self.clock = clock
-        self.lockTimeout = float(lockTimeout)
         self.durable = durable
+        self._lockPath = os.path.join(self.directory, LOCK_FILE)
+        self._processLock: Optional[threading.Lock] = None
+        self._scan: Optional[os._ScandirIterator[str]] = None
+
+    # The service.
+
+    def startService(self) -> None:
+        """
+        Create the directory (0700) if it is missing, and check that other
+        users cannot read it.
+
+        @raise StoreUnavailableError: if the directory cannot be created, or
+            can be read by other users; the store does not start.
+        """
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             mode = os.stat(self.directory).st_mode
@@ -218,28 +240,47 @@ class FileSessionStore:
                 f" (mode {stat.S_IMODE(mode):04o}); its file names are session"
                 " identifiers: make it 0700"
             )
-        self._lockPath = os.path.join(self.directory, LOCK_FILE)
         self._processLock = _processLockFor(self.directory)
-        self._scan: Optional[os._ScandirIterator[str]] = None
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Refuse new calls and release the directory scan a sweep left open.
+        The store holds nothing else: every call finishes before it returns,
+        and takes and releases its locks.
+
+        @return: a L{Deferred} that has fired.
+        """
+        super().stopService()
+        self._closeScan()
+        return succeed(None)
 
     # Running operations.
 
     def _call(self, operation: Callable[..., _T], *args: Any) -> Deferred[_T]:
+        """
+        C{operation(*args)}, run now, as a L{Deferred}: every error it
+        raises, and a call while the store is not running, come back as a
+        failed one.
+        """
         try:
+            self.checkRunning()
             return succeed(operation(*args))
-        except (SessionStoreError, ValueError):
-            return fail()
         except OSError as error:
             return fail(
                 StoreUnavailableError(
                     f"the session directory {self.directory} is unavailable: {error}"
                 )
             )
+        except Exception:
+            return fail()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         deadline = time.monotonic() + self.lockTimeout
-        if not self._processLock.acquire(timeout=self.lockTimeout):
+        processLock = self._processLock
+        assert processLock is not None
+        if not processLock.acquire(timeout=self.lockTimeout):
             raise StoreUnavailableError(
                 f"the session directory {self.directory} stayed locked by"
                 f" another thread for {self.lockTimeout}s"
@@ -255,7 +296,7 @@ class FileSessionStore:
             finally:
                 os.close(fd)
         finally:
-            self._processLock.release()
+            processLock.release()
 
     def _flock(self, fd: int, deadline: float) -> None:
         # Polling with LOCK_NB bounds the wait, which a blocking flock would
@@ -407,12 +448,6 @@ class FileSessionStore:
             raise SessionGoneError(sessionID)
         return record
 
-    def _checkData(self, data: bytes) -> bytes:
-        data = bytes(data)
-        if len(data) > self.maxValueBytes:
-            raise ValueTooLargeError(len(data), self.maxValueBytes)
-        return data
-
     # ISessionStore.
 
     def create(
@@ -424,8 +459,9 @@ class FileSessionStore:
         return self._call(self._create, data, idleTimeout)
 
     def _create(self, data: bytes, idleTimeout: Optional[float]) -> SessionRecord:
-        data = self._checkData(data)
-        idle = checkIdleTimeout(idleTimeout) or self.idleTimeout
+        data, idle = checkCreate(data, idleTimeout, self.maxValueBytes)
+        if idle is None:
+            idle = self.idleTimeout
         now = self.clock.seconds()
         with self._locked():
             record = SessionRecord(
@@ -444,11 +480,11 @@ class FileSessionStore:
         See L{ISessionStore.load}. Reading takes no lock: files are replaced
         whole. A corrupt file is logged, removed and reported as no session.
         """
-        if not isWellFormedSessionID(sessionID):
-            return succeed(None)
         return self._call(self._load, sessionID)
 
     def _load(self, sessionID: str) -> Optional[SessionRecord]:
+        if not isWellFormedSessionID(sessionID):
+            return None
         now = self.clock.seconds()
         try:
             record = self._read(sessionID)
@@ -484,15 +520,14 @@ class FileSessionStore:
         data: bytes,
         idleTimeout: Optional[float],
     ) -> int:
-        data = self._checkData(data)
-        idle = checkIdleTimeout(idleTimeout)
-        if not isWellFormedSessionID(sessionID):
-            raise SessionGoneError(sessionID)
+        version, data, idle = checkSave(
+            sessionID, expectedVersion, data, idleTimeout, self.maxValueBytes
+        )
         now = self.clock.seconds()
         with self._locked():
             record = self._liveRecordLocked(sessionID, now)
-            if record.version != expectedVersion:
-                raise ConflictError(sessionID, expectedVersion, record.version)
+            if record.version != version:
+                raise ConflictError(sessionID, version, record.version)
             saved = attrs.evolve(
                 record,
                 version=record.version + 1,
@@ -510,8 +545,7 @@ class FileSessionStore:
         return self._call(self._touch, sessionID)
 
     def _touch(self, sessionID: str) -> None:
-        if not isWellFormedSessionID(sessionID):
-            raise SessionGoneError(sessionID)
+        checkSessionID(sessionID)
         now = self.clock.seconds()
         with self._locked():
             record = self._liveRecordLocked(sessionID, now)
@@ -526,8 +560,7 @@ class FileSessionStore:
         return self._call(self._rotate, sessionID)
 
     def _rotate(self, sessionID: str) -> SessionRecord:
-        if not isWellFormedSessionID(sessionID):
-            raise SessionGoneError(sessionID)
+        checkSessionID(sessionID)
         now = self.clock.seconds()
         with self._locked():
             record = self._liveRecordLocked(sessionID, now)
@@ -540,11 +573,11 @@ class FileSessionStore:
         """
         See L{ISessionStore.delete}.
         """
-        if not isWellFormedSessionID(sessionID):
-            return succeed(None)
         return self._call(self._delete, sessionID)
 
     def _delete(self, sessionID: str) -> None:
+        if not isWellFormedSessionID(sessionID):
+            return
         with self._locked():
             try:
                 os.unlink(self._path(sessionID))
@@ -561,16 +594,16 @@ class FileSessionStore:
         them, and temporary files left by writers that died.
 
         Expiry is enforced on read whether or not this runs; sweeping only
-        reclaims space. L{tlsession.stores.sql.SessionSweepService} calls it
-        on a timer.
+        reclaims space. L{tlsession.stores.sweep.SessionSweepService} calls
+        it on a timer.
 
         @return: L{Deferred} firing with the number of session files removed.
         """
-        if maxFiles < 1:
-            return succeed(0)
         return self._call(self._sweep, maxFiles)
 
     def _sweep(self, maxFiles: int) -> int:
+        if maxFiles < 1:
+            return 0
         now = self.clock.seconds()
         removed = 0
         with self._locked():
@@ -599,14 +632,10 @@ class FileSessionStore:
             names.append(entry.name)
             if len(names) >= limit:
                 return names
-        self.close()
+        self._closeScan()
         return names
 
-    def close(self) -> None:
-        """
-        Release the directory scan a sweep left open, if any. The store
-        holds no other resources (locks are taken and released per call).
-        """
+    def _closeScan(self) -> None:
         scan, self._scan = self._scan, None
         if scan is not None:
             scan.close()

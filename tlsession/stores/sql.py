@@ -1,18 +1,16 @@
 # -*- test-case-name: tests.unit.test_sqlstore -*-
 """
 Sessions in an SQL database through L{twisted.enterprise.adbapi}: SQLite as
-the embedded default, PostgreSQL (psycopg2) with the same statements.
-
-Also home of L{SessionSweepService}, which reclaims expired sessions of any
-store with a C{sweep} method (the SQL and file stores) on a clock.
+the embedded default, PostgreSQL (psycopg 3) with the same statements.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
-import platform
 import re
+from types import ModuleType
 from typing import (
     Any,
     Callable,
@@ -20,17 +18,14 @@ from typing import (
     List,
     Mapping,
     Optional,
-    Protocol,
     Tuple,
     Union,
 )
 
 import attrs
-from twisted.application.service import Service
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -40,8 +35,8 @@ from tlsession.interfaces import (
     ISessionStore,
     SessionGoneError,
     SessionRecord,
+    SessionStoreError,
     StoreUnavailableError,
-    ValueTooLargeError,
 )
 from tlsession.stores import (
     DEFAULT_ABSOLUTE_TIMEOUT,
@@ -50,64 +45,20 @@ from tlsession.stores import (
     isWellFormedSessionID,
     newSessionID,
 )
+from tlsession.stores._checks import (
+    InvalidArgumentError,
+    StoreService,
+    checkCreate,
+    checkLimits,
+    checkPositive,
+    checkSave,
+    checkSessionID,
+)
 
-__all__ = [
-    "DEFAULT_ABSOLUTE_TIMEOUT",
-    "DEFAULT_IDLE_TIMEOUT",
-    "DEFAULT_MAX_VALUE_BYTES",
-    "SQLSessionStore",
-    "SessionSweepService",
-    "TABLE",
-    "checkIdleTimeout",
-    "checkLimits",
-]
+__all__ = ["SQLSessionStore", "TABLE"]
 
 #: The table sessions live in (one row per session).
 TABLE = "tlsession_sessions"
-
-
-def checkIdleTimeout(value: Optional[float]) -> Optional[float]:
-    """
-    C{value} as a float, after checking that it is a usable idle timeout
-    (positive and finite), or C{None} unchanged.
-
-    @raise ValueError: for zero, negative, infinite or NaN timeouts.
-    """
-    if value is None:
-        return None
-    seconds = float(value)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ValueError(f"an idle timeout must be a positive number, not {value!r}")
-    return seconds
-
-
-def checkLimits(
-    idleTimeout: float, absoluteTimeout: float, maxValueBytes: int
-) -> Tuple[float, float, int]:
-    """
-    A store's limits, checked: timeouts positive and finite, the size limit
-    a non-negative integer.
-
-    @raise ValueError: for anything else.
-    """
-    for name, value in [
-        ("idleTimeout", idleTimeout),
-        ("absoluteTimeout", absoluteTimeout),
-    ]:
-        if not (float(value) > 0 and math.isfinite(value)):
-            raise ValueError(
-                f"{name} must be a positive number of seconds, not {value!r}"
-            )
-    if (
-        isinstance(maxValueBytes, bool)
-        or not isinstance(maxValueBytes, int)
-        or maxValueBytes < 0
-    ):
-        raise ValueError(
-            f"maxValueBytes must be a non-negative integer, not {maxValueBytes!r}"
-        )
-    return float(idleTimeout), float(absoluteTimeout), maxValueBytes
-
 
 # The statements, written once with :name parameters; _Statement turns them
 # into the driver's parameter style.
@@ -177,7 +128,7 @@ class _Statement:
         """
         Translate C{statement}, written with C{:name} parameters, into the
         DB-API C{paramstyle}: the one place where C{sqlite3} (qmark) and
-        psycopg2 (pyformat) differ.
+        psycopg (pyformat) differ.
         """
         if paramstyle == "named":
             return cls(statement, None)
@@ -186,7 +137,7 @@ class _Statement:
         if paramstyle == "qmark":
             names = tuple(_PARAMETER.findall(statement))
             return cls(_PARAMETER.sub("?", statement), names)
-        raise ValueError(
+        raise InvalidArgumentError(
             f"DB-API parameter style {paramstyle!r} is not supported"
             " (qmark, named and pyformat are)"
         )
@@ -310,70 +261,81 @@ def _raiseOutcome(outcome: Any) -> Any:
 
 
 @implementer(ISessionStore)
-class SQLSessionStore:
+@implementer(ISessionStore)
+class SQLSessionStore(StoreService):
     """
     Sessions in one table of an SQL database, reached through an adbapi
     L{ConnectionPool<adbapi.ConnectionPool>}.
 
-    Build one with L{sqlite} or L{postgresql}. The table (L{TABLE}) and its
-    index are created on first use if they are missing. Saves are a
-    compare-and-swap on the row's version (C{UPDATE ... WHERE version = ?});
-    rotation is one transaction; expiry is checked against C{clock} on every
-    read and write, and L{sweep} (run by a L{SessionSweepService}) deletes
-    expired rows in bounded batches. Any number of processes may share the
-    database.
+    Build one with L{sqlite} or L{postgresql} and run it as a service (give
+    it a parent, or call L{startService}): building it does no I/O;
+    starting it opens the pool, whose threads connect on first use, and
+    creates the table (L{TABLE}) and its index if they are missing;
+    stopping it waits for the calls in progress and closes every connection
+    and thread. Calls made while it is not running fail with
+    L{StoreUnavailableError}.
 
-    @ivar pool: the adbapi connection pool (L{close} closes it).
+    Saves are a compare-and-swap on the row's version (C{UPDATE ... WHERE
+    version = ?}); rotation is one transaction; expiry is checked against
+    C{clock} on every read and write, and L{sweep} (run by a
+    L{tlsession.stores.sweep.SessionSweepService}) deletes expired rows in
+    bounded batches. Any number of processes may share the database.
+
+    @ivar openPool: makes a new, unstarted pool; called at each start.
+    @ivar pool: the pool while the store runs, else C{None}.
     @ivar log: where corrupt rows are reported.
     """
 
     log = Logger()
+    storeDescription = "the SQL session store"
 
     def __init__(
         self,
-        pool: adbapi.ConnectionPool,
+        openPool: Callable[[], adbapi.ConnectionPool],
         clock: IReactorTime,
         dialect: str = "sqlite",
         *,
+        createSchema: bool = True,
         idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
         absoluteTimeout: float = DEFAULT_ABSOLUTE_TIMEOUT,
         maxValueBytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         """
-        @param pool: a pool for a DB-API module whose parameter style is
-            qmark, named or pyformat.
+        @param openPool: makes the pool when the store starts, for a DB-API
+            module whose parameter style is qmark, named or pyformat;
+            nothing may start it (L{startService} does).
         @param clock: the time every timestamp and expiry check uses.
         @param dialect: C{"sqlite"} or C{"postgresql"}.
+        @param createSchema: create the table and its index at start if
+            they are missing; without it, they must exist (made by the
+            statements of L{createSchema}, for a database user that may not
+            create tables).
         @param idleTimeout: default seconds of inactivity before expiry.
         @param absoluteTimeout: seconds after creation when sessions end.
         @param maxValueBytes: the largest session value accepted.
+        @raise InvalidArgumentError: for an unknown dialect or unusable
+            limits.
         """
         if dialect not in _DIALECTS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown SQL dialect {dialect!r} (known: {', '.join(_DIALECTS)})"
             )
-        self.pool = pool
-        self.clock = clock
-        self.dialect = dialect
         self.idleTimeout, self.absoluteTimeout, self.maxValueBytes = checkLimits(
             idleTimeout, absoluteTimeout, maxValueBytes
         )
-        self._statements = _Statements(
-            _DIALECTS[dialect], getattr(pool.dbapi, "paramstyle", "qmark")
-        )
-        self._unavailableErrors: Tuple[type, ...] = (adbapi.ConnectionLost,) + tuple(
-            error
-            for error in (
-                getattr(pool.dbapi, "OperationalError", None),
-                getattr(pool.dbapi, "InterfaceError", None),
-            )
-            if isinstance(error, type)
-        )
-        # Drivers raise the bare base class for what they cannot classify,
-        # such as psycopg2 for a connection the server closed mid-query.
-        self._unclassifiedError = getattr(pool.dbapi, "DatabaseError", None)
-        self._schemaReady = False
+        self.openPool = openPool
+        self.clock = clock
+        self.dialect = dialect
+        self.createsSchema = createSchema
+        self.pool: Optional[adbapi.ConnectionPool] = None
+        # Known once the pool (and so the DB-API module) exists.
+        self._statements: _Statements
+        self._unavailableErrors: Tuple[type, ...] = (adbapi.ConnectionLost,)
+        self._unclassifiedError: Optional[type] = None
+        self._schemaReady = not createSchema
         self._schemaWaiters: List[Deferred[None]] = []
+        self._pending = 0
+        self._idleWaiters: List[Deferred[None]] = []
 
     @classmethod
     def sqlite(
@@ -383,12 +345,14 @@ class SQLSessionStore:
         *,
         reactor: Any = None,
         busyTimeout: float = 5.0,
+        createSchema: bool = True,
         idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
         absoluteTimeout: float = DEFAULT_ABSOLUTE_TIMEOUT,
         maxValueBytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> SQLSessionStore:
         """
-        A store in the SQLite database file C{path} (created if missing).
+        A store in the SQLite database file C{path}, created (readable by
+        its owner only) when the store starts if it is missing.
 
         SQLite lets one writer in at a time, so the pool holds a single
         connection (one thread); the database runs in WAL mode so that other
@@ -396,12 +360,12 @@ class SQLSessionStore:
         C{busyTimeout} seconds for another process's write lock before the
         call fails with L{StoreUnavailableError}.
 
-        @param reactor: the reactor that starts and stops the pool's thread
-            and delivers its results (default: the global one). Queries run
-            once it is running, so a store made before C{twistd} forks is
-            safe.
+        @param reactor: the reactor that runs the pool's thread and delivers
+            its results (default: the global one).
+        @raise InvalidArgumentError: for unusable limits or C{busyTimeout}.
         """
-        busyMilliseconds = int(busyTimeout * 1000)
+        checkPositive("busyTimeout", busyTimeout)
+        busyMilliseconds = max(1, int(busyTimeout * 1000))
 
         def prepare(connection: Any) -> None:
             cursor = connection.cursor()
@@ -416,21 +380,24 @@ class SQLSessionStore:
             finally:
                 cursor.close()
 
-        _createPrivately(path)
-        pool = adbapi.ConnectionPool(
-            "sqlite3",
-            path,
-            timeout=busyTimeout,
-            check_same_thread=False,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=prepare,
-            **_reactorArgument(reactor),
-        )
+        def openPool() -> adbapi.ConnectionPool:
+            _createPrivately(path)
+            return adbapi.ConnectionPool(
+                "sqlite3",
+                path,
+                timeout=busyTimeout,
+                check_same_thread=False,
+                cp_min=1,
+                cp_max=1,
+                cp_openfun=prepare,
+                **_reactorArgument(reactor),
+            )
+
         return cls(
-            pool,
+            openPool,
             clock,
             "sqlite",
+            createSchema=createSchema,
             idleTimeout=idleTimeout,
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
@@ -446,47 +413,63 @@ class SQLSessionStore:
         minConnections: int = 1,
         maxConnections: int = 5,
         connectTimeout: float = 5.0,
-        driver: Optional[str] = None,
+        createSchema: bool = True,
         idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
         absoluteTimeout: float = DEFAULT_ABSOLUTE_TIMEOUT,
         maxValueBytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> SQLSessionStore:
         """
-        A store in a PostgreSQL database.
+        A store in a PostgreSQL database, through psycopg 3.
 
         @param connection: a libpq connection string or URI
-            (C{"host=/run/postgresql dbname=site"}), or the keyword arguments
-            of C{psycopg2.connect} as a mapping.
-        @param reactor: the reactor that starts and stops the pool's
-            threads and delivers their results (default: the global one).
-            Queries run once it is running.
+            (C{"host=/run/postgresql dbname=site"}), or libpq's connection
+            parameters as a mapping (C{{"host": ..., "dbname": ...}}).
+        @param reactor: the reactor that runs the pool's threads and
+            delivers their results (default: the global one).
+        @param minConnections: connections (and threads) kept open.
+        @param maxConnections: the most connections (and threads) in use.
         @param connectTimeout: seconds to wait for a connection (libpq's
-            C{connect_timeout}, unless C{connection} sets it).
-        @param driver: the DB-API module: C{psycopg2} on CPython and
-            C{psycopg2cffi} on PyPy, where psycopg2 does not run.
-        @raise ImportError: when the driver is not installed.
+            C{connect_timeout}, unless C{connection} sets it; libpq waits at
+            least 2 and counts whole seconds).
+        @raise ImportError: when psycopg is not installed.
+        @raise InvalidArgumentError: for a connection string libpq cannot
+            parse, or unusable limits.
         """
-        if driver is None:
-            driver = (
-                "psycopg2cffi"
-                if platform.python_implementation() == "PyPy"
-                else "psycopg2"
+        psycopg = _psycopg()
+        for name, count in [
+            ("minConnections", minConnections),
+            ("maxConnections", maxConnections),
+        ]:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise InvalidArgumentError(
+                    f"{name} must be a positive integer, not {count!r}"
+                )
+        if minConnections > maxConnections:
+            raise InvalidArgumentError(
+                f"minConnections ({minConnections}) cannot exceed"
+                f" maxConnections ({maxConnections})"
             )
-        # libpq counts whole seconds, and treats 1 as 2.
-        timeout = max(2, math.ceil(connectTimeout))
-        arguments: Tuple[Any, ...] = ()
+        timeout = max(2, math.ceil(checkPositive("connectTimeout", connectTimeout)))
+        conninfo = ""
         keywords: Dict[str, Any] = {}
         if isinstance(connection, str):
-            # psycopg2cffi refuses keyword arguments next to a string, so the
-            # timeout goes into the string.
-            arguments = (_withConnectTimeout(connection, timeout),)
+            conninfo = connection
+            try:
+                given: Mapping[str, Any] = psycopg.conninfo.conninfo_to_dict(conninfo)
+            except psycopg.Error as error:
+                raise InvalidArgumentError(
+                    f"not a PostgreSQL connection string: {error}"
+                ) from error
         else:
             keywords = dict(connection)
-            keywords.setdefault("connect_timeout", timeout)
-        try:
-            pool = adbapi.ConnectionPool(
-                driver,
-                *arguments,
+            given = keywords
+        if "connect_timeout" not in given:
+            keywords["connect_timeout"] = timeout
+
+        def openPool() -> adbapi.ConnectionPool:
+            return adbapi.ConnectionPool(
+                "psycopg",
+                conninfo,
                 cp_min=minConnections,
                 cp_max=maxConnections,
                 # A pooled connection dies with a server restart; adbapi then
@@ -495,33 +478,118 @@ class SQLSessionStore:
                 **_reactorArgument(reactor),
                 **keywords,
             )
-        except ImportError as error:
-            raise ImportError(
-                f"PostgreSQL session stores need the {driver} module"
-                " (pip install 'tlsuite[postgresql]')"
-            ) from error
+
         return cls(
-            pool,
+            openPool,
             clock,
             "postgresql",
+            createSchema=createSchema,
             idleTimeout=idleTimeout,
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
         )
+
+    # The service.
+
+    def startService(self) -> None:
+        """
+        Open the connection pool (its threads connect on first use) and,
+        with C{createSchema}, start creating the table and its index; calls
+        made meanwhile wait for that. A database that cannot be reached yet
+        is logged, and tried again by the next call.
+
+        @raise InvalidArgumentError: when the pool's DB-API module has a
+            parameter style the store cannot write.
+        """
+        pool = self.openPool()
+        dbapi = pool.dbapi
+        try:
+            statements = _Statements(
+                _DIALECTS[self.dialect], getattr(dbapi, "paramstyle", "qmark")
+            )
+        except BaseException:
+            # The pool would start its threads with the reactor otherwise.
+            pool.close()
+            raise
+        self._statements = statements
+        self._unavailableErrors = (adbapi.ConnectionLost,) + tuple(
+            error
+            for error in (
+                getattr(dbapi, "OperationalError", None),
+                getattr(dbapi, "InterfaceError", None),
+            )
+            if isinstance(error, type)
+        )
+        # Drivers raise the bare base class for what they cannot classify,
+        # such as a connection the server closed mid-query.
+        self._unclassifiedError = getattr(dbapi, "DatabaseError", None)
+        pool.start()
+        self.pool = pool
+        super().startService()
+        if not self._schemaReady:
+            self._ensureSchema().addErrback(self._schemaFailed)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Refuse new calls, wait for the ones in progress, then close every
+        connection and stop the pool's threads.
+
+        @return: L{Deferred} firing once they are closed.
+        """
+        super().stopService()
+        pool, self.pool = self.pool, None
+        d = self._whenIdle()
+
+        def close(_: None) -> None:
+            if pool is not None:
+                pool.close()
+
+        d.addCallback(close)
+        return d
+
+    def _track(self, d: Deferred[Any]) -> Deferred[Any]:
+        """
+        Count C{d} as a call in progress until it fires.
+        """
+        self._pending += 1
+
+        def finished(result: object) -> object:
+            self._pending -= 1
+            if self._pending == 0:
+                waiters, self._idleWaiters = self._idleWaiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+            return result
+
+        d.addBoth(finished)
+        return d
+
+    def _whenIdle(self) -> Deferred[None]:
+        if self._pending == 0:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idleWaiters.append(waiter)
+        return waiter
 
     # Schema.
 
     def createSchema(self) -> Deferred[None]:
         """
         Create the table and its index if they are missing (safe to repeat,
-        and safe for processes starting together). Every other method does
-        this first, once; call it to find out at startup whether the
+        and safe for processes starting together). A store started with
+        C{createSchema} does this itself; call it to find out whether the
         database works.
 
         @return: L{Deferred} firing when done, or failing with
-            L{StoreUnavailableError} when the database cannot be reached.
+            L{StoreUnavailableError} when the database cannot be reached or
+            the store is not running.
         """
-        d = self.pool.runInteraction(self._createSchemaIn)
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
+        assert self.pool is not None
+        d = self._track(self.pool.runInteraction(self._createSchemaIn))
         d.addErrback(self._unavailable)
 
         def ready(result: None) -> None:
@@ -553,14 +621,29 @@ class SQLSessionStore:
             else:
                 waiter.callback(None)
 
+    def _schemaFailed(self, failure: Failure) -> None:
+        if failure.check(StoreUnavailableError):
+            self.log.warn(
+                "Cannot create the session table yet ({error}); the next"
+                " call tries again",
+                error=str(failure.value),
+            )
+        else:
+            self.log.failure(
+                "Cannot create the session table; the next call tries again",
+                failure,
+            )
+
     # Running interactions.
 
     def _run(self, interaction: Callable[..., Any], **values: Any) -> Deferred[Any]:
+        pool = self.pool
+        assert pool is not None
         d = self._ensureSchema()
-        d.addCallback(lambda _: self.pool.runInteraction(interaction, **values))
+        d.addCallback(lambda _: pool.runInteraction(interaction, **values))
         d.addErrback(self._unavailable)
         d.addCallback(_raiseOutcome)
-        return d
+        return self._track(d)
 
     def _unavailable(self, failure: Failure) -> Failure:
         if (
@@ -571,10 +654,6 @@ class SQLSessionStore:
                 f"the session database is unavailable: {failure.value}"
             ) from failure.value
         return failure
-
-    def _checkSize(self, data: bytes) -> None:
-        if len(data) > self.maxValueBytes:
-            raise ValueTooLargeError(len(data), self.maxValueBytes)
 
     def _times(self) -> Dict[str, float]:
         now = self.clock.seconds()
@@ -596,12 +675,12 @@ class SQLSessionStore:
         See L{ISessionStore.create}.
         """
         try:
-            data = bytes(data)
-            self._checkSize(data)
-            idle = checkIdleTimeout(idleTimeout) or self.idleTimeout
-        except (ValueError, ValueTooLargeError):
+            self.checkRunning()
+            data, idle = checkCreate(data, idleTimeout, self.maxValueBytes)
+        except SessionStoreError:
             return fail()
-        assert idle is not None
+        if idle is None:
+            idle = self.idleTimeout
         now = self.clock.seconds()
         record = SessionRecord(
             sessionID=newSessionID(),
@@ -632,6 +711,10 @@ class SQLSessionStore:
         See L{ISessionStore.load}. A row that no store could have written
         is logged, deleted and reported as no session.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         if not isWellFormedSessionID(sessionID):
             return succeed(None)
         d = self._run(self._loadIn, id=sessionID, **self._times())
@@ -680,17 +763,16 @@ class SQLSessionStore:
         See L{ISessionStore.save}.
         """
         try:
-            data = bytes(data)
-            self._checkSize(data)
-            idle = checkIdleTimeout(idleTimeout)
-        except (ValueError, ValueTooLargeError):
+            self.checkRunning()
+            version, data, idle = checkSave(
+                sessionID, expectedVersion, data, idleTimeout, self.maxValueBytes
+            )
+        except SessionStoreError:
             return fail()
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
         return self._run(
             self._saveIn,
             id=sessionID,
-            version=expectedVersion,
+            version=version,
             data=data,
             idle=idle,
             **self._times(),
@@ -721,8 +803,11 @@ class SQLSessionStore:
         """
         See L{ISessionStore.touch}.
         """
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         return self._run(self._touchIn, id=sessionID, **self._times())
 
     def _touchIn(self, cursor: Any, **values: Any) -> Optional[Exception]:
@@ -740,8 +825,11 @@ class SQLSessionStore:
         @raise ConflictError: (in the L{Deferred}) in the unlikely case that
             other writers changed the session on every one of a few attempts.
         """
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         return self._run(
             self._rotateIn, id=sessionID, newID=newSessionID(), **self._times()
         )
@@ -790,6 +878,10 @@ class SQLSessionStore:
         """
         See L{ISessionStore.delete}.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         if not isWellFormedSessionID(sessionID):
             return succeed(None)
         return self._run(self._deleteIn, id=sessionID)
@@ -804,10 +896,15 @@ class SQLSessionStore:
         Delete at most C{maxRows} expired sessions (one indexed C{DELETE}).
 
         Expiry is enforced on read whether or not this runs; sweeping only
-        reclaims space. L{SessionSweepService} calls it on a timer.
+        reclaims space. L{tlsession.stores.sweep.SessionSweepService} calls
+        it on a timer.
 
         @return: L{Deferred} firing with the number of rows deleted.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         if maxRows < 1:
             return succeed(0)
         return self._run(self._sweepIn, now=self.clock.seconds(), limit=maxRows)
@@ -817,11 +914,21 @@ class SQLSessionStore:
         deleted: int = max(cursor.rowcount, 0)
         return deleted
 
-    def close(self) -> None:
-        """
-        Close the connections and stop the pool's threads.
-        """
-        self.pool.close()
+
+def _psycopg() -> ModuleType:
+    """
+    The psycopg 3 module, with its C{conninfo} submodule loaded.
+
+    @raise ImportError: it is not installed, or finds no libpq.
+    """
+    try:
+        importlib.import_module("psycopg.conninfo")
+        return importlib.import_module("psycopg")
+    except ImportError as error:
+        raise ImportError(
+            "PostgreSQL session stores need psycopg 3"
+            f" (pip install 'tlsuite[postgresql]'): {error}"
+        ) from error
 
 
 def _createPrivately(path: str) -> None:
@@ -840,121 +947,5 @@ def _createPrivately(path: str) -> None:
         pass
 
 
-def _withConnectTimeout(dsn: str, seconds: int) -> str:
-    """
-    The libpq connection string or URI C{dsn} with C{connect_timeout} set to
-    C{seconds}, unless it sets one already.
-    """
-    if "connect_timeout" in dsn:
-        return dsn
-    if dsn.startswith(("postgresql://", "postgres://")):
-        separator = "&" if "?" in dsn else "?"
-        return f"{dsn}{separator}connect_timeout={seconds}"
-    return f"{dsn} connect_timeout={seconds}".lstrip()
-
-
 def _reactorArgument(reactor: Any) -> Dict[str, Any]:
     return {} if reactor is None else {"cp_reactor": reactor}
-
-
-class _Sweepable(Protocol):
-    def sweep(self, maxRows: int) -> Deferred[int]: ...
-
-
-class SessionSweepService(Service):
-    """
-    Reclaims expired sessions in the background: every C{interval} seconds
-    on C{clock}, calls C{store.sweep(batchSize)} up to C{maxBatches} times,
-    stopping early once a batch comes back short. Errors are logged and the
-    next tick tries again; stopping the service leaves no timer behind.
-
-    Works with any store that has C{sweep(maxRows) -> Deferred[int]}
-    (L{SQLSessionStore}, L{tlsession.stores.files.FileSessionStore}).
-    """
-
-    log = Logger()
-
-    def __init__(
-        self,
-        store: _Sweepable,
-        clock: IReactorTime,
-        interval: float = 60.0,
-        batchSize: int = 500,
-        maxBatches: int = 10,
-    ) -> None:
-        if not (interval > 0 and batchSize > 0 and maxBatches > 0):
-            raise ValueError("interval, batchSize and maxBatches must be positive")
-        self.store = store
-        self.clock = clock
-        self.interval = interval
-        self.batchSize = batchSize
-        self.maxBatches = maxBatches
-        #: Sessions removed since the service was created.
-        self.removed = 0
-        self._loop: Optional[LoopingCall] = None
-        self._inFlight: Optional[Deferred[None]] = None
-
-    def startService(self) -> None:
-        """
-        Start sweeping; the first sweep runs one interval from now.
-        """
-        super().startService()
-        loop = LoopingCall(self._tick)
-        loop.clock = self.clock
-        self._loop = loop
-        loop.start(self.interval, now=False)
-
-    def stopService(self) -> Optional[Deferred[None]]:
-        """
-        Stop sweeping.
-
-        @return: L{None}, or a L{Deferred} firing when a sweep in progress
-            has finished.
-        """
-        super().stopService()
-        loop, self._loop = self._loop, None
-        if loop is not None and loop.running:
-            loop.stop()
-        if self._inFlight is None:
-            return None
-        done: Deferred[None] = Deferred()
-
-        def finished(result: object) -> object:
-            done.callback(None)
-            return result
-
-        self._inFlight.addBoth(finished)
-        return done
-
-    def _tick(self) -> Deferred[None]:
-        d = Deferred.fromCoroutine(self._sweepBatches())
-        self._inFlight = d
-
-        def finished(result: None) -> None:
-            self._inFlight = None
-
-        d.addBoth(finished)
-        return d
-
-    async def _sweepBatches(self) -> None:
-        removed = 0
-        try:
-            for _ in range(self.maxBatches):
-                count = await self.store.sweep(self.batchSize)
-                removed += count
-                if count < self.batchSize or self._loop is None:
-                    break
-        except StoreUnavailableError as error:
-            self.log.warn(
-                "Session sweep skipped: {error}; retrying in {interval}s",
-                error=str(error),
-                interval=self.interval,
-            )
-        except Exception:
-            self.log.failure(
-                "Session sweep failed; retrying in {interval}s", interval=self.interval
-            )
-        finally:
-            self.removed += removed
-        if removed:
-            self.log.debug("Swept {removed} expired sessions", removed=removed)
