@@ -784,7 +784,8 @@ def selfSignedPEM(hostnames: Sequence[str], days: int = 825) -> bytes:
 
     @param hostnames: DNS names and IP literals; all go in the SAN (IPs as IP
         addresses), the first one is also the common name.
-    @param days: validity, from an hour ago.
+    @param days: validity, from an hour ago: exactly C{days} days, so the
+        default stays within the 825 days testssl.sh accepts.
     """
     if not hostnames:
         raise ValueError("a certificate needs at least one host name")
@@ -809,7 +810,9 @@ def selfSignedPEM(hostnames: Sequence[str], days: int = 825) -> bytes:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_after(
+            now - datetime.timedelta(hours=1) + datetime.timedelta(days=days)
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         .add_extension(x509.SubjectAlternativeName(altNames), critical=False)
         .add_extension(
