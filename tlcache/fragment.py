@@ -41,7 +41,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tlcache._loglimit import LogLimiter
 from tlcache.nevow._flatten import FragmentRequestError, flattenToBytes
 from tlcache.nevow.context import SiteContext, WebContext, WovenContext
 from tlcache.nevow.inevow import (
@@ -53,6 +52,8 @@ from tlcache.nevow.inevow import (
     ISession,
 )
 from tlcache.nevow.stan import Tag, cached
+from tlsession.interfaces import ISession as SharedSession
+from tlsuite._loglimit import LogLimiter
 
 __all__ = [
     "FragmentCache",
@@ -86,18 +87,9 @@ _COUNTERS = (
 FullKey = Tuple[str, str, str, Tuple[str, ...]]
 
 
-def _requestBoundInterfaces() -> FrozenSet[Any]:
-    found = {IRequest, ISession, ICurrentSegments, IRemainingSegments}
-    try:
-        from tlsession.interfaces import ISession as SharedSession
-    except ImportError:  # pragma: no cover - tlsession ships alongside
-        pass
-    else:
-        found.add(SharedSession)
-    return frozenset(found)
-
-
-_REQUEST_BOUND = _requestBoundInterfaces()
+_REQUEST_BOUND: FrozenSet[Any] = frozenset(
+    (IRequest, ISession, SharedSession, ICurrentSegments, IRemainingSegments)
+)
 
 
 class _FragmentContext(WovenContext):

@@ -29,7 +29,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tlcache._footprint import FLOAT, ORDERED_ITEM, footprint, sizeOf
-from tlcache._loglimit import LogLimiter
 from tlcache._memcacheitem import (
     _KEY_SUFFIX_LENGTH,
     _decodeItem,
@@ -47,6 +46,7 @@ from tlcache._memcacheitem import (
 )
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore
 from tlsession.stores.memcache import MemcacheConnection
+from tlsuite._loglimit import LogLimiter
 
 __all__ = [
     "DEFAULT_MAX_ENTRY_BYTES",

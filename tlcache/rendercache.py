@@ -32,7 +32,6 @@ from tlcache._headers import (
     notModified,
     rawHeaders,
 )
-from tlcache._loglimit import LogLimiter
 from tlcache._shadow import ShadowRequest
 from tlcache.keys import (
     CacheInputs,
@@ -45,6 +44,7 @@ from tlcache.keys import (
 )
 from tlcache.nevow._web import copyRequestState, requestGone
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore, strongETag
+from tlsuite._loglimit import LogLimiter
 
 __all__ = ["RenderCache", "defaultRenderCache"]
 

@@ -26,18 +26,7 @@ from tlcache.nevow.inevow import (
     ISession,
 )
 from tlcache.nevow.stan import NodeNotFound, PatternTag, Tag, TooManyNodes, Unset
-
-
-def _sharedSessionInterface() -> Any:
-    # tlsession's ISession, when tlsession is importable.
-    try:
-        from tlsession.interfaces import ISession
-    except ImportError:  # pragma: no cover - tlsession ships alongside
-        return None
-    return ISession
-
-
-_SharedSession: Any = _sharedSessionInterface()
+from tlsession.interfaces import ISession as SharedSession
 
 __all__ = [
     "NodeNotFound",
@@ -348,14 +337,13 @@ def sessionForRequest(request: Any) -> Any:
     own (C{request.getSession()}, which sets the C{TWISTED_SESSION}
     cookie and lives in this process only), otherwise C{None}.
     """
-    if _SharedSession is not None:
-        try:
-            shared = _SharedSession(request, None)
-        except LookupError:
-            # tlsession's adapter: no session was loaded for this request.
-            shared = None
-        if shared is not None:
-            return shared
+    try:
+        shared = SharedSession(request, None)
+    except LookupError:
+        # tlsession's adapter: no session was loaded for this request.
+        shared = None
+    if shared is not None:
+        return shared
     getSession = getattr(request, "getSession", None)
     if getSession is None:
         return None
