@@ -11,7 +11,18 @@ L{tlcache.page.CachedPage}; see that module for the rules as a whole.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -46,7 +57,7 @@ from tlcache.nevow._web import copyRequestState, requestGone
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore, strongETag
 from tlsuite._loglimit import LogLimiter
 
-__all__ = ["RenderCache", "defaultRenderCache"]
+__all__ = ["CacheablePage", "RenderCache", "defaultRenderCache"]
 
 log = Logger()
 
@@ -98,6 +109,43 @@ _COUNTERS = (
 )
 
 
+class CacheablePage(Protocol):
+    """
+    What the render cache needs of a page: L{tlcache.page.CachedPage}'s
+    knobs and hooks. (A protocol rather than the class itself, which
+    imports this module.)
+    """
+
+    cacheVary: Sequence[str]
+    cacheQueryArgs: Optional[Sequence[str]]
+    cacheHosts: Optional[Sequence[bytes]]
+    cacheVersion: str
+    cacheTimeout: float
+    cacheGrace: float
+    cacheStaleIfError: float
+    cacheUncacheableTime: float
+    _cacheDefaultKey: bool
+
+    @property
+    def cacheVaryHeader(self) -> Optional[bytes]: ...
+
+    @property
+    def _cacheVaryNames(self) -> FrozenSet[bytes]: ...
+
+    @property
+    def _cacheMaxStale(self) -> float: ...
+
+    def cacheKey(self, request: Any) -> Optional[bytes]: ...
+
+    def cacheTagsFor(self, request: Any) -> Iterable[str]: ...
+
+    def _cacheBypass(self, request: Any) -> bool: ...
+
+    def _cacheStatus(self, request: Any, status: bytes) -> None: ...
+
+    def _renderUncached(self, request: Any) -> Any: ...
+
+
 class _Outcome:
     """
     How a shared render ended, for the requests that waited for it: the
@@ -122,7 +170,7 @@ class _Flight:
     def __init__(
         self,
         key: bytes,
-        page: Any,
+        page: CacheablePage,
         shadow: ShadowRequest,
         started: float,
         stale: Optional[CacheEntry],
@@ -144,7 +192,7 @@ class _Waiter:
 
     __slots__ = ("request", "page", "timeout", "done")
 
-    def __init__(self, request: Any, page: Any) -> None:
+    def __init__(self, request: Any, page: CacheablePage) -> None:
         self.request = request
         self.page = page
         self.timeout: Optional[IDelayedCall] = None
@@ -266,7 +314,10 @@ class RenderCache:
     # -- serving ----------------------------------------------------------
 
     def serve(
-        self, page: Any, request: Any, renderUncached: Optional[Callable] = None
+        self,
+        page: CacheablePage,
+        request: Any,
+        renderUncached: Optional[Callable] = None,
     ) -> Any:
         """
         Answer C{request} for C{page}: from the cache, or through a shared
@@ -310,7 +361,7 @@ class RenderCache:
         lookup.addErrback(self._storeFailedThenRender, page, request, key)
         return NOT_DONE_YET
 
-    def _freshHit(self, page: Any, request: Any) -> Optional[bytes]:
+    def _freshHit(self, page: CacheablePage, request: Any) -> Optional[bytes]:
         """
         The common case, taken in one step: a page that declares nothing
         special, a request with no credentials or cookies, a key worked out
@@ -345,7 +396,7 @@ class RenderCache:
     def _found(
         self,
         entry: Optional[CacheEntry],
-        page: Any,
+        page: CacheablePage,
         request: Any,
         key: bytes,
         sync: bool,
@@ -385,7 +436,7 @@ class RenderCache:
             )
 
     def _storeFailedThenRender(
-        self, reason: Failure, page: Any, request: Any, key: bytes
+        self, reason: Failure, page: CacheablePage, request: Any, key: bytes
     ) -> None:
         self._storeFailed(reason)
         self._renderPrivately(page, request)
@@ -393,7 +444,12 @@ class RenderCache:
     # -- answering from an entry ------------------------------------------
 
     def _serveEntry(
-        self, page: Any, request: Any, entry: CacheEntry, status: bytes, sync: bool
+        self,
+        page: CacheablePage,
+        request: Any,
+        entry: CacheEntry,
+        status: bytes,
+        sync: bool,
     ) -> Any:
         if not sync and requestGone(request):
             return NOT_DONE_YET
@@ -437,7 +493,7 @@ class RenderCache:
     def _startFlight(
         self,
         key: bytes,
-        page: Any,
+        page: CacheablePage,
         template: Any,
         *,
         stale: Optional[CacheEntry],
@@ -575,7 +631,7 @@ class RenderCache:
         stored.addCallbacks(counted, storeFailed).chainDeferred(result)
         return result
 
-    def _unstorable(self, page: Any, shadow: ShadowRequest) -> Optional[str]:
+    def _unstorable(self, page: CacheablePage, shadow: ShadowRequest) -> Optional[str]:
         if shadow.code != OK:
             return "status"
         if shadow.overflowed:
@@ -595,7 +651,7 @@ class RenderCache:
                     return f"it varies on {name.decode('latin-1')}, not declared"
         return None
 
-    def _refuse(self, page: Any, key: bytes, reason: str) -> None:
+    def _refuse(self, page: CacheablePage, key: bytes, reason: str) -> None:
         # Hit-for-miss: requests for this key render uncached for a while,
         # without queueing behind each other's renders.
         self._uncacheable.hold(key, page.cacheUncacheableTime)
@@ -631,7 +687,7 @@ class RenderCache:
                 waiter.timeout.cancel()
             self._answer(waiter.request, waiter.page, outcome)
 
-    def _answer(self, request: Any, page: Any, outcome: _Outcome) -> None:
+    def _answer(self, request: Any, page: CacheablePage, outcome: _Outcome) -> None:
         if requestGone(request):
             return
         if outcome.entry is not None:
@@ -639,7 +695,7 @@ class RenderCache:
         else:
             self._renderPrivately(page, request)
 
-    def _wait(self, flight: _Flight, page: Any, request: Any) -> None:
+    def _wait(self, flight: _Flight, page: CacheablePage, request: Any) -> None:
         self._counters["lockWaits"] += 1
         waiter = _Waiter(request, page)
         flight.waiters.append(waiter)
@@ -663,7 +719,7 @@ class RenderCache:
         if waiter.timeout is not None and waiter.timeout.active():
             waiter.timeout.cancel()
 
-    def _renderPrivately(self, page: Any, request: Any) -> None:
+    def _renderPrivately(self, page: CacheablePage, request: Any) -> None:
         if requestGone(request):
             return
         setattr(request, UNCACHED, True)
@@ -675,7 +731,7 @@ class RenderCache:
 
     # -- keys -------------------------------------------------------------
 
-    def _keyOf(self, page: Any, request: Any) -> Optional[bytes]:
+    def _keyOf(self, page: CacheablePage, request: Any) -> Optional[bytes]:
         # The key, or None to answer uncached: a request that repeats its
         # Host (no single input to key on), or a host not in cacheHosts.
         hosts = request.requestHeaders.getRawHeaders(b"host")
@@ -693,14 +749,14 @@ class RenderCache:
             return None
         return key
 
-    def inputsOf(self, page: Any, request: Any) -> CacheInputs:
+    def inputsOf(self, page: CacheablePage, request: Any) -> CacheInputs:
         """
         What of C{request} a render of C{page} for the cache sees, and its
         default key is made from: see L{tlcache.keys.CacheInputs}.
         """
         return cacheInputs(request, page.cacheVary, page.cacheQueryArgs)
 
-    def keyFor(self, page: Any, request: Any) -> bytes:
+    def keyFor(self, page: CacheablePage, request: Any) -> bytes:
         """
         The default key of C{request}'s copy of C{page}: L{pageKey} over the
         URL, the page's C{cacheVary}, C{cacheQueryArgs}, template digest and
@@ -722,7 +778,7 @@ class RenderCache:
             self.templateDigestOf(getattr(page, "docFactory", None)),
         )
 
-    def _keyMemo(self, page: Any, request: Any) -> Optional[Tuple[Any, ...]]:
+    def _keyMemo(self, page: CacheablePage, request: Any) -> Optional[Tuple[Any, ...]]:
         # What the key of a page declaring no vary inputs depends on: URI,
         # Host, scheme, template digest (index 3), version. None without a
         # Host (the key then uses the address the request came in on).
