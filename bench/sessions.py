@@ -100,7 +100,7 @@ SERVER_OF = {
 IMPORTS = {
     "redis-raw": "txredisapi",
     "redis": "txredisapi",
-    "postgresql": "psycopg2",
+    "postgresql": "psycopg",
 }
 
 
@@ -612,19 +612,22 @@ async def openStore(
         from tlsession.stores.sql import SQLSessionStore
 
         store = SQLSessionStore.sqlite(spec["path"], reactor, reactor=reactor)
+        store.startService()
         await store.createSchema()
-        return StoreOps(store, data), store, store.close
+        return StoreOps(store, data), store, store.stopService
     if name == "postgresql":
         from tlsession.stores.sql import SQLSessionStore
 
         store = SQLSessionStore.postgresql(endpoint, reactor, reactor=reactor)
+        store.startService()
         await store.createSchema()
-        return StoreOps(store, data), store, store.close
+        return StoreOps(store, data), store, store.stopService
     if name == "files":
         from tlsession.stores.files import FileSessionStore
 
         store = FileSessionStore(spec["path"], reactor)
-        return StoreOps(store, data), store, store.close
+        store.startService()
+        return StoreOps(store, data), store, store.stopService
     raise ValueError(f"unknown store {name}")
 
 
@@ -927,10 +930,9 @@ def probeInterpreter(python: str) -> Dict[str, str]:
     @return: module name to the reason it cannot be imported, for the
         modules that cannot.
     """
-    pypy = "import platform; pypy = platform.python_implementation() == 'PyPy'"
     probe = (
-        f"{pypy}\nimport importlib, json\nmissing = {{}}\n"
-        "for name in ('txredisapi', 'psycopg2cffi' if pypy else 'psycopg2'):\n"
+        "import importlib, json\nmissing = {}\n"
+        "for name in ('txredisapi', 'psycopg'):\n"
         "    try:\n        importlib.import_module(name)\n"
         "    except ImportError as e:\n        missing[name] = str(e)\n"
         "print(json.dumps(missing))\n"
@@ -944,8 +946,6 @@ def probeInterpreter(python: str) -> Dict[str, str]:
         cwd=ROOT,
     )
     missing: Dict[str, str] = json.loads(done.stdout) if done.returncode == 0 else {}
-    if "psycopg2cffi" in missing:
-        missing["psycopg2"] = missing.pop("psycopg2cffi") + " (PyPy's driver)"
     return missing
 
 
