@@ -21,13 +21,14 @@ from typing import (
 
 from attrs import define, field, frozen, validators
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+
+from tlbalance._loglevel import balancerLogger
 
 if TYPE_CHECKING:
     from tlbalance.config import BackendConfig, HealthCheckConfig
     from tlbalance.schedulers import IScheduler
 
-log = Logger()
+log = balancerLogger("tlbalance.backends")
 
 MAX_WEIGHT = 256
 

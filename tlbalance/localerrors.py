@@ -18,12 +18,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from twisted.internet import error
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from tlbalance._loglevel import balancerLogger
 
 __all__ = ["ACCEPT_ERRNOS", "LOCAL_ERRNOS", "LocalErrors", "localErrno"]
 
-log = Logger(namespace="tlbalance.localerrors")
+log = balancerLogger("tlbalance.localerrors")
 
 #: Errors of a connect attempt that come from the balancer's host, not from
 #: the backend: out of descriptors (process, system), memory, socket

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.unit.test_service -*-
 """
 Assemble a running balancer from a L{BalancerConfig}: listeners, the
-backend pool, health checkers, and the graceful drain on stop.
+backend pool, health checkers, the graceful drain on stop, and the level of
+the balancer's log while it runs.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
-from twisted.logger import Logger
+from twisted.logger import LogLevel
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tlbalance._loglevel import balancerLogger, gate
 from tlbalance.backends import Backend, BackendPool
 from tlbalance.config import BalancerConfig, withListenBacklog
 from tlbalance.health import HealthChecker
@@ -32,7 +34,7 @@ from tlbalance.schedulers import schedulerFor
 from tlbalance.tls import connectWithPreamble, splitServerTLS
 from tlbalance.upstream import ProxyReceiverFactory, TrustedPeers
 
-log = Logger(namespace="tlbalance.service")
+log = balancerLogger("tlbalance.service")
 
 
 class ListenerService(StreamServerEndpointService):
@@ -124,17 +126,30 @@ class BalancerService(MultiService):
     @ivar sessionDaemon: the hosted tlsession daemon (C{--sessions}), or
         C{None}; it stops after the drain, since draining requests may
         still use their sessions.
+    @ivar logLevel: the lowest level of the balancer's log events while it
+        runs (C{twistd tlbalance} sets it, as twistd prints every event),
+        or C{None} to leave them all to the log observers.
     """
 
-    def __init__(self, config: BalancerConfig, balancer: Balancer) -> None:
+    def __init__(
+        self,
+        config: BalancerConfig,
+        balancer: Balancer,
+        logLevel: Optional[LogLevel] = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.balancer = balancer
+        self.logLevel = logLevel
         self.listeners: list[ListenerService] = []
         self.checkers: list[HealthChecker] = []
         self.sessionDaemon: Optional[Any] = None
+        self._levelBefore: Optional[LogLevel] = None
 
     def startService(self) -> None:
+        if self.logLevel is not None:
+            self._levelBefore = gate.level
+            gate.setLevel(self.logLevel)
         for warning in self.config.warnings():
             log.warn("{warning}", warning=warning)
         log.info(
@@ -172,9 +187,13 @@ class BalancerService(MultiService):
                 stopping.append(maybeDeferred(self.sessionDaemon.stopService))
             return DeferredList(stopping)
 
+        def restoreLogLevel(_: Any) -> None:
+            if self.logLevel is not None:
+                gate.setLevel(self._levelBefore)
+
         done: Deferred[Any] = stopped.addCallback(drain)
         done.addCallback(stopRest)
-        done.addCallback(lambda _: None)
+        done.addCallback(restoreLogLevel)
         return done
 
 
@@ -205,13 +224,17 @@ def listenerService(
 
 
 def makeBalancerService(
-    config: BalancerConfig, reactor: Optional[Any] = None
+    config: BalancerConfig,
+    reactor: Optional[Any] = None,
+    logLevel: Optional[LogLevel] = None,
 ) -> BalancerService:
     """
     Build the whole balancer for C{config}.
 
     @param config: a validated configuration.
     @param reactor: the reactor to use; the global one when C{None}.
+    @param logLevel: the lowest level of the balancer's log events while
+        the service runs; C{None} lets them all through.
     @return: a service to start (twistd does it) or to parent.
     """
     if reactor is None:
@@ -247,7 +270,7 @@ def makeBalancerService(
         logNormal=not config.dontlogNormal,
     )
     balancer = Balancer(pool, connectors, settings, reactor)
-    service = BalancerService(config, balancer)
+    service = BalancerService(config, balancer, logLevel)
 
     for description in config.listen:
         listener = listenerService(config, balancer, reactor, description)

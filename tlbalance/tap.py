@@ -13,6 +13,7 @@ from attrs import fields
 from twisted.application.service import IService
 from twisted.python import usage
 
+from tlbalance._loglevel import LEVEL_NAMES, logLevelFor, parseLogLevel
 from tlbalance.config import (
     ALGORITHMS,
     BalancerConfig,
@@ -278,6 +279,7 @@ class Options(usage.Options):
             "algorithm": usage.CompleteList(list(ALGORITHMS)),
             "send-proxy": usage.CompleteList(["v1", "v2", "none"]),
             "check": usage.CompleteList(["tcp", "http", "none"]),
+            "log-level": usage.CompleteList(list(LEVEL_NAMES)),
             "config": usage.CompleteFiles("*.toml"),
             "secret-file": usage.CompleteFiles(),
             "sessions": usage.Completer(descr="server endpoint string"),
@@ -313,6 +315,7 @@ class Options(usage.Options):
         self["backend"] = []
         self["sessions"] = []
         self["configFile"] = None
+        self["logLevel"] = None
 
     @_oneParagraph
     def opt_listen(self, description: str) -> None:
@@ -342,6 +345,18 @@ class Options(usage.Options):
         --secret-file. Repeatable.
         """
         self["sessions"].append(description)
+
+    @_oneParagraph
+    def opt_log_level(self, name: str) -> None:
+        """
+        The lowest level of the balancer's log events: debug, info, warn,
+        error or critical. [default: info; under twist, twist's own
+        --log-level]
+        """
+        try:
+            self["logLevel"] = parseLogLevel(name)
+        except ValueError as e:
+            raise usage.UsageError(f"--log-level: {e}") from None
 
     @_oneParagraph
     def opt_config(self, path: str) -> None:
@@ -389,5 +404,7 @@ def makeService(options: Options) -> IService:
     """
     from tlbalance.service import makeBalancerService
 
-    service: IService = makeBalancerService(options["config"])
+    service: IService = makeBalancerService(
+        options["config"], logLevel=logLevelFor(options["logLevel"], options.parent)
+    )
     return service
