@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 from twisted.web.http_headers import Headers
 
 from tlcache.store import CacheEntry
+from tlsuite._twisted import headersDict
 
 __all__ = [
     "AUTHORIZATION",
@@ -29,8 +30,8 @@ def _canonicalName(name: bytes) -> Optional[bytes]:
     # changed between Twisted versions), or None if it keeps no dict.
     headers = Headers()
     headers.setRawHeaders(name, [b"x"])
-    raw = getattr(headers, "_rawHeaders", None)
-    if not isinstance(raw, dict) or len(raw) != 1:
+    raw = headersDict(headers)
+    if raw is None or len(raw) != 1:
         return None
     (canonical,) = raw
     return canonical if isinstance(canonical, bytes) else None
@@ -60,8 +61,7 @@ def rawHeaders(headers: Headers) -> Optional[Dict[bytes, List[bytes]]]:
     """
     if not _FAST_HEADERS:
         return None
-    raw = getattr(headers, "_rawHeaders", None)
-    return raw if type(raw) is dict else None
+    return headersDict(headers)
 
 
 def isConditional(request: Any) -> bool:

@@ -39,6 +39,8 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 from twisted.internet.interfaces import ISSLTransport
 from twisted.web.http import Request as _HTTPRequest
 
+from tlsuite._twisted import forcedSecure
+
 __all__ = [
     "CacheInputs",
     "UncacheableRequestError",
@@ -170,7 +172,7 @@ def requestIsSecure(request: Any) -> bool:
         # which costs microseconds when it is plain TCP; asking whether the
         # transport provides it gives the same answer for Twisted's
         # transports (TLS ones declare it) at a fraction of the cost.
-        if request._forceSSL:
+        if forcedSecure(request):
             return True
         channel = getattr(request, "channel", None)
         if channel is None:

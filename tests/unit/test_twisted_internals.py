@@ -1,0 +1,91 @@
+"""
+Pins every reach into Twisted's private names (all of them in
+L{tlsuite._twisted}): when a Twisted upgrade renames or changes one, these
+tests fail first, naming it.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import HTTPChannel, Request
+from twisted.web.http_headers import Headers
+
+from tlsuite import _twisted
+
+
+class EndpointParseTests(SynchronousTestCase):
+    """
+    C{twisted.internet.endpoints._parse}.
+    """
+
+    def test_splitsAndUnescapes(self) -> None:
+        """
+        Positional and keyword parts, backslash escapes undone, as
+        serverFromString sees them.
+        """
+        self.assertEqual(
+            _twisted.parseEndpointString(r"tcp:80:interface=\:\:1:backlog=511"),
+            (["tcp", "80"], {"interface": "::1", "backlog": "511"}),
+        )
+        self.assertEqual(
+            _twisted.parseEndpointString(r"unix:path=/run/a\=b.sock"),
+            (["unix"], {"path": "/run/a=b.sock"}),
+        )
+        self.assertEqual(_twisted.parseEndpointString("tcp"), (["tcp"], {}))
+
+
+class HeadersDictTests(SynchronousTestCase):
+    """
+    C{twisted.web.http_headers.Headers._rawHeaders}.
+    """
+
+    def test_oneDictOfLists(self) -> None:
+        """
+        The dict maps one spelling of each name to its list of values, and
+        what is put in it is what the public methods read.
+        """
+        headers = Headers()
+        headers.setRawHeaders(b"X-Thing", [b"a", b"b"])
+        raw = _twisted.headersDict(headers)
+        assert raw is not None, "this Twisted keeps no dict in Headers"
+        ((name, values),) = raw.items()
+        self.assertEqual(values, [b"a", b"b"])
+        raw[name] = [b"c"]
+        self.assertEqual(headers.getRawHeaders(b"x-thing"), [b"c"])
+        self.assertEqual(headers.getRawHeaders(b"X-Thing"), [b"c"])
+
+    def test_notADict(self) -> None:
+        """
+        Anything else gives C{None}, so callers use the public methods.
+        """
+
+        class Other:
+            _rawHeaders = [("x", "y")]
+
+        self.assertIsNone(_twisted.headersDict(Other()))  # type: ignore[arg-type]
+
+
+class ForcedSecureTests(SynchronousTestCase):
+    """
+    C{twisted.web.http.Request._forceSSL}.
+    """
+
+    def request(self) -> Request:
+        channel = HTTPChannel()
+        channel.makeConnection(
+            StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 80))
+        )
+        return Request(channel)
+
+    def test_setHostMarksSecure(self) -> None:
+        """
+        C{setHost(..., ssl=True)} sets the flag, and C{isSecure()} agrees.
+        """
+        request = self.request()
+        self.assertFalse(_twisted.forcedSecure(request))
+        self.assertFalse(request.isSecure())
+        request.setHost(b"example.com", 443, ssl=True)
+        self.assertTrue(_twisted.forcedSecure(request))
+        self.assertTrue(request.isSecure())

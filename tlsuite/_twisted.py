@@ -1,0 +1,71 @@
+# -*- test-case-name: tests.unit.test_twisted_internals -*-
+"""
+Every reach into Twisted's private names, in one place.
+
+Twisted promises nothing about a name that starts with an underscore: any
+release may rename or remove it. tlsuite uses a few, each for a reason
+given beside it, and only through this module, so that an upgrade that
+breaks one fails in one place and by name: tests/unit/test_twisted_internals.py
+pins each reach against the installed Twisted.
+
+Checked against Twisted 25.5 (the floor in pyproject.toml) to 26.10.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from twisted.internet import endpoints
+from twisted.web.http import Request
+from twisted.web.http_headers import Headers
+
+__all__ = [
+    "forcedSecure",
+    "headersDict",
+    "parseEndpointString",
+]
+
+
+def parseEndpointString(description: str) -> Tuple[List[str], Dict[str, str]]:
+    """
+    Split an endpoint string into its positional and keyword parts
+    (C{"tcp:80:interface=::1"} is C{(["tcp", "80"], {"interface": "::1"})}),
+    unescaping backslashes exactly as C{serverFromString} and
+    C{clientFromString} do, so that what tlsuite checks is what Twisted
+    then builds.
+
+    Reaches: C{twisted.internet.endpoints._parse}, the parser both public
+    functions use. No public API returns the parts; a replacement would be
+    our own parser of the same grammar, kept in step with Twisted's.
+    """
+    args, kwargs = endpoints._parse(description)
+    return list(args), dict(kwargs)
+
+
+def headersDict(headers: Headers) -> Optional[Dict[bytes, List[bytes]]]:
+    """
+    The dict behind a L{Headers}, when this Twisted keeps one: name (in
+    Twisted's own spelling) to a list of raw values. C{None} when it does
+    not, and callers then use the public methods.
+
+    Reaches: C{Headers._rawHeaders}. Used on the render cache's hot path,
+    where a hit sets five headers and the public C{setRawHeaders} costs as
+    much again as the rest of the hit. The public replacement is
+    C{getRawHeaders}/C{setRawHeaders}, which every caller falls back to.
+    """
+    raw = getattr(headers, "_rawHeaders", None)
+    return raw if type(raw) is dict else None
+
+
+def forcedSecure(request: Request) -> bool:
+    """
+    Was the request marked secure by C{request.setHost(..., ssl=True)} (as
+    a proxy in front would)?
+
+    Reaches: C{Request._forceSSL}, the flag C{isSecure()} reads first. The
+    public replacement is C{request.isSecure()}, which also adapts the
+    transport to C{ISSLTransport}: microseconds on every cache lookup. Read
+    with a default, so a Twisted without the flag says C{False} and the
+    caller asks C{isSecure()}.
+    """
+    return bool(getattr(request, "_forceSSL", False))
