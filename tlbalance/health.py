@@ -3,6 +3,10 @@
 Active health checks: a TCP connect or an HTTP request to a backend every
 C{inter} seconds, with jitter, marking it down after C{fall} failures and up
 after C{rise} successes. Checks speak PROXY when the backend's traffic does.
+
+The log says when a backend's checks start failing, fail differently, and
+pass again, not once per check: a backend down for a day writes no line per
+interval.
 """
 
 from __future__ import annotations
@@ -24,17 +28,17 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tlbalance import proxyprotocol
+from tlbalance._loglevel import balancerLogger
 from tlbalance.backends import Backend
 from tlbalance.localerrors import LocalErrors, describeErrno, localErrno
 
 if TYPE_CHECKING:
     from tlbalance.config import HealthCheckConfig
 
-log = Logger()
+log = balancerLogger("tlbalance.health")
 
 Preamble = Callable[[ITransport], bytes]
 Connect = Callable[[Factory, Optional[Preamble]], "Deferred[IProtocol]"]
@@ -351,6 +355,8 @@ class HealthChecker(Service):
     @ivar check: its L{HealthCheckConfig}.
     @ivar request: the HTTP request sent, or C{None} for a TCP check.
     @ivar lastResult: the last L{CheckResult}, or C{None} before the first.
+    @ivar failedInARow: checks failed since the last one that passed
+        (checks that could not run for a local reason left out).
     """
 
     def __init__(
@@ -402,6 +408,8 @@ class HealthChecker(Service):
         if check.kind == "http":
             self.request = self._buildRequest()
         self.lastResult: Optional[CheckResult] = None
+        self.failedInARow = 0
+        self._failingWith: Optional[str] = None
         self._successes = 0
         self._failures = 0
         self._nextCheck: Optional[IDelayedCall] = None
@@ -472,6 +480,7 @@ class HealthChecker(Service):
             if self.running:
                 self._schedule(self._interval())
             return
+        self._recordOutcome(result)
         # Only a run of results against the current state counts: a run
         # broken by the other result, or by passive marking, starts again.
         if result.ok:
@@ -488,11 +497,6 @@ class HealthChecker(Service):
                     )
         else:
             self._successes = 0
-            log.debug(
-                "Health check of {backend} failed: {why}",
-                backend=backend.name,
-                why=result.reason,
-            )
             if not backend.healthy:
                 self._failures = 0
             else:
@@ -502,3 +506,32 @@ class HealthChecker(Service):
                     backend.markDown(result.reason)
         if self.running:
             self._schedule(self._interval())
+
+    def _recordOutcome(self, result: CheckResult) -> None:
+        """
+        Count failures in a row, and log a check whose outcome differs from
+        the one before: the first failure, a failure for another reason, the
+        first pass after failures. The backend's own state changes (UP,
+        DOWN) are logged by L{Backend} at info level; these lines are
+        details, at debug level.
+        """
+        if result.ok:
+            if self._failingWith is not None:
+                log.debug(
+                    "Health check of {backend} passes again after {failed} "
+                    "failed check(s): {why}",
+                    backend=self.backend.name,
+                    failed=self.failedInARow,
+                    why=result.reason,
+                )
+            self._failingWith = None
+            self.failedInARow = 0
+            return
+        self.failedInARow += 1
+        if result.reason != self._failingWith:
+            self._failingWith = result.reason
+            log.debug(
+                "Health check of {backend} failed: {why}",
+                backend=self.backend.name,
+                why=result.reason,
+            )

@@ -21,7 +21,8 @@ from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IProtocol, ITransport
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -379,6 +380,127 @@ class TimeoutTests(CheckerTestCase):
         self.assertFalse(self.backend.healthy)
         self.assertEqual(checker.lastResult.reason, "timeout after 2.0s")  # type: ignore[union-attr]
         self.assertEqual(checker.lastResult.duration, 2.0)  # type: ignore[union-attr]
+
+
+class LogTests(CheckerTestCase):
+    """
+    The log says when checks start failing, fail for another reason, and
+    pass again; never once per check.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def lines(self, namespace: str) -> List[str]:
+        """
+        The formatted events of C{namespace} so far, with their levels.
+        """
+        return [
+            f"{e['log_level'].name}: {formatEvent(e)}"
+            for e in self.events
+            if e["log_namespace"] == namespace
+        ]
+
+    def runChecks(self, *outcomes: Callable[[], object]) -> None:
+        """
+        Let one check run per outcome, which decides it.
+        """
+        for outcome in outcomes:
+            self.clock.advance(2.0 if self.connector.attempts else 1.0)
+            outcome()
+
+    def test_downBackendLogsOnce(self) -> None:
+        """
+        A backend that refuses check after check logs its first failed check
+        (at debug level) and its state change (at info level), and nothing
+        for the checks after.
+        """
+        checker = self.checker(FakeCheckConfig(fall=3))
+        self.runChecks(*[self.connector.refuse] * 20)
+        self.assertEqual(
+            self.lines("tlbalance.health"),
+            ["debug: Health check of app failed: connection refused"],
+        )
+        self.assertEqual(
+            self.lines("tlbalance.backends"),
+            ["info: Backend app UP -> DOWN: connection refused"],
+        )
+        self.assertEqual(checker.failedInARow, 20)
+        self.assertEqual(checker.lastResult.reason, "connection refused")  # type: ignore[union-attr]
+
+    def test_otherReason(self) -> None:
+        """
+        A failure for another reason than the one before is logged again.
+        """
+        self.checker(FakeCheckConfig(fall=1, timeout=1.0))
+        self.runChecks(self.connector.refuse, self.connector.refuse)
+        self.clock.advance(2.0)
+        self.clock.advance(1.0)
+        self.runChecks(self.connector.refuse)
+        self.assertEqual(
+            self.lines("tlbalance.health"),
+            [
+                "debug: Health check of app failed: connection refused",
+                "debug: Health check of app failed: timeout after 1.0s",
+                "debug: Health check of app failed: connection refused",
+            ],
+        )
+
+    def test_passesAgain(self) -> None:
+        """
+        The first check that passes after failures says so, with how many
+        failed; the backend's return is logged once, when C{rise} is met.
+        """
+        checker = self.checker(FakeCheckConfig(fall=2, rise=2))
+        self.runChecks(*[self.connector.refuse] * 5)
+        self.runChecks(*[self.connector.accept] * 5)
+        self.assertEqual(
+            self.lines("tlbalance.health"),
+            [
+                "debug: Health check of app failed: connection refused",
+                "debug: Health check of app passes again after 5 failed "
+                "check(s): connected",
+            ],
+        )
+        self.assertEqual(
+            self.lines("tlbalance.backends"),
+            [
+                "info: Backend app UP -> DOWN: connection refused",
+                "info: Backend app DOWN -> UP: health check passed 2 times in a "
+                "row (connected)",
+            ],
+        )
+        self.assertEqual(checker.failedInARow, 0)
+
+    def test_passingChecksSayNothing(self) -> None:
+        """
+        A healthy backend's checks log nothing at all.
+        """
+        self.checker()
+        self.runChecks(*[self.connector.accept] * 10)
+        self.assertEqual(self.lines("tlbalance.health"), [])
+        self.assertEqual(self.lines("tlbalance.backends"), [])
+
+    def test_localErrorsNotCounted(self) -> None:
+        """
+        Checks that could not run for a local reason are logged by the
+        balancer's L{LocalErrors}, and neither end nor extend a run of
+        failures.
+        """
+
+        def emfile() -> None:
+            self.connector.last.deferred.errback(
+                ConnectBindError(24, "Too many open files")
+            )
+
+        checker = self.checker(FakeCheckConfig(fall=5))
+        self.runChecks(self.connector.refuse, emfile, self.connector.refuse)
+        self.assertEqual(checker.failedInARow, 2)
+        self.assertEqual(
+            self.lines("tlbalance.health"),
+            ["debug: Health check of app failed: connection refused"],
+        )
 
 
 class TCPCheckTests(CheckerTestCase):
