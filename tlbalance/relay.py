@@ -18,6 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import attrs
+from OpenSSL import SSL
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -35,22 +36,23 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tlbalance import proxyprotocol
 from tlbalance._endpoints import describeAddress
+from tlbalance._loglevel import balancerLogger
 from tlbalance._sockets import setNoDelay, writerFor
 from tlbalance.backends import Backend, BackendPool
+from tlbalance.endings import Ending, Phase
 from tlbalance.localerrors import LocalErrors, describeErrno, localErrno
 from tlbalance.tls import connectWithPreamble, splitClientTLS, tlsFacts
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
-log = Logger(namespace="tlbalance.relay")
+log = balancerLogger("tlbalance.relay")
 
 _CONNECTION_DONE = Failure(error.ConnectionDone())
 
@@ -280,7 +282,7 @@ class Balancer:
             count=len(self.connections),
         )
         for frontend in list(self.connections):
-            frontend.abort("drain timeout")
+            frontend.abort(Ending.drained(frontend.phase), "drain timeout")
 
 
 class _BackendFactory(Factory):
@@ -374,6 +376,11 @@ class FrontendProtocol(Protocol):
 
     @ivar backend: the L{Backend} currently tried or connected.
     @ivar peer: the connected L{BackendProtocol}, once there is one.
+    @ivar ending: how the connection ended, once it has.
+    @ivar endingText: the same in words, for the log line: C{"idle timeout
+        after 30s"}.
+    @ivar endingDetail: what went wrong, when there is more to say than
+        C{ending} does (an error message), else C{None}.
     """
 
     transport: Any
@@ -388,7 +395,9 @@ class FrontendProtocol(Protocol):
         self.bytesOut = 0
         self.attempts = 0
         self.tried: list[Backend] = []
-        self.ending: Optional[str] = None
+        self.ending: Optional[Ending] = None
+        self.endingText = ""
+        self.endingDetail: Optional[str] = None
         self.clientReadClosed = False
         self.serverReadClosed = False
         self.paused = False
@@ -403,6 +412,7 @@ class FrontendProtocol(Protocol):
         self._connectedAt: Optional[float] = None
         self._clientAddress: Optional[IAddress] = None
         self._awaitingRequest = False
+        self._dispatched = False
 
     # -- the client side ---------------------------------------------------
 
@@ -449,7 +459,7 @@ class FrontendProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         if self.ending is None:
-            self.ending = _describeEnd("client", reason)
+            self._clientEnded(reason)
         self.closed = True
         self._stopTimer()
         if self._connecting is not None:
@@ -468,13 +478,14 @@ class FrontendProtocol(Protocol):
         )
 
     def _dispatch(self) -> None:
+        self._dispatched = True
         backend = self.balancer.pool.pick(
             clientKeyFor(self._clientAddress),  # type: ignore[arg-type]
             (),
         )
         if backend is None:
             self.balancer.refused += 1
-            self.abort("no backend available")
+            self.abort(Ending.NO_BACKEND, "no backend available")
             return
         self._connectTo(backend)
 
@@ -577,11 +588,13 @@ class FrontendProtocol(Protocol):
             self.balancer.localErrors.connectFailed(
                 number, backend.name, describeAddress(self._clientAddress)
             )
-            self.abort(f"local error: {describeErrno(number)}")
+            described = describeErrno(number)
+            self.abort(Ending.LOCAL_RESOURCE, f"local error: {described}", described)
             return
-        if reason.check(
+        timedOut = reason.check(
             error.ConnectingCancelledError, CancelledError, error.TimeoutError
-        ):
+        )
+        if timedOut:
             why = f"connect timeout after {self.balancer.settings.connectTimeout}s"
         else:
             why = reason.getErrorMessage()
@@ -595,7 +608,10 @@ class FrontendProtocol(Protocol):
         self.attempts += 1
         settings = self.balancer.settings
         if self.attempts > settings.retries:
-            self.abort(f"backend connect failed: {why}")
+            if timedOut:
+                self.abort(Ending.CONNECT_TIMEOUT, f"backend connect failed: {why}")
+            else:
+                self.abort(Ending.CONNECT_FAILED, f"backend connect failed: {why}", why)
             return
         self._stopTimer()
         # The failed backend is marked down now (passive check), so the next
@@ -642,10 +658,16 @@ class FrontendProtocol(Protocol):
         The backend connection is gone: close the client once its pending
         writes are flushed.
         """
-        if self.ending is None:
-            self.ending = _describeEnd("server", reason)
         if self.peer is None:
+            # A connection the client no longer wanted (it left while the
+            # connect completed): the client's ending stands.
             return
+        if self.ending is None:
+            if reason.check(error.ConnectionDone):
+                self._end(Ending.SERVER_CLOSED, "closed by server")
+            else:
+                why = reason.getErrorMessage()
+                self._end(Ending.SERVER_RESET, f"server connection lost: {why}", why)
         self.peer = None
         if not self.closed:
             _close(self.transport, self._aborting)
@@ -655,22 +677,60 @@ class FrontendProtocol(Protocol):
     def _closeIfBothDone(self) -> None:
         if self.clientReadClosed and self.serverReadClosed:
             if self.ending is None:
-                self.ending = "closed by both sides"
+                self._end(Ending.BOTH_CLOSED, "closed by both sides")
             self.transport.loseConnection()
 
     # -- ending ------------------------------------------------------------
 
-    def abort(self, why: str) -> None:
+    @property
+    def phase(self) -> Phase:
         """
-        Close both sides at once, recording C{why} for the log line.
+        Where this connection stands: in its TLS handshake, connecting to a
+        backend, or relaying.
         """
-        if self.ending is None:
-            self.ending = why
+        if self._connectedAt is not None:
+            return Phase.ESTABLISHED
+        if self._dispatched:
+            return Phase.CONNECT
+        return Phase.HANDSHAKE
+
+    def abort(self, ending: Ending, text: str, detail: Optional[str] = None) -> None:
+        """
+        Close both sides at once, recording how it ended for the log line.
+
+        An abort after a clean close by one side (while the other was still
+        sending, say) is what ended the connection: it replaces that
+        ending.
+
+        @param ending: how the connection ended.
+        @param text: the same in words, e.g. C{"idle timeout after 30s"}.
+        @param detail: an error message, or C{None}.
+        """
+        if self.ending is None or self.ending.normal:
+            self.ending, self.endingText, self.endingDetail = ending, text, detail
         self._aborting = True
         if self.peer is not None:
             _close(self.peer.transport, True)
         if not self.closed:
             _close(self.transport, True)
+
+    def _end(self, ending: Ending, text: str, detail: Optional[str] = None) -> None:
+        self.ending, self.endingText, self.endingDetail = ending, text, detail
+
+    def _clientEnded(self, reason: Failure) -> None:
+        phase = self.phase
+        if reason.check(error.ConnectionDone):
+            self._end(Ending.clientClosed(phase), "closed by client" + _WHILE[phase])
+            return
+        why = reason.getErrorMessage()
+        if phase is Phase.HANDSHAKE and reason.check(SSL.Error):
+            self._end(Ending.TLS_FAILED, f"TLS handshake failed: {why}", why)
+            return
+        self._end(
+            Ending.clientReset(phase),
+            f"client connection lost{_WHILE[phase]}: {why}",
+            why,
+        )
 
     def _finish(self) -> None:
         if self.backend is not None and self.peer is None and self._counted():
@@ -678,26 +738,31 @@ class FrontendProtocol(Protocol):
             self.backend.bytesIn += self.bytesIn
             self.backend.bytesOut += self.bytesOut
         self.balancer.connectionClosed(self)
-        duration = self.balancer.clock.seconds() - self._started
-        connectTime = (
-            "-"
-            if self._connectedAt is None
-            else f"{self._connectedAt - self._started:.3f}s"
-        )
-        ending = self.ending or "closed"
-        if not self.balancer.settings.logNormal and self._endedNormally():
+        ending = self.ending
+        if ending is None:
+            # connectionLost records an ending before anything finishes.
+            ending = Ending.clientClosed(self.phase)
+        if ending.normal and not self.balancer.settings.logNormal:
             return
+        duration = round(self.balancer.clock.seconds() - self._started, 6)
+        connectTime = (
+            None
+            if self._connectedAt is None
+            else round(self._connectedAt - self._started, 6)
+        )
         client = describeAddress(self._clientAddress)
-        backend = self.backend.name if self.backend is not None else "-"
+        backend = self.backend.name if self.backend is not None else None
         # One field in the format string: observers format it with
         # string.Formatter, which costs per field, once per connection. The
-        # parts stay in the event for structured (JSON) observers.
+        # typed parts stay in the event for structured (JSON) observers;
+        # docs/balancer.md lists them.
         log.info(
             "{connection}",
             connection=(
-                f"{client} -> {backend}: {self.bytesIn} bytes in, "
-                f"{self.bytesOut} bytes out, connect {connectTime}, "
-                f"{duration:.3f}s total, {ending}"
+                f"{client} -> {'-' if backend is None else backend}: "
+                f"{self.bytesIn} bytes in, {self.bytesOut} bytes out, connect "
+                f"{'-' if connectTime is None else f'{connectTime:.3f}s'}, "
+                f"{duration:.3f}s total, {self.endingText or ending.value}"
             ),
             client=client,
             backend=backend,
@@ -705,17 +770,10 @@ class FrontendProtocol(Protocol):
             bytesOut=self.bytesOut,
             connectTime=connectTime,
             duration=duration,
-            ending=ending,
+            ending=ending.value,
+            endingCode=ending.code,
+            endingDetail=self.endingDetail,
             attempts=self.attempts + (1 if self.backend is not None else 0),
-        )
-
-    def _endedNormally(self) -> bool:
-        # Relayed to the end and closed by one side or both, not reset,
-        # timed out or refused.
-        return (
-            self._connectedAt is not None
-            and not self._aborting
-            and (self.ending is None or self.ending.startswith("closed"))
         )
 
     def _counted(self) -> bool:
@@ -737,7 +795,7 @@ class FrontendProtocol(Protocol):
             connecting, self._connecting = self._connecting, None
             connecting.cancel()
         elif self.backend is None:
-            self.abort("TLS handshake timeout")
+            self.abort(Ending.HANDSHAKE_TIMEOUT, "TLS handshake timeout")
 
     def _idleLimit(self) -> float:
         settings = self.balancer.settings
@@ -787,13 +845,25 @@ class FrontendProtocol(Protocol):
         idle = now - self._lastActivity
         if idle >= limit:
             if not firstByte:
-                self.abort(f"idle timeout after {limit:g}s")
+                self.abort(self._idleEnding(), f"idle timeout after {limit:g}s")
                 return
             if self.backend is not None:
                 self.backend.firstByteTimeouts += 1
-            self.abort(f"no response from the backend within {limit:g}s")
+            self.abort(
+                Ending.FIRST_BYTE_TIMEOUT,
+                f"no response from the backend within {limit:g}s",
+            )
             return
         self._timer = self.balancer.clock.callLater(limit - idle, self._idleCheck)
+
+    def _idleEnding(self) -> Ending:
+        # The idle limit is the smaller non-zero of the two timeouts: name
+        # the setting that fired.
+        settings = self.balancer.settings
+        client, server = settings.clientTimeout, settings.serverTimeout
+        if client and (not server or client <= server):
+            return Ending.CLIENT_TIMEOUT
+        return Ending.SERVER_TIMEOUT
 
     def _stopTimer(self) -> None:
         if self._timer is not None:
@@ -864,7 +934,9 @@ def _failed(reason: Failure) -> Deferred[IProtocol]:
     return d
 
 
-def _describeEnd(side: str, reason: Failure) -> str:
-    if reason.check(error.ConnectionDone):
-        return f"closed by {side}"
-    return f"{side} connection lost: {reason.getErrorMessage()}"
+# How the log line says where a client connection stood when it ended.
+_WHILE = {
+    Phase.HANDSHAKE: " during the TLS handshake",
+    Phase.CONNECT: " before the backend connected",
+    Phase.ESTABLISHED: "",
+}

@@ -4,8 +4,9 @@ Tests for L{tlbalance.relay}: the client/backend protocols, without sockets.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, Optional
 
+from OpenSSL import SSL
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
@@ -29,6 +30,7 @@ from zope.interface import alsoProvides, implementer
 
 from tlbalance import proxyprotocol
 from tlbalance.backends import Backend, BackendPool
+from tlbalance.endings import Ending, Phase
 from tlbalance.relay import (
     BackendConnector,
     Balancer,
@@ -47,6 +49,9 @@ class RelayTransport(StringTransport):
     """
     A L{StringTransport} that records half-closes and delivers
     C{connectionLost} to its protocol when closed, like a real transport.
+
+    @ivar holdClose: C{loseConnection} waits (as for a peer that does not
+        read its last bytes) until L{reset} or C{abortConnection}.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -54,6 +59,13 @@ class RelayTransport(StringTransport):
         self.writeClosed = False
         self.aborted = False
         self.lost = False
+        self.holdClose = False
+
+    def reset(self, why: str = "Connection reset by peer") -> None:
+        """
+        Lose the connection with an error, as a peer's RST does.
+        """
+        self._lose(error.ConnectionLost(why))
 
     def loseWriteConnection(self) -> None:
         self.writeClosed = True
@@ -65,7 +77,8 @@ class RelayTransport(StringTransport):
 
     def loseConnection(self) -> None:
         super().loseConnection()
-        self._lose(error.ConnectionDone())
+        if not self.holdClose:
+            self._lose(error.ConnectionDone())
 
     def abortConnection(self) -> None:
         self.aborted = True
@@ -370,7 +383,7 @@ class RelayTests(RelayTestMixin, SynchronousTestCase):
         self.assertEqual(event["client"], "192.0.2.1:56324")
         self.assertEqual(event["backend"], "a")
         self.assertEqual((event["bytesIn"], event["bytesOut"]), (3, 5))
-        self.assertEqual(event["ending"], "closed by client")
+        self.assertEqual(event["ending"], "client-closed/established")
         self.assertEqual(
             formatEvent(event),
             "192.0.2.1:56324 -> a: 3 bytes in, 5 bytes out, connect 0.000s, "
@@ -415,8 +428,422 @@ class DontlogNormalTests(RelayTestMixin, SynchronousTestCase):
         self.connectClient()
         self.assertEqual(
             self.finishedLines(observer),
-            ["idle timeout after 10s", "no backend available"],
+            ["client-timeout/established", "no-backend/connect"],
         )
+
+
+class EndingTests(RelayTestMixin, SynchronousTestCase):
+    """
+    Every way a client connection ends gives its event an C{ending} from
+    the fixed vocabulary of L{Ending}, its HAProxy-style code, a detail
+    only when there is an error message to give, and readable words on the
+    log line.
+    """
+
+    def finishedEvent(self, scenario: Callable[[], None]) -> dict[str, Any]:
+        """
+        Run C{scenario} and return the one per-connection event it logged.
+        """
+        observer = EventLoggingObserver()
+        globalLogPublisher.addObserver(observer)
+        try:
+            scenario()
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        [event] = [e for e in observer if "ending" in e]
+        return event
+
+    # The scenarios, one per ending; each builds its own balancer.
+
+    def tlsClientCloses(self) -> None:
+        self.setUpBalancer()
+        self.connectClient(tls=True)[1].loseConnection()
+
+    def tlsClientResets(self) -> None:
+        self.setUpBalancer()
+        self.connectClient(tls=True)[1].reset()
+
+    def tlsHandshakeFails(self) -> None:
+        self.setUpBalancer()
+        _, transport = self.connectClient(tls=True)
+        transport._lose(SSL.Error([("SSL routines", "", "wrong version number")]))
+
+    def tlsHandshakeTimesOut(self) -> None:
+        self.setUpBalancer(connectTimeout=5.0)
+        self.connectClient(tls=True)
+        self.clock.advance(5.0)
+
+    def drainedInHandshake(self) -> None:
+        self.setUpBalancer()
+        self.connectClient(tls=True)
+        self.balancer.drain(1.0)
+        self.clock.advance(1.0)
+
+    def clientClosesWhileConnecting(self) -> None:
+        self.setUpBalancer()
+        self.connectClient()[1].loseConnection()
+
+    def clientResetsWhileConnecting(self) -> None:
+        self.setUpBalancer()
+        self.connectClient()[1].reset()
+
+    def noBackend(self) -> None:
+        self.setUpBalancer()
+        for backend in self.backends:
+            backend.markDown("test")
+        self.connectClient()
+
+    def connectRefused(self) -> None:
+        self.setUpBalancer(names=("a",), retries=0)
+        self.connectClient()
+        self.endpoints["a"].fail()
+
+    def connectTimesOut(self) -> None:
+        self.setUpBalancer(names=("a",), retries=0, connectTimeout=3.0)
+        self.connectClient()
+        self.clock.advance(3.0)
+
+    def outOfDescriptors(self) -> None:
+        self.setUpBalancer()
+        self.connectClient()
+        self.endpoints["a"].fail(why=error.ConnectBindError(24, "Too many open files"))
+        self.balancer.localErrors.stop()
+
+    def drainedWhileConnecting(self) -> None:
+        self.setUpBalancer()
+        self.connectClient()
+        self.balancer.drain(1.0)
+        self.clock.advance(1.0)
+
+    def clientCloses(self) -> None:
+        self.setUpBalancer()
+        _, transport = self.connectClient()
+        self.endpoints["a"].succeed()
+        transport.loseConnection()
+
+    def serverCloses(self) -> None:
+        self.setUpBalancer()
+        self.connectClient()
+        self.endpoints["a"].succeed()[1].loseConnection()
+
+    def bothClose(self) -> None:
+        self.setUpBalancer()
+        client, _ = self.connectClient()
+        backend, _ = self.endpoints["a"].succeed()
+        client.readConnectionLost()
+        backend.readConnectionLost()  # type: ignore[attr-defined]
+
+    def clientResets(self) -> None:
+        self.setUpBalancer()
+        _, transport = self.connectClient()
+        self.endpoints["a"].succeed()
+        transport.reset()
+
+    def serverResets(self) -> None:
+        self.setUpBalancer()
+        self.connectClient()
+        self.endpoints["a"].succeed()[1].reset()
+
+    def clientTimeoutFires(self) -> None:
+        self.setUpBalancer(clientTimeout=10.0, serverTimeout=20.0)
+        self.connectClient()
+        self.endpoints["a"].succeed()
+        self.clock.advance(10.0)
+
+    def serverTimeoutFires(self) -> None:
+        self.setUpBalancer(clientTimeout=0, serverTimeout=20.0)
+        self.connectClient()
+        self.endpoints["a"].succeed()
+        self.clock.advance(20.0)
+
+    def firstByteTimeoutFires(self) -> None:
+        self.setUpBalancer(firstByteTimeout=5.0)
+        client, _ = self.connectClient()
+        self.endpoints["a"].succeed()
+        client.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.clock.advance(5.0)
+
+    def drainedWhileRelaying(self) -> None:
+        self.setUpBalancer(clientTimeout=0, serverTimeout=0)
+        self.connectClient()
+        self.endpoints["a"].succeed()
+        self.balancer.drain(1.0)
+        self.clock.advance(1.0)
+
+    def test_everyEnding(self) -> None:
+        """
+        Each scenario ends with its own L{Ending}, code, words and detail,
+        and together they cover the whole vocabulary.
+        """
+        lost = "Connection to the other side was lost in a non-clean fashion"
+        reset = f"{lost}: Connection reset by peer."
+        tlsError = "[('SSL routines', '', 'wrong version number')]"
+        refused = "Connection was refused by other side."
+        emfile = "EMFILE (Too many open files)"
+        expected = [
+            (
+                self.tlsClientCloses,
+                Ending.CLIENT_CLOSED_HANDSHAKE,
+                "CR",
+                "closed by client during the TLS handshake",
+                None,
+            ),
+            (
+                self.tlsClientResets,
+                Ending.CLIENT_RESET_HANDSHAKE,
+                "CR",
+                f"client connection lost during the TLS handshake: {reset}",
+                reset,
+            ),
+            (
+                self.tlsHandshakeFails,
+                Ending.TLS_FAILED,
+                "CR",
+                f"TLS handshake failed: {tlsError}",
+                tlsError,
+            ),
+            (
+                self.tlsHandshakeTimesOut,
+                Ending.HANDSHAKE_TIMEOUT,
+                "cR",
+                "TLS handshake timeout",
+                None,
+            ),
+            (
+                self.drainedInHandshake,
+                Ending.DRAINED_HANDSHAKE,
+                "KR",
+                "drain timeout",
+                None,
+            ),
+            (
+                self.clientClosesWhileConnecting,
+                Ending.CLIENT_CLOSED_CONNECT,
+                "CC",
+                "closed by client before the backend connected",
+                None,
+            ),
+            (
+                self.clientResetsWhileConnecting,
+                Ending.CLIENT_RESET_CONNECT,
+                "CC",
+                f"client connection lost before the backend connected: {reset}",
+                reset,
+            ),
+            (self.noBackend, Ending.NO_BACKEND, "SC", "no backend available", None),
+            (
+                self.connectRefused,
+                Ending.CONNECT_FAILED,
+                "SC",
+                f"backend connect failed: {refused}",
+                refused,
+            ),
+            (
+                self.connectTimesOut,
+                Ending.CONNECT_TIMEOUT,
+                "sC",
+                "backend connect failed: connect timeout after 3.0s",
+                None,
+            ),
+            (
+                self.outOfDescriptors,
+                Ending.LOCAL_RESOURCE,
+                "RC",
+                f"local error: {emfile}",
+                emfile,
+            ),
+            (
+                self.drainedWhileConnecting,
+                Ending.DRAINED_CONNECT,
+                "KC",
+                "drain timeout",
+                None,
+            ),
+            (self.clientCloses, Ending.CLIENT_CLOSED, "--", "closed by client", None),
+            (self.serverCloses, Ending.SERVER_CLOSED, "--", "closed by server", None),
+            (self.bothClose, Ending.BOTH_CLOSED, "--", "closed by both sides", None),
+            (
+                self.clientResets,
+                Ending.CLIENT_RESET,
+                "CD",
+                f"client connection lost: {reset}",
+                reset,
+            ),
+            (
+                self.serverResets,
+                Ending.SERVER_RESET,
+                "SD",
+                f"server connection lost: {reset}",
+                reset,
+            ),
+            (
+                self.clientTimeoutFires,
+                Ending.CLIENT_TIMEOUT,
+                "cD",
+                "idle timeout after 10s",
+                None,
+            ),
+            (
+                self.serverTimeoutFires,
+                Ending.SERVER_TIMEOUT,
+                "sD",
+                "idle timeout after 20s",
+                None,
+            ),
+            (
+                self.firstByteTimeoutFires,
+                Ending.FIRST_BYTE_TIMEOUT,
+                "sD",
+                "no response from the backend within 5s",
+                None,
+            ),
+            (self.drainedWhileRelaying, Ending.DRAINED, "KD", "drain timeout", None),
+        ]
+        self.assertEqual({row[1] for row in expected}, set(Ending))
+        seen = []
+        for scenario, *_ in expected:
+            event = self.finishedEvent(scenario)
+            seen.append(
+                (
+                    event["ending"],
+                    event["endingCode"],
+                    formatEvent(event).rsplit(" total, ", 1)[1],
+                    event["endingDetail"],
+                )
+            )
+        self.assertEqual(seen, [(e.value, code, w, d) for _, e, code, w, d in expected])
+
+    def test_phases(self) -> None:
+        """
+        A connection is in its handshake until a TLS client finishes it, then
+        connecting until a backend is connected, then established.
+        """
+        self.setUpBalancer()
+        client, _ = self.connectClient(tls=True)
+        self.assertIs(client.phase, Phase.HANDSHAKE)
+        client.handshakeCompleted()
+        self.assertIs(client.phase, Phase.CONNECT)
+        self.endpoints["a"].succeed()
+        self.assertIs(client.phase, Phase.ESTABLISHED)
+        plain, _ = self.connectClient()
+        self.assertIs(plain.phase, Phase.CONNECT)
+
+    def test_abortAfterCleanClose(self) -> None:
+        """
+        A connection the server closed cleanly, whose client then does not
+        take the last bytes within the idle timeout, did not end normally:
+        the timeout is its ending.
+        """
+        self.setUpBalancer(clientTimeout=10.0, serverTimeout=10.0)
+        _, clientTransport = self.connectClient()
+        clientTransport.holdClose = True
+        _, backendTransport = self.endpoints["a"].succeed()
+
+        def scenario() -> None:
+            backendTransport.loseConnection()
+            self.assertFalse(clientTransport.lost)
+            self.clock.advance(10.0)
+
+        event = self.finishedEvent(scenario)
+        self.assertTrue(clientTransport.aborted)
+        self.assertEqual(event["ending"], "client-timeout/established")
+
+    def test_relayedFieldsTyped(self) -> None:
+        """
+        A relayed connection's event holds its byte counts and attempts as
+        integers, its connect time and duration as float seconds, and the
+        backend's name.
+        """
+        self.setUpBalancer()
+
+        def scenario() -> None:
+            client, clientTransport = self.connectClient()
+            self.clock.advance(0.25)
+            backend, _ = self.endpoints["a"].succeed()
+            client.dataReceived(b"abc")
+            backend.dataReceived(b"defgh")
+            self.clock.advance(1.5)
+            clientTransport.loseConnection()
+
+        event = self.finishedEvent(scenario)
+        self.assertEqual(
+            {k: event[k] for k in FIELDS},
+            {
+                "client": "192.0.2.1:56324",
+                "backend": "a",
+                "bytesIn": 3,
+                "bytesOut": 5,
+                "connectTime": 0.25,
+                "duration": 1.75,
+                "attempts": 1,
+                "ending": "client-closed/established",
+                "endingCode": "--",
+                "endingDetail": None,
+            },
+        )
+        self.assertEqual(
+            [type(event[k]) for k in ("connectTime", "duration", "attempts")],
+            [float, float, int],
+        )
+        self.assertEqual(
+            formatEvent(event),
+            "192.0.2.1:56324 -> a: 3 bytes in, 5 bytes out, connect 0.250s, "
+            "1.750s total, closed by client",
+        )
+
+    def test_nothingConnectedIsNull(self) -> None:
+        """
+        A connection that never reached a backend has no backend and no
+        connect time: both are C{None} in the event (null in JSON), and
+        C{-} on the log line.
+        """
+        self.setUpBalancer()
+        for backend in self.backends:
+            backend.markDown("test")
+        event = self.finishedEvent(self.connectClient)
+        self.assertEqual(
+            (event["backend"], event["connectTime"], event["attempts"]),
+            (None, None, 0),
+        )
+        self.assertIs(type(event["duration"]), float)
+        self.assertEqual(
+            formatEvent(event),
+            "192.0.2.1:56324 -> -: 0 bytes in, 0 bytes out, connect -, "
+            "0.000s total, no backend available",
+        )
+
+    def test_retriedConnectCountsAttempts(self) -> None:
+        """
+        A connection that got through on a later attempt counts them all, and
+        its connect time includes the retries.
+        """
+        self.setUpBalancer(names=("a",), retries=2, connectTimeout=5.0)
+
+        def scenario() -> None:
+            _, clientTransport = self.connectClient()
+            self.endpoints["a"].fail()
+            self.clock.advance(1.0)
+            self.endpoints["a"].succeed()
+            clientTransport.loseConnection()
+
+        event = self.finishedEvent(scenario)
+        self.assertEqual((event["attempts"], event["connectTime"]), (2, 1.0))
+
+
+#: The typed fields of the per-connection event, as docs/balancer.md lists
+#: them.
+FIELDS = (
+    "client",
+    "backend",
+    "bytesIn",
+    "bytesOut",
+    "connectTime",
+    "duration",
+    "attempts",
+    "ending",
+    "endingCode",
+    "endingDetail",
+)
 
 
 class ConnectFailureTests(RelayTestMixin, SynchronousTestCase):
@@ -579,7 +1006,7 @@ class LocalConnectErrorTests(RelayTestMixin, SynchronousTestCase):
     event is counted and logged at most once per interval.
     """
 
-    def assertLocalError(self, why: Exception, ending: str) -> None:
+    def assertLocalError(self, why: Exception, detail: str) -> None:
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.setUpBalancer()
         client, clientTransport = self.connectClient()
@@ -591,8 +1018,12 @@ class LocalConnectErrorTests(RelayTestMixin, SynchronousTestCase):
         self.assertTrue(clientTransport.aborted)
         self.assertEqual(self.attemptsOn("b"), 0)
         self.assertEqual(self.balancer.localErrors.connectErrors, 1)
-        endings = [e["ending"] for e in observer if "ending" in e]
-        self.assertEqual(endings, [ending])
+        [event] = [e for e in observer if "ending" in e]
+        self.assertEqual(
+            (event["ending"], event["endingCode"], event["endingDetail"]),
+            ("resource/connect", "RC", detail),
+        )
+        self.assertTrue(formatEvent(event).endswith(f", local error: {detail}"))
         warnings = [formatEvent(e) for e in observer if e.get("errno") is not None]
         self.assertEqual(len(warnings), 1)
         self.assertIn("the client is closed and the backend stays up", warnings[0])
@@ -609,7 +1040,7 @@ class LocalConnectErrorTests(RelayTestMixin, SynchronousTestCase):
         """
         self.assertLocalError(
             error.ConnectBindError(24, "Too many open files"),
-            "local error: EMFILE (Too many open files)",
+            "EMFILE (Too many open files)",
         )
 
     def test_noLocalPort(self) -> None:
@@ -618,7 +1049,7 @@ class LocalConnectErrorTests(RelayTestMixin, SynchronousTestCase):
         """
         self.assertLocalError(
             error.ConnectError(99, "Cannot assign requested address"),
-            "local error: EADDRNOTAVAIL (Cannot assign requested address)",
+            "EADDRNOTAVAIL (Cannot assign requested address)",
         )
 
     def test_raisedWhileConnecting(self) -> None:
@@ -721,8 +1152,11 @@ class FirstByteTimeoutTests(RelayTestMixin, SynchronousTestCase):
         self.assertTrue(backendTransport.aborted)
         self.assertEqual(self.backends[0].firstByteTimeouts, 1)
         self.assertTrue(self.backends[0].healthy)
-        endings = [e["ending"] for e in observer if "ending" in e]
-        self.assertEqual(endings, ["no response from the backend within 5s"])
+        [event] = [e for e in observer if "ending" in e]
+        self.assertEqual(event["ending"], "first-byte-timeout/established")
+        self.assertTrue(
+            formatEvent(event).endswith(", no response from the backend within 5s")
+        )
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_requestSentWhileConnecting(self) -> None:
