@@ -35,4 +35,4 @@ def requirePeer(name: str) -> str:
     raise SkipTest(reason)
 
 
-_PACKAGES = {"nginx": "nginx-light", "initdb": "postgresql"}
+_PACKAGES = {"nginx": "nginx-light", "initdb": "postgresql", "testssl": "testssl.sh"}

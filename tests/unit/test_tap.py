@@ -46,6 +46,7 @@ EVERY_OPTION = [
     "sessions",
     "secret-file",
     "sessions-insecure",
+    "tls-ciphers",
 ]
 
 
