@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tlsuite-installed
 
-.PHONY: demo test test-pypy test-min unit integration lint typecheck bench clean
+.PHONY: demo test test-pypy test-min unit integration lint typecheck apidocs bench clean
 
 # Twisted keeps a cache of the plugins it found next to them; building it
 # here means a later run by another user (a service's User=) never tries,
@@ -75,6 +75,23 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy tlsuite tlbalance tlsession tlcache
+
+# The API reference, a pydoctor site of the public API, in build/apidocs.
+# Links to Twisted's API docs come from an inventory built from the
+# installed Twisted (no network needed); any docstring error fails the build.
+TWISTED_DIR = $$($(PY) -c "import os, twisted; print(os.path.dirname(twisted.__file__))")
+TWISTED_API = https://docs.twistedmatrix.com/en/stable/api/
+apidocs: $(STAMP)
+	@mkdir -p build
+	$(PY) -m pydoctor --make-intersphinx --project-name=Twisted -q \
+	  --html-output=build/twisted-inventory $(TWISTED_DIR) >/dev/null 2>&1
+	$(PY) -m pydoctor --project-name=tlsuite \
+	  --project-version=$$($(PY) -c "import tlsuite; print(tlsuite.__version__)") \
+	  --docformat=epytext --html-output=build/apidocs \
+	  --intersphinx-file=build/twisted-inventory/objects.inv::$(TWISTED_API) \
+	  --privacy="HIDDEN:**._*" \
+	  --warnings-as-errors -q tlsuite tlbalance tlsession tlcache
+	@echo "API reference: build/apidocs/index.html"
 
 bench: $(STAMP)
 	$(PY) bench/balancer.py

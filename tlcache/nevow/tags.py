@@ -13,18 +13,16 @@ from __future__ import annotations
 
 from typing import List
 
-from tlcache.nevow.stan import (
-    CommentProto,
-    Proto,
-    Tag,
-    cached,
-    cdata,
-    directive,
-    invisible,
-    raw,
-    slot,
-    xml,
-)
+from tlcache.nevow.stan import CommentProto, Proto, directive
+
+# Re-exported: Nevow code finds stan's names in tags too.
+from tlcache.nevow.stan import Tag as Tag
+from tlcache.nevow.stan import cached as cached
+from tlcache.nevow.stan import cdata as cdata
+from tlcache.nevow.stan import invisible as invisible
+from tlcache.nevow.stan import raw as raw
+from tlcache.nevow.stan import slot as slot
+from tlcache.nevow.stan import xml as xml
 
 _NAMES = """
 a abbr acronym address applet area article aside audio b base basefont bdi bdo
@@ -60,21 +58,29 @@ def drange(count: int) -> List[directive]:
     return [directive(str(i)) for i in range(count)]
 
 
-__all__ = [
-    *_NAMES,
-    "Tag",
-    "_del",
-    "_dir",
-    "_map",
-    "_object",
-    "cached",
-    "cdata",
-    "comment",
-    "directive",
-    "drange",
-    "invisible",
-    "raw",
-    "slot",
-    "xml",
-    *[f"_{i}" for i in range(100)],
-]
+def _exported() -> List[str]:
+    # Every tag, the directives _0 ... _99, and the rest of stan's names,
+    # for Nevow code that does "from nevow.tags import *".
+    return [
+        *_NAMES,
+        "Tag",
+        "_del",
+        "_dir",
+        "_map",
+        "_object",
+        "cached",
+        "cdata",
+        "comment",
+        "directive",
+        "drange",
+        "invisible",
+        "raw",
+        "slot",
+        "xml",
+        *[f"_{i}" for i in range(100)],
+    ]
+
+
+# Through globals(): the names are made above at import time, and static
+# tools (pydoctor) cannot read a list built from them.
+globals()["__all__"] = _exported()
