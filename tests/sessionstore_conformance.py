@@ -2,7 +2,9 @@
 The conformance suite every L{tlsession.interfaces.ISessionStore} passes.
 
 A test module mixes L{SessionStoreConformance} into a
-L{twisted.trial.unittest.TestCase} and implements C{createStore}. The store
+L{twisted.trial.unittest.TestCase} and implements C{createStore} (and
+C{whenStoreReady}, for a store that connects in the background); the suite
+starts and stops the store as a service, and uses it in between. The store
 takes its time from the C{clock} it is given, so expiry is driven by
 advancing that clock, even for stores on real servers (their own TTLs only
 reclaim space; expiry is enforced on read, by the store's clock).
@@ -14,7 +16,8 @@ import json
 import re
 from typing import Any, List, Tuple
 
-from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.application.service import IService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -26,6 +29,7 @@ from tlsession.interfaces import (
     ISessionStore,
     SessionGoneError,
     SessionRecord,
+    StoreUnavailableError,
     ValueTooLargeError,
 )
 from tlsession.manager import SessionCommitError, SessionManager
@@ -83,9 +87,34 @@ class SessionStoreConformance:
     ) -> Any:
         """
         Build the store under test (or a L{Deferred} of it), using C{clock}
-        for every timestamp it keeps. Cleanups are the subclass's job.
+        for every timestamp it keeps, and do not start it: the suite uses
+        it only through C{startService} and C{stopService}. Cleanups of
+        anything else (servers, files) are the subclass's job.
         """
         raise NotImplementedError(f"{type(self).__name__} must build a store")
+
+    def whenStoreReady(self, store: Any) -> Any:
+        """
+        Wait, after C{startService}, until the store can take calls: return
+        a L{Deferred}, or C{None} when it can at once. Stores that connect
+        in the background override this to wait for the connection.
+        """
+        return None
+
+    async def unstartedStore(
+        self,
+        idleTimeout: float = IDLE,
+        absoluteTimeout: float = ABSOLUTE,
+        maxValueBytes: int = MAX_BYTES,
+    ) -> Any:
+        """
+        A fresh store, not started, and its clock (as C{self.clock}).
+        """
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        return await maybeDeferred(
+            self.createStore, self.clock, idleTimeout, absoluteTimeout, maxValueBytes
+        )
 
     async def store(
         self,
@@ -94,13 +123,46 @@ class SessionStoreConformance:
         maxValueBytes: int = MAX_BYTES,
     ) -> Any:
         """
-        A fresh store and its clock (as C{self.clock}).
+        A fresh store, started (and stopped when the test ends), and its
+        clock (as C{self.clock}).
         """
-        self.clock = Clock()
-        self.clock.advance(1_000_000)
-        return await maybeDeferred(
-            self.createStore, self.clock, idleTimeout, absoluteTimeout, maxValueBytes
-        )
+        store = await self.unstartedStore(idleTimeout, absoluteTimeout, maxValueBytes)
+        store.startService()
+        self.addCleanup(store.stopService)
+        await maybeDeferred(self.whenStoreReady, store)
+        return store
+
+    async def test_lifecycle(self) -> None:
+        """
+        The store is an L{IService}: every call fails with
+        L{StoreUnavailableError} before C{startService} and after
+        C{stopService}, whose L{Deferred} fires once the store has let go
+        of what it held.
+        """
+        store = await self.unstartedStore()
+        self.assertTrue(verifyObject(IService, store))
+        sessionID = "A" * 43
+        calls = [
+            lambda: store.create(b""),
+            lambda: store.load(sessionID),
+            lambda: store.save(sessionID, 1, b""),
+            lambda: store.touch(sessionID),
+            lambda: store.rotate(sessionID),
+            lambda: store.delete(sessionID),
+        ]
+        for call in calls:
+            with self.assertRaises(StoreUnavailableError):
+                await call()
+        store.startService()
+        await maybeDeferred(self.whenStoreReady, store)
+        record = await store.create(b"x")
+        stopped = store.stopService()
+        self.assertIsInstance(stopped, Deferred)
+        await stopped
+        self.assertFalse(store.running)
+        for call in [*calls, lambda: store.load(record.sessionID)]:
+            with self.assertRaises(StoreUnavailableError):
+                await call()
 
     async def test_interface(self) -> None:
         """

@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable
 
 import pytest
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.task import Clock
@@ -19,14 +20,14 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tests.integration._servers import LoopbackServer, startMemcached
-from tests.integration._support import reactor, sleep, waitUntil
+from tests.integration._support import reactor, sleep
 from tests.sessionstore_conformance import SessionStoreConformance
 from tlsession.interfaces import (
     ConflictError,
     SessionGoneError,
     StoreUnavailableError,
 )
-from tlsession.stores.memcache import MemcacheConnection, MemcacheSessionStore
+from tlsession.stores.memcache import MemcacheSessionStore
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,8 @@ async def connectedStore(
     **options: Any,
 ) -> MemcacheSessionStore:
     """
-    A store on C{server}, connected, and disconnected when the test ends.
+    A store on C{server}, started and connected, and stopped when the test
+    ends.
     """
     store = MemcacheSessionStore.fromEndpoint(
         reactor,
@@ -49,8 +51,9 @@ async def connectedStore(
         clock=clock if clock is not None else reactor,
         **options,
     )
-    testCase.addCleanup(store.disconnect)
-    await waitUntil(store.isConnected, CONNECT_TIMEOUT, "the store connecting")
+    store.startService()
+    testCase.addCleanup(store.stopService)
+    await store.whenConnected().addTimeout(CONNECT_TIMEOUT, reactor)
     return store
 
 
@@ -81,6 +84,14 @@ async def untilAvailable(call: Callable[[], Deferred[Any]]) -> Any:
             await sleep(0.05)
 
 
+async def connectionCount(raw: Any) -> int:
+    """
+    The connections memcached has open now, as C{stats} says.
+    """
+    stats = await raw.stats()
+    return int(stats[b"curr_connections"])
+
+
 def key(sessionID: str) -> bytes:
     """
     The memcached key of a session under the default prefix.
@@ -101,17 +112,23 @@ class MemcacheConformanceTests(SessionStoreConformance, TestCase):
         maxValueBytes: int,
     ) -> MemcacheSessionStore:
         """
-        A store on a fresh memcached.
+        A store on a fresh memcached, not started.
         """
         server = await startMemcached(self)
-        return await connectedStore(
-            self,
-            server,
-            clock,
+        return MemcacheSessionStore.fromEndpoint(
+            reactor,
+            server.endpoint(),
+            clock=clock,
             idleTimeout=idleTimeout,
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
         )
+
+    def whenStoreReady(self, store: MemcacheSessionStore) -> Deferred[Any]:
+        """
+        Wait for the store to connect.
+        """
+        return store.whenConnected().addTimeout(CONNECT_TIMEOUT, reactor)
 
 
 class MemcacheStoreTests(TestCase):
@@ -267,20 +284,27 @@ class MemcacheStoreTests(TestCase):
 
     async def test_serviceParent(self) -> None:
         """
-        A L{MemcacheConnection} runs under a service parent: the store works
-        while it runs, and fails fast once it is stopped.
+        The store runs under a service parent: it connects when the parent
+        starts, works while it runs, and once the parent has stopped its
+        connection is closed (the server sees it go) and calls fail at once.
         """
         server = await startMemcached(self)
-        connection = MemcacheConnection(
-            clientFromString(reactor, server.endpoint()), reactor
-        )
-        connection.startService()
-        self.addCleanup(connection.stopService)
-        await connection.whenConnected()
-        store = MemcacheSessionStore(connection, reactor)
+        raw = await rawConnection(self, server)
+        parent = MultiService()
+        store = MemcacheSessionStore.fromEndpoint(reactor, server.endpoint())
+        store.setServiceParent(parent)
+        before = await connectionCount(raw)
+        parent.startService()
+        self.addCleanup(parent.stopService)
+        await store.whenConnected().addTimeout(CONNECT_TIMEOUT, reactor)
         record = await store.create(b"x")
         self.assertEqual((await store.load(record.sessionID)).data, b"x")
-        await connection.stopService()
+        self.assertEqual(await connectionCount(raw), before + 1)
+        await parent.stopService()
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while await connectionCount(raw) != before:
+            self.assertLess(time.monotonic(), deadline, "memcached saw no close")
+            await sleep(0.05)
         with self.assertRaises(StoreUnavailableError):
             await store.load(record.sessionID)
 

@@ -8,9 +8,10 @@ the server itself keeps (TTLs, one round trip per call).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable, Tuple
 
 import pytest
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -38,7 +39,8 @@ async def connectedStore(
     **options: Any,
 ) -> RedisSessionStore:
     """
-    A store on C{server}, connected, and disconnected when the test ends.
+    A store on C{server}, started and connected, and stopped when the test
+    ends.
     """
     options.setdefault("replyTimeout", 2.0)
     store = RedisSessionStore.fromEndpoint(
@@ -47,8 +49,9 @@ async def connectedStore(
         clock=clock if clock is not None else reactor,
         **options,
     )
-    testCase.addCleanup(store.disconnect)
-    await waitUntil(store.isConnected, CONNECT_TIMEOUT, "the store connecting")
+    store.startService()
+    testCase.addCleanup(store.stopService)
+    await store.whenConnected().addTimeout(CONNECT_TIMEOUT, reactor)
     return store
 
 
@@ -82,25 +85,25 @@ async def untilAvailable(call: Callable[[], Deferred[Any]]) -> Any:
             await sleep(0.05)
 
 
-class CommandLog:
+async def commandCounts(raw: Any, command: str) -> Tuple[int, int]:
     """
-    Stands between a store and its txredisapi pool and notes the name of
-    every command the store sends (one per round trip).
+    How many times the server ran C{command}, and how many of those
+    failed, as C{INFO commandstats} says.
     """
+    stats = await raw.info("commandstats")
+    line = stats.get(f"cmdstat_{command}")
+    if line is None:
+        return 0, 0
+    fields = dict(item.split("=", 1) for item in line.split(","))
+    return int(fields["calls"]), int(fields["failed_calls"])
 
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self.sent: List[bytes] = []
 
-    def execute_command(self, *arguments: Any) -> Any:
-        """
-        Note the command's name, then send it.
-        """
-        self.sent.append(arguments[0])
-        return self.connection.execute_command(*arguments)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.connection, name)
+async def clientCount(raw: Any) -> int:
+    """
+    The connections the server has open now, as C{INFO clients} says.
+    """
+    clients = await raw.info("clients")
+    return int(clients["connected_clients"])
 
 
 class RedisConformanceTests(SessionStoreConformance, TestCase):
@@ -116,17 +119,24 @@ class RedisConformanceTests(SessionStoreConformance, TestCase):
         maxValueBytes: int,
     ) -> RedisSessionStore:
         """
-        A store on a fresh redis-server.
+        A store on a fresh redis-server, not started.
         """
         server = await startRedis(self)
-        return await connectedStore(
-            self,
-            server,
-            clock,
+        return RedisSessionStore.fromEndpoint(
+            reactor,
+            server.endpoint(),
+            clock=clock,
+            replyTimeout=2.0,
             idleTimeout=idleTimeout,
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
         )
+
+    def whenStoreReady(self, store: RedisSessionStore) -> Deferred[Any]:
+        """
+        Wait for the store to connect.
+        """
+        return store.whenConnected().addTimeout(CONNECT_TIMEOUT, reactor)
 
 
 class RedisStoreTests(TestCase):
@@ -265,35 +275,49 @@ class RedisStoreTests(TestCase):
     async def test_oneRoundTripEach(self) -> None:
         """
         A load and a save are one C{EVALSHA} each: a script's source
-        crosses the wire once, not with every call. Works with a pool the
-        application made itself.
+        crosses the wire once (the first time the server is asked for a
+        script it does not know), not with every call.
         """
-        import txredisapi
-
         server = await startRedis(self)
-        assert server.socketPath is not None
-        pool = txredisapi.lazyUnixConnectionPool(
-            server.socketPath, poolsize=2, charset=None, convertNumbers=False
-        )
-        self.addCleanup(pool.disconnect)
-        log = CommandLog(pool)
-        store = RedisSessionStore(log, reactor)
-        await waitUntil(store.isConnected, CONNECT_TIMEOUT, "the pool connecting")
+        store = await connectedStore(self, server, poolSize=2)
         raw = await rawConnection(self, server)
         record = await store.create(b"0")
         await store.save(record.sessionID, 1, b"1")
-        self.assertEqual(log.sent, [b"EVALSHA", b"EVAL", b"EVALSHA", b"EVAL"])
-        del log.sent[:]
+        self.assertEqual(await commandCounts(raw, "evalsha"), (2, 2))
+        self.assertEqual(await commandCounts(raw, "eval"), (2, 0))
         for version in range(2, 12):
             await store.load(record.sessionID)
             await store.save(record.sessionID, version, b"%d" % version)
         # The load script is new to the server the first time only.
-        self.assertEqual(
-            log.sent, [b"EVALSHA", b"EVAL", b"EVALSHA"] + [b"EVALSHA", b"EVALSHA"] * 9
-        )
-        stats = await raw.info("commandstats")
-        self.assertIn("calls=3,", stats["cmdstat_eval"])
-        self.assertIn("failed_calls=3", stats["cmdstat_evalsha"])
+        self.assertEqual(await commandCounts(raw, "evalsha"), (2 + 20, 3))
+        self.assertEqual(await commandCounts(raw, "eval"), (3, 0))
+
+    async def test_serviceParent(self) -> None:
+        """
+        The store runs under a service parent: its pool connects when the
+        parent starts, and once the parent has stopped every connection is
+        closed (the server sees them go) and calls fail at once.
+        """
+        server = await startRedis(self)
+        raw = await rawConnection(self, server)
+        before = await clientCount(raw)
+        parent = MultiService()
+        store = RedisSessionStore.fromEndpoint(reactor, server.endpoint(), poolSize=3)
+        store.setServiceParent(parent)
+        parent.startService()
+        self.addCleanup(parent.stopService)
+        await store.whenConnected().addTimeout(CONNECT_TIMEOUT, reactor)
+        await untilAvailable(lambda: store.create(b"x"))
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while await clientCount(raw) != before + 3:
+            self.assertLess(time.monotonic(), deadline, "the pool never filled")
+            await sleep(0.05)
+        await parent.stopService()
+        while await clientCount(raw) != before:
+            self.assertLess(time.monotonic(), deadline, "redis saw no close")
+            await sleep(0.05)
+        with self.assertRaises(StoreUnavailableError):
+            await store.load("A" * 43)
 
     async def test_scriptCacheFlushed(self) -> None:
         """
@@ -334,7 +358,10 @@ class RedisStoreTests(TestCase):
         wrong = RedisSessionStore.fromEndpoint(
             reactor, server.endpoint(), password="wrong", clock=reactor
         )
-        self.addCleanup(wrong.disconnect)
+        wrong.startService()
+        self.addCleanup(wrong.stopService)
+        with self.assertRaises(StoreUnavailableError):
+            await wrong.whenConnected().addTimeout(CONNECT_TIMEOUT, reactor)
         started = time.monotonic()
         for _ in range(5):
             with self.assertRaises(StoreUnavailableError):

@@ -118,16 +118,22 @@ class InProcessConformanceTests(SessionStoreConformance, TestCase):
         daemon.startService()
         self.addCleanup(daemon.stopService)
         # Session times by the suite's clock; connections by the reactor.
-        client = startStore(
-            self,
+        return PBSessionStore(
             f"unix:path={path}",
-            reactor,
+            SECRET,
             clock,
+            reactor=reactor,
+            retryPolicy=quickRetries,
             idleTimeout=idleTimeout,
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
         )
-        return client.whenConnected(failAfterFailures=3)
+
+    def whenStoreReady(self, store: PBSessionStore) -> Any:
+        """
+        Wait for the client to log in.
+        """
+        return store.whenConnected(failAfterFailures=3)
 
     def reactor(self) -> Any:
         from twisted.internet import reactor

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import succeed
-from twisted.internet.error import ConnectionLost
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.protocols.memcache import MemCacheProtocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -28,7 +31,8 @@ from tlsession.interfaces import (
     StoreUnavailableError,
     ValueTooLargeError,
 )
-from tlsession.stores.memcache import MemcacheConnection, MemcacheSessionStore
+from tlsession.stores._checks import InvalidArgumentError
+from tlsession.stores.memcache import MemcacheSessionStore
 
 NOW = 1_000_000.0
 
@@ -37,15 +41,13 @@ _STORAGE = re.compile(rb"(add|set|cas) (\S+) (\d+) (-?\d+) (\d+)(?: (\S+))?\r\n"
 
 class MemcacheWire:
     """
-    A L{MemCacheProtocol} on a L{StringTransport}, seen from the server: the
-    commands it sent, and answers fed back.
+    A connected memcached client protocol on a L{StringTransport}, seen from
+    the server: the commands it sent, and answers fed back.
     """
 
-    def __init__(self, clock: Clock, timeOut: float = 60) -> None:
-        self.protocol = MemCacheProtocol(timeOut)  # type: ignore[arg-type]
-        self.protocol.callLater = clock.callLater  # type: ignore[method-assign]
-        self.transport = StringTransport()
-        self.protocol.makeConnection(self.transport)
+    def __init__(self, protocol: Any, transport: StringTransport) -> None:
+        self.protocol = protocol
+        self.transport = transport
 
     def sent(self) -> List[Tuple[bytes, ...]]:
         """
@@ -81,6 +83,47 @@ class MemcacheWire:
         self.reply(b"VALUE %s 0 %d %s\r\n%s\r\nEND\r\n" % (key, len(value), cas, value))
 
 
+@implementer(IStreamClientEndpoint)
+class WireEndpoint:
+    """
+    Connects each protocol to a new L{StringTransport} at once, or, while
+    C{down}, fails to connect.
+
+    @ivar wires: a L{MemcacheWire} per connection made, oldest first.
+    """
+
+    def __init__(self) -> None:
+        self.wires: List[MemcacheWire] = []
+        self.down = False
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        """
+        Build and connect a protocol.
+        """
+        if self.down:
+            return fail(ConnectionRefusedError())
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.wires.append(MemcacheWire(protocol, transport))
+        return succeed(protocol)
+
+
+def startedStore(
+    testCase: SynchronousTestCase, clock: Clock, **options: Any
+) -> Tuple[MemcacheSessionStore, MemcacheWire]:
+    """
+    A store connected to a wire, stopped when the test ends.
+    """
+    endpoint = WireEndpoint()
+    store = MemcacheSessionStore(endpoint, clock, **options)
+    store.startService()
+    testCase.addCleanup(store.stopService)
+    [wire] = endpoint.wires
+    return store, wire
+
+
 class MemcacheStoreTests(SynchronousTestCase):
     """
     L{MemcacheSessionStore} over one connection.
@@ -89,23 +132,24 @@ class MemcacheStoreTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.wire = MemcacheWire(self.clock, timeOut=2)
         self.store = self.makeStore()
         self.sessionID = secrets.token_urlsafe(32)
         self.key = b"tlsession:" + self.sessionID.encode()
 
-    def makeStore(self, **options: object) -> MemcacheSessionStore:
+    def makeStore(self, **options: Any) -> MemcacheSessionStore:
         """
-        A store on the wire, with small round limits.
+        A started store with small round limits, on a wire of its own that
+        becomes C{self.wire}.
         """
-        settings = {
+        settings: Dict[str, Any] = {
             "idleTimeout": 60,
             "absoluteTimeout": 3600,
             "maxValueBytes": 100,
             "reclaimMargin": 5,
         }
         settings.update(options)
-        return MemcacheSessionStore(self.wire.protocol, self.clock, **settings)  # type: ignore[arg-type]
+        store, self.wire = startedStore(self, self.clock, **settings)
+        return store
 
     def storedValue(
         self, data: bytes = b"data", idleTimeout: float = 60, version: int = 1
@@ -114,8 +158,7 @@ class MemcacheStoreTests(SynchronousTestCase):
         The item value a store writes for a session at C{version}, taken off
         the wire (so the tests read what a store really writes).
         """
-        writer = MemcacheWire(self.clock)
-        store = MemcacheSessionStore(writer.protocol, self.clock)
+        store, writer = startedStore(self, self.clock)
         d = store.create(data, idleTimeout=idleTimeout)
         [(_, key, _, _, value)] = writer.sent()
         writer.reply(b"STORED\r\n")
@@ -504,75 +547,141 @@ class MemcacheStoreTests(SynchronousTestCase):
             {"idleTimeout": 0},
             {"absoluteTimeout": float("nan")},
             {"maxValueBytes": -1},
+            {"reclaimMargin": -1},
+            {"replyTimeout": 0},
         ]:
-            self.assertRaises(ValueError, self.makeStore, **options)
+            self.assertRaises(
+                InvalidArgumentError,
+                MemcacheSessionStore,
+                WireEndpoint(),
+                self.clock,
+                **options,
+            )
 
 
-@implementer(IStreamClientEndpoint)
-class StringEndpoint:
+class LifecycleTests(SynchronousTestCase):
     """
-    Connects each protocol to a new L{StringTransport} at once.
+    The store is a service: built, it connects nothing; started, it
+    connects; stopped, it closes its connection.
     """
 
-    def __init__(self) -> None:
-        self.protocols: List[object] = []
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoint = WireEndpoint()
+        self.sessionID = secrets.token_urlsafe(32)
 
-    def connect(self, factory: IProtocolFactory) -> object:
+    def calls(self, store: MemcacheSessionStore) -> List[Deferred[Any]]:
         """
-        Build and connect a protocol.
+        One call of each kind.
         """
-        protocol = factory.buildProtocol(None)
-        assert protocol is not None
-        protocol.makeConnection(StringTransport())
-        self.protocols.append(protocol)
-        return succeed(protocol)
+        return [
+            store.create(b""),
+            store.load(self.sessionID),
+            store.save(self.sessionID, 1, b""),
+            store.touch(self.sessionID),
+            store.rotate(self.sessionID),
+            store.delete(self.sessionID),
+        ]
 
+    def test_builtConnectsNothing(self) -> None:
+        """
+        Building a store, or one from an endpoint string, makes no
+        connection; its calls fail at once saying it is not started.
+        """
+        store = MemcacheSessionStore(self.endpoint, self.clock)
+        reactor = MemoryReactorClock()
+        fromString = MemcacheSessionStore.fromEndpoint(
+            reactor, "tcp:host=127.0.0.1:port=11211"
+        )
+        self.assertEqual((self.endpoint.wires, reactor.tcpClients), ([], []))
+        for d in self.calls(store) + self.calls(fromString):
+            error = self.failureResultOf(d, StoreUnavailableError).value
+            self.assertEqual(str(error), "the memcached session store is not started")
 
-class MemcacheConnectionTests(SynchronousTestCase):
-    """
-    L{MemcacheConnection}: one connection, kept up.
-    """
+    def test_startConnects(self) -> None:
+        """
+        Starting the store connects it, and C{whenConnected} fires with it.
+        """
+        store = MemcacheSessionStore(self.endpoint, self.clock)
+        store.startService()
+        self.addCleanup(store.stopService)
+        self.assertEqual(len(self.endpoint.wires), 1)
+        self.assertTrue(store.isConnected())
+        waiting = store.whenConnected()
+        self.assertNoResult(waiting)
+        self.clock.advance(0)
+        self.assertIs(self.successResultOf(waiting), store)
+
+    def test_stopCloses(self) -> None:
+        """
+        Stopping the store closes its connection (the L{Deferred} it returns
+        fires once it is closed) and leaves no timer behind; calls then
+        fail saying it is stopped.
+        """
+        store = MemcacheSessionStore(self.endpoint, self.clock)
+        store.startService()
+        [wire] = self.endpoint.wires
+        stopped = store.stopService()
+        self.assertTrue(wire.transport.disconnecting)
+        self.assertNoResult(stopped)
+        wire.protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertFalse(store.isConnected())
+        for d in self.calls(store):
+            error = self.failureResultOf(d, StoreUnavailableError).value
+            self.assertEqual(str(error), "the memcached session store is stopped")
 
     def test_failsFastWhileDown(self) -> None:
         """
-        Until the connection is up, and between losing it and reconnecting,
-        the store fails calls at once; after reconnecting it works again.
+        Between losing the connection and making it again, calls fail at
+        once; once reconnected (after 0.2 s at first), they work again.
         """
-        clock = Clock()
-        endpoint = StringEndpoint()
-        connection = MemcacheConnection(endpoint, clock)
-        store = MemcacheSessionStore(connection, clock)
-        sessionID = secrets.token_urlsafe(32)
-        self.assertFalse(store.isConnected())
-        self.failureResultOf(store.load(sessionID), StoreUnavailableError)
-
-        connection.startService()
-        self.assertTrue(store.isConnected())
-        d = store.load(sessionID)
-        self.assertIsNotNone(connection.protocol)
-        assert connection.protocol is not None
-        connection.protocol.transport.loseConnection()  # type: ignore[union-attr]
-        endpoint.protocols[0].connectionLost(Failure(ConnectionLost()))  # type: ignore[attr-defined]
+        store = MemcacheSessionStore(self.endpoint, self.clock)
+        store.startService()
+        self.addCleanup(store.stopService)
+        [wire] = self.endpoint.wires
+        d = store.load(self.sessionID)
+        self.endpoint.down = True
+        wire.protocol.connectionLost(Failure(ConnectionLost()))
         self.failureResultOf(d, StoreUnavailableError)
         self.assertFalse(store.isConnected())
-        self.failureResultOf(store.load(sessionID), StoreUnavailableError)
+        error = self.failureResultOf(store.load(self.sessionID), StoreUnavailableError)
+        self.assertEqual(str(error.value), "memcached: not connected")
 
-        clock.advance(60)
-        self.assertEqual(len(endpoint.protocols), 2)
-        self.assertTrue(store.isConnected())
-        d = store.load(sessionID)
-        connection.protocol.dataReceived(b"END\r\n")  # type: ignore[union-attr]
+        self.endpoint.down = False
+        self.clock.advance(5)
+        self.assertEqual(len(self.endpoint.wires), 2)
+        d = store.load(self.sessionID)
+        self.endpoint.wires[1].reply(b"END\r\n")
         self.assertIsNone(self.successResultOf(d))
-        self.flushLoggedErrors()
 
-    def test_replyTimeoutOnConnectionClock(self) -> None:
+    def test_replyTimeoutOnReactor(self) -> None:
         """
-        The connection's protocols time out on the connection's clock.
+        Reply timeouts are kept by the C{reactor}, not by the clock session
+        times are read from.
         """
-        clock = Clock()
-        connection = MemcacheConnection(StringEndpoint(), clock, replyTimeout=0.5)
-        connection.startService()
-        store = MemcacheSessionStore(connection, clock)
-        d = store.load(secrets.token_urlsafe(32))
-        clock.advance(0.6)
+        reactor = Clock()
+        store = MemcacheSessionStore(
+            self.endpoint, self.clock, reactor=reactor, replyTimeout=0.5
+        )
+        store.startService()
+        self.addCleanup(store.stopService)
+        d = store.load(self.sessionID)
+        self.clock.advance(10)
+        self.assertNoResult(d)
+        reactor.advance(0.6)
         self.failureResultOf(d, StoreUnavailableError)
+
+    def test_badEndpointString(self) -> None:
+        """
+        An endpoint string that does not parse is refused when the store is
+        built, naming it.
+        """
+        error = self.assertRaises(
+            InvalidArgumentError,
+            MemcacheSessionStore.fromEndpoint,
+            MemoryReactorClock(),
+            "tcp:host=127.0.0.1",
+        )
+        self.assertEqual(str(error), "'tcp:host=127.0.0.1': no port given")

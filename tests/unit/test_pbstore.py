@@ -68,8 +68,10 @@ class PBStoreConformanceTests(SessionStoreConformance, TestCase):
             maxValueBytes=maxValueBytes,
         )
         daemon = SessionDaemonService(store, SECRET, [], clock, clock, statsInterval=0)
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
         network = MemoryNetwork(daemon.factory)
-        client = PBSessionStore(
+        return PBSessionStore(
             network.endpoint(),
             SECRET,
             clock,
@@ -77,10 +79,13 @@ class PBStoreConformanceTests(SessionStoreConformance, TestCase):
             absoluteTimeout=absoluteTimeout,
             maxValueBytes=maxValueBytes,
         )
-        client.startService()
-        self.addCleanup(client.stopService)
-        waiting = client.whenConnected()
-        clock.advance(0)
+
+    def whenStoreReady(self, store: PBSessionStore) -> Deferred[Any]:
+        """
+        Wait for the client to log in (on the clock's next turn).
+        """
+        waiting = store.whenConnected()
+        self.clock.advance(0)
         return waiting
 
 
@@ -592,7 +597,7 @@ class LimitTests(ClientTestCase):
         self.assertEqual(store.absoluteTimeout, 3600.0)
         self.assertIn(
             "tlsession: the session daemon ends sessions after 3600.0 s, not the "
-            "100 s this app was configured with; the daemon's applies",
+            "100.0 s this app was configured with; the daemon's applies",
             texts,
         )
 
@@ -790,6 +795,31 @@ class AvailabilityTests(ClientTestCase):
         self.assertEqual(
             [call for call in self.clock.getDelayedCalls() if call.active()], []
         )
+        for call in [store.create(), store.load("a" * 43), store.daemonStats()]:
+            failure = self.failureResultOf(call, StoreUnavailableError)
+            self.assertEqual(str(failure.value), "the PB session store is stopped")
+
+    def test_notStarted(self) -> None:
+        """
+        Building the store connects nothing; until it is started every call
+        fails at once, saying so.
+        """
+        store = PBSessionStore(self.network.endpoint(), SECRET, self.clock)
+        self.clock.advance(10)
+        self.assertFalse(store.connected)
+        self.assertEqual(len(self.daemon.factory.connections), 0)
+        sessionID = "a" * 43
+        for call in [
+            store.create(),
+            store.load(sessionID),
+            store.save(sessionID, 1, b""),
+            store.touch(sessionID),
+            store.rotate(sessionID),
+            store.delete(sessionID),
+            store.daemonStats(),
+        ]:
+            failure = self.failureResultOf(call, StoreUnavailableError)
+            self.assertEqual(str(failure.value), "the PB session store is not started")
 
 
 class LoginRefusedTests(ClientTestCase):

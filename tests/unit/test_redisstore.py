@@ -9,15 +9,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import txredisapi
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionLost
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tests.sessionstore_conformance import MALFORMED_IDS
 from tlsession.interfaces import (
@@ -27,6 +29,7 @@ from tlsession.interfaces import (
     StoreUnavailableError,
     ValueTooLargeError,
 )
+from tlsession.stores._checks import InvalidArgumentError
 from tlsession.stores.redis import RedisSessionStore
 
 NOW = 1_000_000.0
@@ -70,19 +73,14 @@ def parseCommands(data: bytes) -> List[List[bytes]]:
 
 class RedisWire:
     """
-    A txredisapi protocol on a L{StringTransport}, as a connected server sees
-    it: the commands it sent, and replies fed back.
+    A connected txredisapi protocol on a L{StringTransport}, as the server
+    sees it: the commands it sent, and replies fed back.
     """
 
-    def __init__(self, clock: Clock, replyTimeout: Optional[float] = None) -> None:
+    def __init__(self, protocol: Any, transport: StringTransport, clock: Clock):
+        self.protocol = protocol
+        self.transport = transport
         self.clock = clock
-        self.protocol = txredisapi.RedisProtocol(
-            charset=None, convertNumbers=False, replyTimeout=replyTimeout
-        )
-        # txredisapi schedules on the global reactor unless told otherwise.
-        self.protocol.callLater = clock.callLater
-        self.transport = StringTransport()
-        self.protocol.makeConnection(self.transport)
 
     def sent(self) -> List[List[bytes]]:
         """
@@ -99,6 +97,60 @@ class RedisWire:
         for reply in replies:
             self.protocol.dataReceived(encode(reply))
             self.clock.advance(0)
+
+
+@implementer(IStreamClientEndpoint)
+class WireEndpoint:
+    """
+    Connects each protocol to a new L{StringTransport} at once, or, while
+    C{pending}, leaves every attempt waiting.
+
+    @ivar wires: a L{RedisWire} per connection made, oldest first.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.wires: List[RedisWire] = []
+        self.pending = False
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        """
+        Build and connect a protocol.
+        """
+        if self.pending:
+            return Deferred()
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.wires.append(RedisWire(protocol, transport, self.clock))
+        return succeed(protocol)
+
+
+def onClock(testCase: SynchronousTestCase, clock: Clock) -> None:
+    """
+    Make txredisapi schedule on C{clock}: it calls the global reactor
+    directly (to hand a new connection to its pool, to time replies out).
+    """
+    testCase.patch(txredisapi, "reactor", clock)
+    testCase.patch(txredisapi.RedisProtocol, "callLater", clock.callLater)
+
+
+def startedStore(
+    testCase: SynchronousTestCase, clock: Clock, **options: Any
+) -> Tuple[RedisSessionStore, WireEndpoint]:
+    """
+    A store of C{poolSize} connections (one by default) on wires, started
+    with its connections in the pool, and stopped when the test ends.
+    """
+    onClock(testCase, clock)
+    options.setdefault("poolSize", 1)
+    endpoint = WireEndpoint(clock)
+    store = RedisSessionStore(endpoint, clock, **options)
+    store.startService()
+    testCase.addCleanup(store.stopService)
+    clock.advance(0)
+    return store, endpoint
 
 
 def hashReply(
@@ -144,15 +196,16 @@ class RedisStoreTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.wire = RedisWire(self.clock, replyTimeout=2.0)
-        self.store = RedisSessionStore(
-            self.wire.protocol,
+        self.store, endpoint = startedStore(
+            self,
             self.clock,
+            replyTimeout=2.0,
             idleTimeout=60,
             absoluteTimeout=3600,
             maxValueBytes=100,
             reclaimMargin=5,
         )
+        [self.wire] = endpoint.wires
         self.sessionID = secrets.token_urlsafe(32)
         self.key = b"tlsession:" + self.sessionID.encode()
 
@@ -333,15 +386,15 @@ class RedisStoreTests(SynchronousTestCase):
         The TTL of a new key is never longer than the absolute timeout plus
         the margin.
         """
-        store = RedisSessionStore(
-            self.wire.protocol,
+        store, endpoint = startedStore(
+            self,
             self.clock,
             idleTimeout=7200,
             absoluteTimeout=3600,
             reclaimMargin=0.5,
         )
         store.create()
-        [command] = self.wire.sent()
+        [command] = endpoint.wires[0].sent()
         self.assertEqual(command[-1], b"3600500")
 
     def test_rotate(self) -> None:
@@ -435,66 +488,128 @@ class RedisStoreTests(SynchronousTestCase):
         self.assertTrue(self.wire.transport.disconnecting)
 
 
-class RedisPoolTests(SynchronousTestCase):
+class LifecycleTests(SynchronousTestCase):
     """
-    L{RedisSessionStore} over a txredisapi pool.
+    The store is a service: built, it connects nothing; started, it fills
+    its pool; stopped, it closes every connection.
     """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoint = WireEndpoint(self.clock)
+        self.sessionID = secrets.token_urlsafe(32)
+        onClock(self, self.clock)
+
+    def calls(self, store: RedisSessionStore) -> List[Deferred[Any]]:
+        """
+        One call of each kind.
+        """
+        return [
+            store.create(b""),
+            store.load(self.sessionID),
+            store.save(self.sessionID, 1, b""),
+            store.touch(self.sessionID),
+            store.rotate(self.sessionID),
+            store.delete(self.sessionID),
+        ]
+
+    def test_builtConnectsNothing(self) -> None:
+        """
+        Building a store, or one from an endpoint string, makes no
+        connection; its calls fail at once saying it is not started.
+        """
+        store = RedisSessionStore(self.endpoint, self.clock)
+        reactor = MemoryReactorClock()
+        fromString = RedisSessionStore.fromEndpoint(
+            reactor, "tcp:host=127.0.0.1:port=6379"
+        )
+        self.assertEqual((self.endpoint.wires, reactor.tcpClients), ([], []))
+        self.assertFalse(store.isConnected())
+        for d in self.calls(store) + self.calls(fromString):
+            error = self.failureResultOf(d, StoreUnavailableError).value
+            self.assertEqual(str(error), "the Redis session store is not started")
+
+    def test_startFillsPool(self) -> None:
+        """
+        Starting the store opens C{poolSize} connections; C{whenConnected}
+        fires once one is ready.
+        """
+        store = RedisSessionStore(self.endpoint, self.clock, poolSize=3)
+        store.startService()
+        self.addCleanup(store.stopService)
+        waiting = store.whenConnected()
+        self.assertEqual(len(self.endpoint.wires), 3)
+        self.assertNoResult(waiting)
+        self.clock.advance(0)
+        self.assertTrue(store.isConnected())
+        self.assertIs(self.successResultOf(waiting), store)
+        self.assertIs(self.successResultOf(store.whenConnected()), store)
+
+    def test_stopClosesEveryConnection(self) -> None:
+        """
+        Stopping the store closes each of its connections; the L{Deferred}
+        it returns fires once they are all closed. Calls then fail saying it
+        is stopped.
+        """
+        store = RedisSessionStore(self.endpoint, self.clock, poolSize=2)
+        store.startService()
+        self.clock.advance(0)
+        stopped = store.stopService()
+        for wire in self.endpoint.wires:
+            self.assertTrue(wire.transport.disconnecting)
+        self.assertNoResult(stopped)
+        for wire in self.endpoint.wires:
+            wire.protocol.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(stopped)
+        self.assertFalse(store.isConnected())
+        for d in self.calls(store):
+            error = self.failureResultOf(d, StoreUnavailableError).value
+            self.assertEqual(str(error), "the Redis session store is stopped")
 
     def test_noConnectionFailsAtOnce(self) -> None:
         """
         While the pool has no live connection (server down, reconnecting),
         calls fail at once with L{StoreUnavailableError} instead of waiting
-        in the pool's queue for a connection.
+        in the pool's queue for a connection; stopping the store fails
+        whoever waits for a connection.
         """
-        factory = txredisapi.RedisFactory(
-            "nowhere", None, 2, isLazy=True, charset=None, convertNumbers=False
-        )
-        store = RedisSessionStore(factory.handler, Clock())
+        self.endpoint.pending = True
+        store = RedisSessionStore(self.endpoint, self.clock)
+        store.startService()
+        waiting = store.whenConnected()
         self.assertFalse(store.isConnected())
-        sessionID = secrets.token_urlsafe(32)
-        calls: Sequence[Deferred[Any]] = [
-            store.create(b""),
-            store.load(sessionID),
-            store.save(sessionID, 1, b""),
-            store.touch(sessionID),
-            store.rotate(sessionID),
-            store.delete(sessionID),
-        ]
-        for d in calls:
-            self.failureResultOf(d, StoreUnavailableError)
+        for d in self.calls(store):
+            error = self.failureResultOf(d, StoreUnavailableError).value
+            self.assertEqual(str(error), "redis: not connected")
+        self.successResultOf(store.stopService())
+        self.failureResultOf(waiting, StoreUnavailableError)
 
-    def test_refusesDecodingConnections(self) -> None:
+    def test_badSettings(self) -> None:
         """
-        A connection that decodes replies (txredisapi's defaults turn bytes
-        into text and digits into numbers) would corrupt session data, so
-        the store refuses it with a clear message.
+        Limits and pool settings that make no sense, and endpoint strings
+        that do not parse, are refused when the store is built.
         """
-        for options in [
-            {"charset": "utf-8", "convertNumbers": False},
-            {"charset": None, "convertNumbers": True},
-        ]:
-            factory = txredisapi.RedisFactory(
-                "nowhere", None, 1, isLazy=True, **options
-            )
-            error = self.assertRaises(
-                ValueError, RedisSessionStore, factory.handler, Clock()
-            )
-            self.assertIn("charset=None and convertNumbers=False", str(error))
-        self.assertRaises(
-            ValueError, RedisSessionStore, txredisapi.RedisProtocol(), Clock()
-        )
-
-    def test_badLimits(self) -> None:
-        """
-        Timeouts must be positive and finite.
-        """
-        wire = RedisWire(Clock())
         for options in [
             {"idleTimeout": 0},
             {"absoluteTimeout": -1},
             {"idleTimeout": float("inf")},
             {"maxValueBytes": -1},
+            {"reclaimMargin": -1},
+            {"poolSize": 0},
+            {"dbid": -1},
+            {"replyTimeout": 0},
         ]:
             self.assertRaises(
-                ValueError, RedisSessionStore, wire.protocol, Clock(), **options
+                InvalidArgumentError,
+                RedisSessionStore,
+                self.endpoint,
+                self.clock,
+                **options,
             )
+        error = self.assertRaises(
+            InvalidArgumentError,
+            RedisSessionStore.fromEndpoint,
+            MemoryReactorClock(),
+            "tcp:host=127.0.0.1:port=99999",
+        )
+        self.assertIn("the port must be from 1 to 65535", str(error))

@@ -16,21 +16,16 @@ import math
 import re
 import struct
 from collections import OrderedDict
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import attrs
-from twisted.application.internet import ClientService
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.interfaces import (
-    IDelayedCall,
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.memcache import (
     ClientError,
     MemCacheProtocol,
@@ -47,19 +42,27 @@ from tlsession.interfaces import (
     SessionRecord,
     SessionStoreError,
     StoreUnavailableError,
-    ValueTooLargeError,
 )
 from tlsession.stores import (
     SESSION_ID_LENGTH,
-    checkData,
-    checkTimeout,
     isWellFormedSessionID,
     newSessionID,
 )
+from tlsession.stores._checks import (
+    InvalidArgumentError,
+    StoreService,
+    checkCreate,
+    checkLimits,
+    checkPositive,
+    checkSave,
+    checkSessionID,
+)
+from tlsuite._endpoints import EndpointStringError, checkClientEndpoint
+from tlsuite._memcache import MemcacheConnection
 
+# MemcacheConnection lives in tlsuite._memcache (tlcache uses it too); it is
+# re-exported here for the code that imports it from this module.
 __all__ = ["MemcacheConnection", "MemcacheSessionStore"]
-
-_log = Logger()
 
 #: The item's value: a marker, then version, created, lastSeen and
 #: idleTimeout, then the session's data. The marker keeps values that other
@@ -152,122 +155,17 @@ def _unavailable(failure: Failure) -> Failure:
     return failure
 
 
-class _TrackedProtocol(MemCacheProtocol):
-    """
-    A memcached client protocol that tells its L{MemcacheConnection} when it
-    is ready and when it is gone.
-    """
-
-    def __init__(self, owner: MemcacheConnection, timeOut: float) -> None:
-        super().__init__(timeOut)
-        self.owner = owner
-
-    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
-        """
-        Schedule the reply timeout on the connection's clock.
-        """
-        return self.owner.clock.callLater(period, func)
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.owner._connected(self)
-
-    def timeoutConnection(self) -> None:
-        """
-        Fail the waiting calls and drop the connection without waiting to
-        flush what a hung server is not reading.
-        """
-        super().timeoutConnection()
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        # The calls still waiting fail first, then the store sees no
-        # connection and fails new calls at once.
-        super().connectionLost(reason)
-        self.setTimeout(None)
-        self.owner._lost(self, reason)
-
-
-class _ProtocolFactory(Factory):
-    def __init__(self, owner: MemcacheConnection) -> None:
-        self.owner = owner
-
-    def buildProtocol(self, addr: Any) -> _TrackedProtocol:
-        return _TrackedProtocol(self.owner, self.owner.replyTimeout)
-
-
-class MemcacheConnection(Service):
-    """
-    One connection to memcached, kept up by a L{ClientService} (reconnecting
-    with backoff) while this service runs.
-
-    @ivar protocol: the connected L{MemCacheProtocol}, or C{None} while there
-        is no connection (the store then fails calls at once).
-    @ivar replyTimeout: seconds without an answer after which the connection
-        is dropped and its calls fail.
-    """
-
-    def __init__(
-        self,
-        endpoint: IStreamClientEndpoint,
-        clock: IReactorTime,
-        replyTimeout: float = 2.0,
-    ) -> None:
-        """
-        @param endpoint: where memcached listens.
-        @param clock: schedules reconnections and reply timeouts.
-        """
-        self.clock = clock
-        self.replyTimeout = replyTimeout
-        self.protocol: Optional[MemCacheProtocol] = None
-        self._service = ClientService(endpoint, _ProtocolFactory(self), clock=clock)
-
-    def startService(self) -> None:
-        """
-        Start connecting.
-        """
-        super().startService()
-        self._service.startService()
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Close the connection and stop reconnecting.
-
-        @return: L{Deferred} firing when closed.
-        """
-        if not self.running:
-            return succeed(None)
-        super().stopService()
-        return self._service.stopService()
-
-    def whenConnected(self) -> Deferred[MemCacheProtocol]:
-        """
-        The connected protocol, now or once it connects.
-        """
-        return self._service.whenConnected()  # type: ignore[return-value]
-
-    def _connected(self, protocol: MemCacheProtocol) -> None:
-        if self.protocol is None:
-            _log.info("Connected to memcached")
-        self.protocol = protocol
-
-    def _lost(self, protocol: MemCacheProtocol, reason: Failure) -> None:
-        if self.protocol is protocol:
-            self.protocol = None
-            if not self.running:
-                return
-            _log.warn(
-                "Lost the memcached connection ({reason}); reconnecting",
-                reason=reason.getErrorMessage(),
-            )
-
-
 @implementer(ISessionStore)
-class MemcacheSessionStore:
+class MemcacheSessionStore(StoreService):
     """
     Sessions in memcached, shared by every process that uses the same server
     and prefix.
+
+    The store is an L{IService}: building it connects nothing;
+    L{startService} connects (and reconnects after a loss, see
+    L{tlsuite._memcache}), L{stopService} closes the connection. Calls made
+    before the start, after the stop, or while there is no connection fail
+    at once with L{StoreUnavailableError}.
 
     A load is one C{gets}. A save that follows a load of the same session by
     this store is one C{cas} (the store remembers the cas uniques of its last
@@ -291,15 +189,20 @@ class MemcacheSessionStore:
         the item expires (covers clock differences between app processes).
     """
 
+    storeDescription = "the memcached session store"
+
     idleTimeout: float
     absoluteTimeout: float
     maxValueBytes: int
 
     def __init__(
         self,
-        connection: Union[MemCacheProtocol, MemcacheConnection],
+        endpoint: IStreamClientEndpoint,
         clock: IReactorTime,
         *,
+        reactor: Optional[IReactorTime] = None,
+        replyTimeout: float = 2.0,
+        retryPolicy: Optional[Callable[[int], float]] = None,
         idleTimeout: float = 1800.0,
         absoluteTimeout: float = 86400.0,
         maxValueBytes: int = 65536,
@@ -308,13 +211,20 @@ class MemcacheSessionStore:
         casCacheSize: int = 1024,
     ) -> None:
         """
-        @param connection: a connected L{MemCacheProtocol}, or a
-            L{MemcacheConnection} (which reconnects).
+        @param endpoint: where memcached listens.
         @param clock: the source of every timestamp the store keeps.
+        @param reactor: schedules reconnections and reply timeouts
+            (C{clock} if C{None}).
+        @param replyTimeout: seconds to wait for an answer before dropping
+            the connection and failing its calls.
+        @param retryPolicy: seconds to wait before the n-th reconnection
+            attempt (see L{tlsuite._memcache.MemcacheConnection}).
         @param prefix: put before each session identifier to make its key
             (with the identifier, at most 250 bytes).
         @param casCacheSize: how many loads' cas uniques to remember, so that
             a save right after a load needs one round trip.
+        @raise InvalidArgumentError: for a prefix memcached keys cannot
+            start with, or limits that make no sense.
         """
         self._prefix = prefix.encode("utf-8")
         if len(
@@ -322,17 +232,32 @@ class MemcacheSessionStore:
         ) + SESSION_ID_LENGTH > MemCacheProtocol.MAX_KEY_LENGTH or re.search(
             rb"[\x00-\x20\x7f]", self._prefix
         ):
-            raise ValueError(f"prefix {prefix!r} cannot start a memcached key")
-        if maxValueBytes < 0:
-            raise ValueError(f"maxValueBytes must not be negative: {maxValueBytes}")
-        if reclaimMargin < 0:
-            raise ValueError(f"reclaimMargin must not be negative: {reclaimMargin}")
-        self._connection = connection
+            raise InvalidArgumentError(
+                f"prefix {prefix!r} cannot start a memcached key"
+            )
+        self.idleTimeout, self.absoluteTimeout, self.maxValueBytes = checkLimits(
+            idleTimeout, absoluteTimeout, maxValueBytes
+        )
+        # A margin of 0 is fine: items expire with their sessions.
+        self.reclaimMargin = (
+            0.0 if reclaimMargin == 0 else checkPositive("reclaimMargin", reclaimMargin)
+        )
+        checkPositive("replyTimeout", replyTimeout)
+        if (
+            isinstance(casCacheSize, bool)
+            or not isinstance(casCacheSize, int)
+            or casCacheSize < 0
+        ):
+            raise InvalidArgumentError(
+                f"casCacheSize must be a non-negative integer, not {casCacheSize!r}"
+            )
+        self._connection = MemcacheConnection(
+            endpoint,
+            clock if reactor is None else reactor,
+            replyTimeout,
+            retryPolicy,
+        )
         self._clock = clock
-        self.idleTimeout = checkTimeout("idleTimeout", idleTimeout)
-        self.absoluteTimeout = checkTimeout("absoluteTimeout", absoluteTimeout)
-        self.maxValueBytes = maxValueBytes
-        self.reclaimMargin = float(reclaimMargin)
         self._casCacheSize = casCacheSize
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
 
@@ -342,55 +267,66 @@ class MemcacheSessionStore:
         reactor: IReactorTime,
         description: str,
         *,
-        replyTimeout: float = 2.0,
         clock: Optional[IReactorTime] = None,
         **storeOptions: Any,
     ) -> MemcacheSessionStore:
         """
         A store on the memcached at an endpoint string
         (C{"unix:path=/run/memcached/memcached.sock:timeout=2"},
-        C{"tcp:host=127.0.0.1:port=11211:timeout=2"}).
+        C{"tcp:host=127.0.0.1:port=11211:timeout=2"}). Like the
+        constructor, it connects nothing: start the store (as a child of
+        the app's service, or with L{startService}).
 
-        It connects in the background and reconnects with backoff; until it
-        is connected, calls fail with L{StoreUnavailableError}
-        (L{isConnected} tells). L{disconnect} closes it. To run the
-        connection under a service parent instead, build a
-        L{MemcacheConnection} and pass it to the constructor.
-
-        @param reactor: connects the endpoint (and is the default C{clock}).
-        @param replyTimeout: seconds to wait for an answer before dropping
-            the connection and failing its calls.
-        @param storeOptions: C{idleTimeout}, C{absoluteTimeout},
-            C{maxValueBytes}, C{prefix}, C{reclaimMargin}, C{casCacheSize}.
+        @param reactor: connects the endpoint and schedules reconnections
+            and reply timeouts (and is the default C{clock}).
+        @param storeOptions: the constructor's keyword arguments
+            (C{replyTimeout}, C{idleTimeout}, C{absoluteTimeout},
+            C{maxValueBytes}, C{prefix}, C{reclaimMargin}, C{casCacheSize}).
+        @raise InvalidArgumentError: for an endpoint string that does not
+            parse, or bad options.
         """
-        connection = MemcacheConnection(
-            clientFromString(reactor, description), reactor, replyTimeout
+        try:
+            checkClientEndpoint(description)
+        except EndpointStringError as e:
+            raise InvalidArgumentError(str(e)) from None
+        return cls(
+            clientFromString(reactor, description),
+            reactor if clock is None else clock,
+            reactor=reactor,
+            **storeOptions,
         )
-        store = cls(connection, clock if clock is not None else reactor, **storeOptions)
-        connection.startService()
-        return store
+
+    # The service.
+
+    def startService(self) -> None:
+        """
+        Start connecting to memcached.
+        """
+        self._connection.startService()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Refuse new calls, close the connection and stop reconnecting.
+
+        @return: L{Deferred} firing when the connection is closed.
+        """
+        super().stopService()
+        return self._connection.stopService()
+
+    def whenConnected(self) -> Deferred[MemcacheSessionStore]:
+        """
+        @return: L{Deferred} firing with this store once it is connected
+            (at once if it is); start the store first.
+        """
+        return self._connection.whenConnected().addCallback(lambda _: self)
 
     def isConnected(self) -> bool:
         """
         Whether the connection to memcached is up right now (calls made while
         it is not fail at once).
         """
-        if isinstance(self._connection, MemcacheConnection):
-            return self._connection.protocol is not None
-        return not self._connection._disconnected
-
-    def disconnect(self) -> Deferred[None]:
-        """
-        Close the store's connection (and stop reconnecting).
-
-        @return: L{Deferred} firing when closed.
-        """
-        if isinstance(self._connection, MemcacheConnection):
-            return self._connection.stopService()
-        transport = self._connection.transport
-        if transport is not None:
-            transport.loseConnection()
-        return succeed(None)
+        return self._connection.protocol is not None
 
     # The ISessionStore methods.
 
@@ -402,15 +338,13 @@ class MemcacheSessionStore:
         L{ISessionStore.create}).
         """
         try:
-            self._checkData(data)
-            idle = (
-                self.idleTimeout
-                if idleTimeout is None
-                else checkTimeout("idleTimeout", idleTimeout)
-            )
-        except (ValueError, ValueTooLargeError, TypeError) as e:
-            return fail(e)
-        return self._guard(self._create(data, idle))
+            self.checkRunning()
+            data, idle = checkCreate(data, idleTimeout, self.maxValueBytes)
+        except SessionStoreError:
+            return fail()
+        return self._guard(
+            self._create(data, self.idleTimeout if idle is None else idle)
+        )
 
     async def _create(self, data: bytes, idle: float) -> SessionRecord:
         now = self._clock.seconds()
@@ -429,6 +363,10 @@ class MemcacheSessionStore:
         Read a live session, or C{None} (see L{ISessionStore.load}). One
         C{gets}; reading does not count as activity.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         if not isWellFormedSessionID(sessionID):
             return succeed(None)
         return self._guard(self._load(sessionID))
@@ -454,17 +392,13 @@ class MemcacheSessionStore:
         Compare-and-swap the session's data (see L{ISessionStore.save}).
         """
         try:
-            self._checkData(data)
-            idle = (
-                None
-                if idleTimeout is None
-                else checkTimeout("idleTimeout", idleTimeout)
+            self.checkRunning()
+            version, data, idle = checkSave(
+                sessionID, expectedVersion, data, idleTimeout, self.maxValueBytes
             )
-        except (ValueError, ValueTooLargeError, TypeError) as e:
-            return fail(e)
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
-        return self._guard(self._save(sessionID, expectedVersion, data, idle))
+        except SessionStoreError:
+            return fail()
+        return self._guard(self._save(sessionID, version, data, idle))
 
     async def _save(
         self,
@@ -491,8 +425,11 @@ class MemcacheSessionStore:
         Mark the session seen (see L{ISessionStore.touch}): a C{cas} that
         keeps its data and version.
         """
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         return self._guard(self._touch(sessionID))
 
     async def _touch(self, sessionID: str) -> None:
@@ -511,8 +448,11 @@ class MemcacheSessionStore:
         It keeps its data, version and creation time (the absolute timeout
         still counts from the first login) and is marked seen.
         """
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         return self._guard(self._rotate(sessionID))
 
     async def _rotate(self, sessionID: str) -> SessionRecord:
@@ -549,6 +489,10 @@ class MemcacheSessionStore:
         Remove the session; a missing one is fine (see
         L{ISessionStore.delete}).
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         if not isWellFormedSessionID(sessionID):
             return succeed(None)
         self._seen.pop(sessionID, None)
@@ -565,18 +509,13 @@ class MemcacheSessionStore:
         return d
 
     def _protocol(self) -> MemCacheProtocol:
-        if isinstance(self._connection, MemcacheConnection):
-            protocol = self._connection.protocol
-            if protocol is None:
-                raise StoreUnavailableError("memcached: not connected")
-            return protocol
-        return self._connection
+        protocol = self._connection.protocol
+        if protocol is None:
+            raise StoreUnavailableError("memcached: not connected")
+        return protocol
 
     def _key(self, sessionID: str) -> bytes:
         return self._prefix + sessionID.encode("ascii")
-
-    def _checkData(self, data: bytes) -> None:
-        checkData(data, self.maxValueBytes)
 
     def _expired(self, header: _Header, now: float) -> bool:
         return (

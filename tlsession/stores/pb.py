@@ -56,12 +56,10 @@ C{None} and users get new sessions.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, List, Optional, Union
 
 import attrs
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.application.service import Service
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet.defer import (
     CancelledError,
@@ -70,7 +68,7 @@ from twisted.internet.defer import (
     fail,
     succeed,
 )
-from twisted.internet.endpoints import _parse, clientFromString
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
     IProtocol,
@@ -87,7 +85,6 @@ from zope.interface import implementer
 from tlsession._wire import (
     DELETE,
     LOAD,
-    MAX_BATCH,
     ROTATE,
     SECRET_USERNAME,
     TOUCH,
@@ -106,11 +103,23 @@ from tlsession.interfaces import (
     ISessionStore,
     SessionGoneError,
     SessionRecord,
+    SessionStoreError,
     StoreUnavailableError,
-    ValueTooLargeError,
 )
 from tlsession.stores import isWellFormedSessionID
+from tlsession.stores._checks import (
+    InvalidArgumentError,
+    StoreService,
+    checkCreate,
+    checkIdleTimeout,
+    checkLimits,
+    checkPositive,
+    checkSave,
+    checkSessionID,
+)
 from tlsession.stores._nearcache import NearCache
+from tlsession.stores._pbbatch import RequestBatcher
+from tlsuite._endpoints import EndpointStringError, checkClientEndpoint, endpointKind
 
 __all__ = ["NearCache", "PBSessionStore"]
 
@@ -157,8 +166,7 @@ class _Connection:
 
     @ivar avatar: the daemon's L{pb.RemoteReference} for our calls.
     @ivar limits: the daemon's limits, as sent at login.
-    @ivar queue: requests waiting for the batch in flight to be answered.
-    @ivar inFlight: whether a batch is waiting for its answer.
+    @ivar batcher: sends this connection's requests in batches.
     """
 
     transport: Any = None
@@ -168,9 +176,17 @@ class _Connection:
         self.broker: Any = None
         self.avatar: Any = None
         self.limits: Dict[str, Any] = {}
-        # Requests waiting for the batch in flight to be answered.
-        self.queue: List[tuple[bytes, Deferred[Any]]] = []
-        self.inFlight = False
+        self.batcher = RequestBatcher(self._sendBatch, self.abort)
+
+    def _sendBatch(self, requests: List[bytes]) -> Deferred[Any]:
+        """
+        Call the daemon's C{batch} with C{requests}.
+        """
+        try:
+            sent = self.avatar.callRemote("batch", requests)
+        except pb.DeadReferenceError:
+            return fail(StoreUnavailableError(_LOST))
+        return self.store._guard(sent, self, "a batch of requests")
 
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
@@ -319,16 +335,19 @@ class _LoginEndpoint:
         return attempt
 
 
-def _checkClientEndpoint(description: str, insecure: bool) -> None:
+def _checkDaemonEndpoint(description: str, insecure: bool) -> None:
     """
-    Refuse a plain endpoint string unless C{insecure}: the login is an MD5
-    challenge and sessions would travel in the clear.
+    Refuse an endpoint string that does not parse, and a plain one unless
+    C{insecure}: the login is an MD5 challenge and sessions would travel in
+    the clear.
     """
-    args, kwargs = _parse(description)
-    kind = str(args[0]).lower() if args else ""
-    if kind in ("unix", "ssl", "tls") or insecure:
+    try:
+        checkClientEndpoint(description)
+    except EndpointStringError as e:
+        raise InvalidArgumentError(str(e)) from None
+    if endpointKind(description) in ("unix", "ssl", "tls") or insecure:
         return
-    raise ValueError(
+    raise InvalidArgumentError(
         f"{description!r}: sessions and the login would travel unencrypted; "
         "connect over unix:path=... or ssl:/tls:, or pass insecure=True "
         "(only on a private network)"
@@ -336,15 +355,16 @@ def _checkClientEndpoint(description: str, insecure: bool) -> None:
 
 
 @implementer(ISessionStore)
-class PBSessionStore(Service):
+class PBSessionStore(StoreService):
     """
     Sessions kept by the session daemon, shared by every process connected
     to it, with a near cache (see the module's documentation).
 
-    Start it (it is an L{twisted.application.service.IService}; set it as
-    a child of the app's service) before use; L{whenConnected} tells when
-    the first login is done. Calls made while not connected fail at once
-    with L{StoreUnavailableError}.
+    The store is an L{IService}: building it connects nothing;
+    L{startService} connects and logs in (and again after a loss, with
+    backoff), L{stopService} disconnects. L{whenConnected} tells when a
+    login is done. Calls made before the start, after the stop, or while
+    not logged in fail at once with L{StoreUnavailableError}.
 
     @ivar callTimeout: seconds a call may wait for its answer.
     @ivar loginTimeout: seconds to connect and log in.
@@ -401,12 +421,15 @@ class PBSessionStore(Service):
             read again from the daemon anyway.
         @param retryPolicy: seconds to wait before the n-th reconnection
             attempt (L{backoffPolicy} up to 5 seconds by default).
+        @raise InvalidArgumentError: for an endpoint string that does not
+            parse or is plain without C{insecure}, an empty secret, or
+            settings that make no sense.
         """
         if reactor is None:
             reactor = clock
         connectTo: IStreamClientEndpoint
         if isinstance(endpoint, str):
-            _checkClientEndpoint(endpoint, insecure)
+            _checkDaemonEndpoint(endpoint, insecure)
             self.endpointDescription = endpoint
             connectTo = clientFromString(reactor, endpoint)
         else:
@@ -415,23 +438,30 @@ class PBSessionStore(Service):
         if isinstance(secret, str):
             secret = secret.encode("utf-8")
         if not secret:
-            raise ValueError("the secret must not be empty")
+            raise InvalidArgumentError("the secret must not be empty")
         for name, value in [
             ("callTimeout", callTimeout),
             ("loginTimeout", loginTimeout),
             ("maxPendingCalls", maxPendingCalls),
             ("nearCacheMaxAge", nearCacheMaxAge),
         ]:
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, not {value!r}")
+            checkPositive(name, value)
         self._secret = secret
         self.clock = clock
         self._reactor = reactor
-        self._ownIdle = None if idleTimeout is None else float(idleTimeout)
-        self._expectedAbsolute = absoluteTimeout
-        self._absoluteTimeout = (
-            _DEFAULT_ABSOLUTE if absoluteTimeout is None else float(absoluteTimeout)
+        self._ownIdle = checkIdleTimeout(idleTimeout)
+        self._expectedAbsolute = (
+            None
+            if absoluteTimeout is None
+            else checkPositive("absoluteTimeout", absoluteTimeout)
         )
+        self._absoluteTimeout = (
+            _DEFAULT_ABSOLUTE
+            if self._expectedAbsolute is None
+            else self._expectedAbsolute
+        )
+        if maxValueBytes is not None:
+            checkLimits(_DEFAULT_IDLE, _DEFAULT_ABSOLUTE, maxValueBytes)
         self._ownMaxValue = maxValueBytes
         self.callTimeout = callTimeout
         self.loginTimeout = loginTimeout
@@ -498,19 +528,24 @@ class PBSessionStore(Service):
 
     # The service.
 
+    storeDescription = "the PB session store"
+
     def startService(self) -> None:
         """
         Start connecting (and reconnecting) to the daemon.
         """
-        super().startService()
         self._service.startService()
+        super().startService()
 
     def stopService(self) -> Deferred[None]:
         """
-        Disconnect and stop reconnecting.
+        Refuse new calls, disconnect and stop reconnecting.
+
+        @return: L{Deferred} firing once the connection is closed.
         """
         super().stopService()
-        return self._service.stopService()
+        stopped: Deferred[None] = self._service.stopService()
+        return stopped
 
     def whenConnected(self, failAfterFailures: Optional[int] = None) -> Deferred[Any]:
         """
@@ -568,9 +603,11 @@ class PBSessionStore(Service):
         """
         Create a session in the daemon.
         """
-        refused = self._checkData(data) or self._checkIdle(idleTimeout)
-        if refused is not None:
-            return refused
+        try:
+            self.checkRunning()
+            data, idleTimeout = checkCreate(data, idleTimeout, self.maxValueBytes)
+        except SessionStoreError:
+            return fail()
         if idleTimeout is None:
             idleTimeout = self._ownIdle
 
@@ -586,6 +623,10 @@ class PBSessionStore(Service):
         Read a session: from the near cache when it holds a live record,
         else from the daemon.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         connected = self._connection is not None
         # Only well-formed identifiers are ever cached: look there first.
         if connected and self._cacheOn and type(sessionID) is str:
@@ -637,11 +678,13 @@ class PBSessionStore(Service):
         """
         Compare-and-swap a session's data in the daemon.
         """
-        refused = self._checkData(data) or self._checkIdle(idleTimeout)
-        if refused is not None:
-            return refused
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            expectedVersion, data, idleTimeout = checkSave(
+                sessionID, expectedVersion, data, idleTimeout, self.maxValueBytes
+            )
+        except SessionStoreError:
+            return fail()
         before = self.nearCache.get(sessionID)
         floor = 0
 
@@ -682,8 +725,11 @@ class PBSessionStore(Service):
         """
         Restart a session's idle timeout in the daemon.
         """
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         floor = 0
 
         def settled(result: Any) -> Any:
@@ -709,8 +755,11 @@ class PBSessionStore(Service):
         """
         Move a session to a new identifier in the daemon.
         """
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
 
         def rotated(answer: Any) -> SessionRecord:
             self.nearCache.discard(sessionID)
@@ -728,6 +777,10 @@ class PBSessionStore(Service):
         """
         Delete a session in the daemon.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         if not isWellFormedSessionID(sessionID):
             return succeed(None)
 
@@ -738,31 +791,6 @@ class PBSessionStore(Service):
         return self._request(packSession(DELETE, sessionID)).addCallback(deleted)
 
     # Internals.
-
-    def _checkData(self, data: object) -> Optional[Deferred[Any]]:
-        if not isinstance(data, bytes):
-            return fail(
-                TypeError(f"session data must be bytes, not {type(data).__name__}")
-            )
-        limit = self.maxValueBytes
-        if len(data) > limit:
-            return fail(ValueTooLargeError(len(data), limit))
-        return None
-
-    def _checkIdle(self, idleTimeout: object) -> Optional[Deferred[Any]]:
-        if idleTimeout is None:
-            return None
-        if (
-            isinstance(idleTimeout, bool)
-            or not isinstance(idleTimeout, (int, float))
-            or not (idleTimeout > 0 and math.isfinite(idleTimeout))
-        ):
-            return fail(
-                ValueError(
-                    f"idleTimeout must be a positive number, not {idleTimeout!r}"
-                )
-            )
-        return None
 
     def _keep(self, record: SessionRecord, floor: int = 0) -> None:
         if self._cacheOn:
@@ -794,13 +822,9 @@ class PBSessionStore(Service):
     def _request(self, request: bytes) -> Deferred[Any]:
         """
         Send a request (L{packCreate}, L{packSave}, L{packSession}) to the
-        daemon, failing with L{StoreUnavailableError} at once when not
-        connected.
-
-        Requests go out in batches: one at once when nothing is in flight,
-        and all those made meanwhile together when its answer arrives. So a
-        lone request costs no more than before, and many concurrent ones
-        share each message's cost.
+        daemon in the connection's next batch (see L{RequestBatcher}),
+        failing with L{StoreUnavailableError} at once when not connected or
+        when C{maxPendingCalls} calls are already waiting.
 
         @return: a L{Deferred} firing with the answer (see
             L{unpackAnswer}).
@@ -812,93 +836,22 @@ class PBSessionStore(Service):
             return self._unavailable(
                 f"{self._pending} calls are already waiting for the session daemon"
             )
-        answer: Deferred[Any] = Deferred()
         self._pending += 1
         self.counters["calls"] += 1
-        connection.queue.append((request, answer))
-        if not connection.inFlight:
-            self._sendBatch(connection)
-        return answer
+        return connection.batcher.request(request).addBoth(self._answered)
 
-    def _sendBatch(self, connection: _Connection) -> None:
-        """
-        Send what C{connection} has queued, up to L{MAX_BATCH} requests and
-        about L{_MAX_BATCH_BYTES}.
-        """
-        queue = connection.queue
-        count = size = 0
-        for request, _ in queue:
-            if count and (count >= MAX_BATCH or size + len(request) > _MAX_BATCH_BYTES):
-                break
-            count += 1
-            size += len(request)
-        batch, connection.queue = queue[:count], queue[count:]
-        try:
-            sent = connection.avatar.callRemote(
-                "batch", [request for request, _ in batch]
-            )
-        except pb.DeadReferenceError:
-            self._settle(batch, Failure(StoreUnavailableError(_LOST)))
-            return
-        connection.inFlight = True
-        self._guard(sent, connection, "a batch of requests").addCallbacks(
-            self._answered,
-            self._batchFailed,
-            callbackArgs=(connection, batch),
-            errbackArgs=(connection, batch),
-        )
-
-    def _answered(
-        self,
-        answers: object,
-        connection: _Connection,
-        batch: List[tuple[bytes, Deferred[Any]]],
-    ) -> None:
-        """
-        A batch was answered: fire each request's L{Deferred}, in order,
-        then send what was queued meanwhile.
-        """
-        if not isinstance(answers, list) or len(answers) != len(batch):
-            connection.abort()
-            self._batchFailed(
-                Failure(StoreUnavailableError("unexpected answer from the daemon")),
-                connection,
-                batch,
-            )
-            return
-        for (_, waiting), answer in zip(batch, answers):
-            self._pending -= 1
-            waiting.callback(answer)
-        self._next(connection)
-
-    def _batchFailed(
-        self,
-        reason: Failure,
-        connection: _Connection,
-        batch: List[tuple[bytes, Deferred[Any]]],
-    ) -> None:
-        """
-        A batch failed: so does each of its requests.
-        """
-        self._settle(batch, reason)
-        self._next(connection)
-
-    def _next(self, connection: _Connection) -> None:
-        connection.inFlight = False
-        if connection.queue and connection is self._connection:
-            self._sendBatch(connection)
-
-    def _settle(
-        self, batch: List[tuple[bytes, Deferred[Any]]], reason: Failure
-    ) -> None:
-        for _, waiting in batch:
-            self._pending -= 1
-            waiting.errback(reason)
+    def _answered(self, result: object) -> object:
+        self._pending -= 1
+        return result
 
     def _callRemote(self, name: str, *args: Any) -> Deferred[Any]:
         """
         Call one of the daemon's other methods (C{stats}).
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         connection = self._connection
         if connection is None:
             return self._unavailable()
@@ -966,8 +919,7 @@ class PBSessionStore(Service):
         )
 
     def _disconnected(self, connection: _Connection, reason: Failure) -> None:
-        queued, connection.queue = connection.queue, []
-        self._settle(queued, Failure(StoreUnavailableError(_LOST)))
+        connection.batcher.close(Failure(StoreUnavailableError(_LOST)))
         if self._connection is not connection:
             return
         self._connection = None
@@ -1000,9 +952,6 @@ class PBSessionStore(Service):
 
 
 _LOST = "lost the connection to the session daemon"
-
-#: A batch grows past this many bytes only to carry one large request.
-_MAX_BATCH_BYTES = 2**20
 
 
 def _isLoginRefusal(reason: Failure) -> bool:

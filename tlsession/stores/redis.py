@@ -22,7 +22,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -34,14 +34,25 @@ from tlsession.interfaces import (
     SessionRecord,
     SessionStoreError,
     StoreUnavailableError,
-    ValueTooLargeError,
 )
-from tlsession.stores import (
-    checkData,
-    checkTimeout,
-    isWellFormedSessionID,
-    newSessionID,
+from tlsession.stores import isWellFormedSessionID, newSessionID
+from tlsession.stores._checks import (
+    InvalidArgumentError,
+    StoreService,
+    checkCreate,
+    checkLimits,
+    checkPositive,
+    checkSave,
+    checkSessionID,
 )
+from tlsuite._endpoints import EndpointStringError, checkClientEndpoint
+
+try:
+    import txredisapi
+except ImportError as e:  # pragma: no cover - an install without the extra
+    raise ImportError(
+        "the Redis session store needs txredisapi: pip install 'tlsuite[redis]'"
+    ) from e
 
 __all__ = ["RedisSessionStore"]
 
@@ -209,8 +220,6 @@ def _isNoScript(failure: Failure) -> bool:
     Whether the server answered C{EVALSHA} with C{NOSCRIPT} (its script cache
     was flushed or the server restarted): the script did not run.
     """
-    import txredisapi
-
     return bool(
         failure.check(txredisapi.ResponseError)
         and str(failure.value).startswith("NOSCRIPT")
@@ -222,8 +231,6 @@ def _unavailable(failure: Failure) -> Failure:
     Turn what txredisapi and the transport report into
     L{StoreUnavailableError}; let the store's own errors through.
     """
-    import txredisapi
-
     if failure.check(txredisapi.RedisError, ConnectionClosed, ConnectError):
         raise StoreUnavailableError(
             f"redis: {failure.getErrorMessage()}"
@@ -231,21 +238,39 @@ def _unavailable(failure: Failure) -> Failure:
     return failure
 
 
+class _Pool(txredisapi.RedisFactory):
+    """
+    txredisapi's connection pool, telling its store when a connection has
+    joined it (ready for commands, after C{AUTH} and C{SELECT}).
+    """
+
+    def __init__(self, store: RedisSessionStore, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.store = store
+
+    def addConnection(self, conn: Any) -> None:
+        super().addConnection(conn)
+        if self.size:
+            self.store._poolReady()
+
+
 @implementer(ISessionStore)
-class RedisSessionStore:
+class RedisSessionStore(StoreService):
     """
     Sessions in Redis, shared by every process that uses the same server and
     prefix.
 
+    The store is an L{IService}: building it connects nothing;
+    L{startService} opens a pool of C{poolSize} connections (each made
+    again after a loss, with backoff), L{stopService} closes them. Calls
+    made before the start, after the stop, or while no connection is up
+    fail at once with L{StoreUnavailableError}, rather than waiting in the
+    pool's queue.
+
     Load, create, save, touch and rotate are one C{EVALSHA} each (a
     C{NOSCRIPT} answer, after a server restart, costs one C{EVAL}); a load
     gets the session back as one bulk string, not one element per field.
-
-    The connection must hand back raw bytes: build it with C{charset=None}
-    and C{convertNumbers=False} (L{RedisSessionStore.fromEndpoint} does), and
-    give it a C{replyTimeout} so that a hung server fails calls instead of
-    holding them. While the pool has no live connection every call fails at
-    once with L{StoreUnavailableError}.
+    txredisapi schedules its reconnections on the global reactor.
 
     @ivar idleTimeout: default seconds of inactivity before a session expires.
     @ivar absoluteTimeout: seconds after creation when a session ends.
@@ -254,15 +279,21 @@ class RedisSessionStore:
         its TTL frees it (covers clock differences between app processes).
     """
 
+    storeDescription = "the Redis session store"
+
     idleTimeout: float
     absoluteTimeout: float
     maxValueBytes: int
 
     def __init__(
         self,
-        connection: Any,
+        endpoint: IStreamClientEndpoint,
         clock: IReactorTime,
         *,
+        password: Optional[str] = None,
+        dbid: Optional[int] = None,
+        poolSize: int = 4,
+        replyTimeout: float = 2.0,
         idleTimeout: float = 1800.0,
         absoluteTimeout: float = 86400.0,
         maxValueBytes: int = 65536,
@@ -270,33 +301,44 @@ class RedisSessionStore:
         reclaimMargin: float = 60.0,
     ) -> None:
         """
-        @param connection: a txredisapi connection or pool (the handler that
-            C{txredisapi.lazyConnectionPool} and friends return), or a
-            connected C{RedisProtocol}.
+        @param endpoint: where the Redis server listens.
         @param clock: the source of every timestamp the store keeps.
+        @param password: sent with C{AUTH}; a refused password stops the
+            pool from reconnecting (every call then fails, and it is logged).
+        @param dbid: the database number to C{SELECT}.
+        @param poolSize: connections kept open; calls are spread over them.
+        @param replyTimeout: seconds to wait for an answer before dropping
+            the connection and failing the call.
         @param prefix: put before each session identifier to make its key.
-        @raise ValueError: for a connection that decodes replies (C{charset}
-            or C{convertNumbers} set), or limits that make no sense.
+        @raise InvalidArgumentError: for settings that make no sense.
         """
-        settings = getattr(connection, "_factory", connection)
-        if getattr(settings, "charset", None) is not None or getattr(
-            settings, "convertNumbers", False
-        ):
-            raise ValueError(
-                "the Redis connection must return raw bytes: create it with "
-                "charset=None and convertNumbers=False"
+        self.idleTimeout, self.absoluteTimeout, self.maxValueBytes = checkLimits(
+            idleTimeout, absoluteTimeout, maxValueBytes
+        )
+        # A margin of 0 is fine: keys expire with their sessions.
+        self.reclaimMargin = (
+            0.0 if reclaimMargin == 0 else checkPositive("reclaimMargin", reclaimMargin)
+        )
+        checkPositive("replyTimeout", replyTimeout)
+        if isinstance(poolSize, bool) or not isinstance(poolSize, int) or poolSize < 1:
+            raise InvalidArgumentError(
+                f"poolSize must be a positive integer, not {poolSize!r}"
             )
-        if maxValueBytes < 0:
-            raise ValueError(f"maxValueBytes must not be negative: {maxValueBytes}")
-        if reclaimMargin < 0:
-            raise ValueError(f"reclaimMargin must not be negative: {reclaimMargin}")
-        self._connection = connection
+        if dbid is not None and (
+            isinstance(dbid, bool) or not isinstance(dbid, int) or dbid < 0
+        ):
+            raise InvalidArgumentError(
+                f"dbid must be a non-negative integer, not {dbid!r}"
+            )
+        self._endpoint = endpoint
         self._clock = clock
-        self.idleTimeout = checkTimeout("idleTimeout", idleTimeout)
-        self.absoluteTimeout = checkTimeout("absoluteTimeout", absoluteTimeout)
-        self.maxValueBytes = maxValueBytes
-        self.reclaimMargin = float(reclaimMargin)
+        self._password = password
+        self._dbid = dbid
+        self._poolSize = poolSize
+        self._replyTimeout = replyTimeout
         self._prefix = prefix.encode("utf-8")
+        self._pool: Optional[_Pool] = None
+        self._waiting: List[Deferred[RedisSessionStore]] = []
 
     @classmethod
     def fromEndpoint(
@@ -304,86 +346,115 @@ class RedisSessionStore:
         reactor: IReactorTime,
         description: str,
         *,
-        password: Optional[str] = None,
-        dbid: Optional[int] = None,
-        poolSize: int = 4,
-        replyTimeout: float = 2.0,
         clock: Optional[IReactorTime] = None,
         **storeOptions: Any,
     ) -> RedisSessionStore:
         """
-        A store over a pool of connections to the Redis server at an endpoint
-        string (C{"unix:path=/run/redis/redis.sock:timeout=2"},
-        C{"tcp:host=127.0.0.1:port=6379:timeout=2"}, C{"tls:..."}).
-
-        The pool connects in the background and reconnects with backoff;
-        until a connection is up, calls fail with L{StoreUnavailableError}
-        (L{isConnected} tells). L{disconnect} closes it.
+        A store on the Redis server at an endpoint string
+        (C{"unix:path=/run/redis/redis.sock:timeout=2"},
+        C{"tcp:host=127.0.0.1:port=6379:timeout=2"}, C{"tls:..."}). Like
+        the constructor, it connects nothing: start the store (as a child
+        of the app's service, or with L{startService}).
 
         @param reactor: connects the endpoint (and is the default C{clock}).
-        @param password: sent with C{AUTH}; a refused password stops the
-            pool from reconnecting (every call then fails, and it is logged).
-        @param dbid: the database number to C{SELECT}.
-        @param poolSize: connections kept open; calls are spread over them.
-        @param replyTimeout: seconds to wait for an answer before dropping
-            the connection and failing the call.
-        @param storeOptions: C{idleTimeout}, C{absoluteTimeout},
-            C{maxValueBytes}, C{prefix}, C{reclaimMargin}.
+        @param storeOptions: the constructor's keyword arguments
+            (C{password}, C{dbid}, C{poolSize}, C{replyTimeout},
+            C{idleTimeout}, C{absoluteTimeout}, C{maxValueBytes}, C{prefix},
+            C{reclaimMargin}).
+        @raise InvalidArgumentError: for an endpoint string that does not
+            parse, or bad options.
         """
         try:
-            import txredisapi
-        except ImportError as e:
-            raise ImportError(
-                "the Redis session store needs txredisapi: pip install 'tlsuite[redis]'"
-            ) from e
-        factory = txredisapi.RedisFactory(
-            description,
-            dbid,
-            poolSize,
+            checkClientEndpoint(description)
+        except EndpointStringError as e:
+            raise InvalidArgumentError(str(e)) from None
+        store = cls(
+            clientFromString(reactor, description),
+            reactor if clock is None else clock,
+            **storeOptions,
+        )
+        store._description = description
+        return store
+
+    #: Where the server is, for log lines.
+    _description = "the Redis server"
+
+    # The service.
+
+    def startService(self) -> None:
+        """
+        Start connecting the pool to the server.
+        """
+        pool = _Pool(
+            self,
+            self._description,
+            self._dbid,
+            self._poolSize,
             isLazy=True,
             handler=txredisapi.ConnectionHandler,
             charset=None,
-            password=password,
-            replyTimeout=replyTimeout,
+            password=self._password,
+            replyTimeout=self._replyTimeout,
             convertNumbers=False,
         )
         # Fails only when the server refuses AUTH or SELECT; nobody else
         # waits on it in a lazy pool, so say why here.
-        factory.deferred.addErrback(
-            lambda f: _log.error(
-                "Redis session store at {endpoint} gave up: {reason}",
-                endpoint=description,
-                reason=f.getErrorMessage(),
-            )
-        )
-        factory.startConnecting(clientFromString(reactor, description))
-        return cls(
-            factory.handler,
-            clock if clock is not None else reactor,
-            **storeOptions,
-        )
+        pool.deferred.addErrback(self._refused)
+        self._pool = pool
+        pool.startConnecting(self._endpoint)
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Refuse new calls, close every connection of the pool and stop
+        reconnecting.
+
+        @return: L{Deferred} firing when they are closed.
+        """
+        super().stopService()
+        pool, self._pool = self._pool, None
+        self._failWaiting(StoreUnavailableError(f"{self.storeDescription} is stopped"))
+        if pool is None:
+            return succeed(None)
+        closed: Deferred[Any] = pool.disconnect()
+        return closed.addCallback(lambda _: None)
+
+    def whenConnected(self) -> Deferred[RedisSessionStore]:
+        """
+        @return: L{Deferred} firing with this store once a connection is up
+            (at once if one is); it fails if the server refuses the password
+            or database, or the store stops first. Start the store first.
+        """
+        if self.isConnected():
+            return succeed(self)
+        waiting: Deferred[RedisSessionStore] = Deferred()
+        self._waiting.append(waiting)
+        return waiting
 
     def isConnected(self) -> bool:
         """
         Whether a connection to the server is up right now (calls made while
         it is not fail at once).
         """
-        factory = getattr(self._connection, "_factory", None)
-        if factory is not None:
-            return bool(getattr(factory, "size", 1))
-        return bool(getattr(self._connection, "connected", 1))
+        return self._pool is not None and self._pool.size > 0
 
-    def disconnect(self) -> Deferred[None]:
-        """
-        Close the store's connection (all of the pool) and stop reconnecting.
+    def _poolReady(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(self)
 
-        @return: L{Deferred} firing when closed.
-        """
-        if hasattr(self._connection, "_factory"):
-            d: Deferred[Any] = self._connection.disconnect()
-        else:
-            d = succeed(self._connection.transport.loseConnection())
-        return d.addCallback(lambda _: None)
+    def _failWaiting(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(error)
+
+    def _refused(self, failure: Failure) -> None:
+        _log.error(
+            "Redis session store at {endpoint} gave up: {reason}",
+            endpoint=self._description,
+            reason=failure.getErrorMessage(),
+        )
+        self._failWaiting(StoreUnavailableError(f"redis: {failure.getErrorMessage()}"))
 
     # The ISessionStore methods.
 
@@ -395,15 +466,13 @@ class RedisSessionStore:
         L{ISessionStore.create}).
         """
         try:
-            self._checkData(data)
-            idle = (
-                self.idleTimeout
-                if idleTimeout is None
-                else checkTimeout("idleTimeout", idleTimeout)
-            )
-        except (ValueError, ValueTooLargeError, TypeError) as e:
-            return fail(e)
-        return Deferred.fromCoroutine(self._create(data, idle))
+            self.checkRunning()
+            data, idle = checkCreate(data, idleTimeout, self.maxValueBytes)
+        except SessionStoreError:
+            return fail()
+        return Deferred.fromCoroutine(
+            self._create(data, self.idleTimeout if idle is None else idle)
+        )
 
     async def _create(self, data: bytes, idle: float) -> SessionRecord:
         now = self._clock.seconds()
@@ -426,6 +495,10 @@ class RedisSessionStore:
         Read a live session, or C{None} (see L{ISessionStore.load}). One
         C{EVALSHA} of a read-only script; reading does not count as activity.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         if not isWellFormedSessionID(sessionID):
             return succeed(None)
         d = self._run(_LOAD_SCRIPT, [self._key(sessionID)], [])
@@ -470,17 +543,14 @@ class RedisSessionStore:
         C{EVALSHA}.
         """
         try:
-            self._checkData(data)
-            idleText = (
-                b""
-                if idleTimeout is None
-                else _number(checkTimeout("idleTimeout", idleTimeout))
+            self.checkRunning()
+            version, data, idle = checkSave(
+                sessionID, expectedVersion, data, idleTimeout, self.maxValueBytes
             )
-            expected = b"%d" % expectedVersion
-        except (ValueError, ValueTooLargeError, TypeError) as e:
-            return fail(e)
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        except SessionStoreError:
+            return fail()
+        idleText = b"" if idle is None else _number(idle)
+        expected = b"%d" % version
         d = self._run(
             _SAVE_SCRIPT,
             [self._key(sessionID)],
@@ -500,8 +570,11 @@ class RedisSessionStore:
         """
         Mark the session seen (see L{ISessionStore.touch}); one C{EVALSHA}.
         """
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         d = self._run(
             _TOUCH_SCRIPT, [self._key(sessionID)], list(self._liveArguments())
         )
@@ -519,8 +592,11 @@ class RedisSessionStore:
         time (the absolute timeout still counts from the first login) and is
         marked seen; the old key no longer exists once this fires.
         """
-        if not isWellFormedSessionID(sessionID):
-            return fail(SessionGoneError(sessionID))
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         return Deferred.fromCoroutine(self._rotate(sessionID))
 
     async def _rotate(self, sessionID: str) -> SessionRecord:
@@ -547,6 +623,10 @@ class RedisSessionStore:
         Remove the session; a missing one is fine (see
         L{ISessionStore.delete}).
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         if not isWellFormedSessionID(sessionID):
             return succeed(None)
         d = self._command(b"DEL", self._key(sessionID))
@@ -558,9 +638,6 @@ class RedisSessionStore:
 
     def _key(self, sessionID: str) -> bytes:
         return self._prefix + sessionID.encode("ascii")
-
-    def _checkData(self, data: bytes) -> None:
-        checkData(data, self.maxValueBytes)
 
     def _liveArguments(self) -> Tuple[bytes, bytes, bytes]:
         return (
@@ -599,9 +676,10 @@ class RedisSessionStore:
         Send one command, failing at once when no connection is up (a pool
         would otherwise queue the call until it reconnects).
         """
-        if not self.isConnected():
+        pool = self._pool
+        if pool is None or not pool.size:
             return fail(StoreUnavailableError("redis: not connected"))
-        return maybeDeferred(self._connection.execute_command, *arguments)
+        return maybeDeferred(pool.handler.execute_command, *arguments)
 
     def _run(
         self, script: _Script, keys: List[bytes], arguments: List[bytes]
