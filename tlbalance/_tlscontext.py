@@ -19,8 +19,9 @@ from twisted.internet.interfaces import (
     IProtocolNegotiationFactory,
     IReactorTime,
 )
-from twisted.logger import Logger
 from zope.interface import implementer
+
+from tlbalance._loglevel import balancerLogger
 
 __all__ = [
     "DEFAULT_CIPHERS",
@@ -33,7 +34,7 @@ __all__ = [
     "checkCiphers",
 ]
 
-_log = Logger()
+_log = balancerLogger("tlbalance._tlscontext")
 
 # Mozilla's Server Side TLS guidelines 6.0, "intermediate": ECDHE key
 # exchange with an AEAD cipher, nothing else, for TLS 1.2. (5.7 also had

@@ -209,7 +209,7 @@ def listenerService(
     L{tlbalance.config.DEFAULT_BACKLOG} long unless the string sets one.
     """
     endpoint = serverFromString(reactor, withListenBacklog(description))
-    plain, contextFactory = splitServerTLS(endpoint)
+    plain, contextFactory = splitServerTLS(endpoint, config.tlsSettings())
     factory: IProtocolFactory = FrontendFactory(balancer)
     if contextFactory is not None:
         factory = TLSMemoryBIOFactory(contextFactory, False, factory)

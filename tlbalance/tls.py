@@ -49,13 +49,13 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import CertificateOptions
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import directlyProvides, implementer
 
 from tlbalance._endpoints import unparseEndpoint
+from tlbalance._loglevel import balancerLogger
 from tlbalance._tlscontext import (
     DEFAULT_CIPHERS,
     SESSION_LIFETIME,
@@ -88,7 +88,7 @@ __all__ = [
     "tlsFacts",
 ]
 
-_log = Logger()
+_log = balancerLogger("tlbalance.tls")
 
 Preamble = Callable[[ITransport], bytes]
 

@@ -31,13 +31,13 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, directlyProvides, implementer, providedBy
 
 from tlbalance._endpoints import describeAddress, unparseEndpoint
+from tlbalance._loglevel import balancerLogger
 from tlbalance.proxyprotocol import (
     DEFAULT_MAX_V2_LENGTH,
     HeaderParser,
@@ -55,7 +55,7 @@ __all__ = [
     "parseProxyEndpoint",
 ]
 
-_log = Logger()
+_log = balancerLogger("tlbalance.upstream")
 
 #: What C{tlproxy:} trusts when no C{trusted=} is given: a balancer on the
 #: same host, over loopback or a unix socket.  Anything wider must be said

@@ -34,7 +34,40 @@ _SESSION_LINE = re.compile(r"^(New|Reused), (TLSv1\.[23]), Cipher is (\S+)$", re
 _REQUEST = "GET / HTTP/1.0\r\nHost: alpha.test\r\n\r\n"
 
 
-class TLSDefaultsTests(TestCase):
+class _SClient:
+    """
+    Runs C{openssl s_client} against a listener of the test's balancer.
+    """
+
+    lastRun: str
+
+    async def sClient(self, port: int, options: Sequence[str]) -> Tuple[int, str]:
+        """
+        Run C{openssl s_client} against C{port} with C{options}, sending a
+        request and reading the answer (which also reads the TLS 1.3
+        session tickets, sent after the handshake).
+
+        @return: its exit code and everything it printed.
+        """
+        openssl = requirePeer("openssl")
+        result = await runProgram(
+            [
+                openssl,
+                "s_client",
+                "-connect",
+                f"{LOOPBACK}:{port}",
+                "-servername",
+                "alpha.test",
+                "-ign_eof",
+                *options,
+            ],
+            input=_REQUEST,
+        )
+        self.lastRun = describeRun(result)
+        return result.returncode, result.stdout + result.stderr
+
+
+class TLSDefaultsTests(_SClient, TestCase):
     """
     One balancer with an C{ssl:} listener and a C{tlsni:} listener, both
     showing C{alpha.test}'s certificate, in front of a web backend.
@@ -64,31 +97,6 @@ class TLSDefaultsTests(TestCase):
         )
         self.listeners = {"ssl": addresses[0], "tlsni": addresses[1]}
         self.directory = directory
-
-    async def sClient(self, port: int, options: Sequence[str]) -> Tuple[int, str]:
-        """
-        Run C{openssl s_client} against C{port} with C{options}, sending a
-        request and reading the answer (which also reads the TLS 1.3
-        session tickets, sent after the handshake).
-
-        @return: its exit code and everything it printed.
-        """
-        openssl = requirePeer("openssl")
-        result = await runProgram(
-            [
-                openssl,
-                "s_client",
-                "-connect",
-                f"{LOOPBACK}:{port}",
-                "-servername",
-                "alpha.test",
-                "-ign_eof",
-                *options,
-            ],
-            input=_REQUEST,
-        )
-        self.lastRun = describeRun(result)
-        return result.returncode, result.stdout + result.stderr
 
     async def sessionsOf(self, port: int, version: str) -> List[Tuple[str, str]]:
         """
@@ -218,3 +226,49 @@ class TLSDefaultsTests(TestCase):
             },
             describeRun(result),
         )
+
+
+class TLSCiphersOptionTests(_SClient, TestCase):
+    """
+    C{--tls-ciphers} replaces the TLS 1.2 suites a listener offers.
+    """
+
+    timeout = 60
+
+    async def setUp(self) -> None:
+        authority = makeAuthority()
+        directory = temporaryDirectory(self)
+        pem = os.path.join(directory, "alpha.pem")
+        with open(pem, "wb") as f:
+            f.write(authority.issue("alpha.test").combinedPEM())
+        backendAddress, page = await startWebBackend(
+            self, f"tcp:0:interface={LOOPBACK}"
+        )
+        service, addresses = startBalancerFromArguments(
+            self,
+            "--listen",
+            f"ssl:0:privateKey={pem}:interface={LOOPBACK}",
+            "--backend",
+            f"tcp:host={LOOPBACK}:port={backendAddress.port}",
+            "--tls-ciphers",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        )
+        self.listeners = {"ssl": addresses[0]}
+        self.directory = directory
+
+    async def test_onlyTheNamedSuites(self) -> None:
+        """
+        The one suite named is accepted; another AEAD suite of the default
+        list is refused.
+        """
+        port = self.listeners["ssl"].port
+        code, output = await self.sClient(
+            port, ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]
+        )
+        self.assertEqual(code, 0, self.lastRun)
+        self.assertIn("HTTP/1.0 200", output, self.lastRun)
+        code, output = await self.sClient(
+            port, ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]
+        )
+        self.assertNotEqual(code, 0, self.lastRun)
+        self.assertNotIn("HTTP/1.0 200", output, self.lastRun)
