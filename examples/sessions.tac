@@ -157,8 +157,9 @@ if DAEMON:
     store = PBSessionStore(DAEMON, readSecretFile(SECRET_FILE), reactor)
 else:
     store = MemorySessionStore(reactor)
-# As a service, the store connects to the daemon (the PB store) or sweeps
-# expired sessions (the memory store) while the application runs.
+# A store takes calls while it runs as a service: the PB store connects to
+# the daemon when the application starts, the memory store sweeps expired
+# sessions.
 store.setServiceParent(application)
 site = sessionSite(root, SessionManager(store, reactor))
 strports.service(LISTEN, site).setServiceParent(application)

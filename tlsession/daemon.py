@@ -627,8 +627,9 @@ class SessionDaemonService(MultiService):
         maxUnauthenticatedPerAddress: int = DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS,
     ) -> None:
         """
-        @param store: the store to serve (C{addObserver}, C{stats},
-            C{startSweeping}/C{stopSweeping}).
+        @param store: the store to serve, started and stopped with the
+            daemon (an L{IService} with C{addObserver} and C{stats}, as
+            L{tlsession.stores.memory.MemorySessionStore} is).
         @param secret: the shared secret clients log in with.
         @param listen: server endpoint strings (checked by the caller, see
             L{DaemonConfig}).
@@ -681,7 +682,7 @@ class SessionDaemonService(MultiService):
             perAddress=factory.maxUnauthenticatedPerAddress,
             timeout=factory.loginTimeout,
         )
-        _startStore(self.store)
+        self.store.startService()
         self.realm.markRate()
         if self.statsInterval > 0:
             self._summary.start(self.statsInterval, now=False)
@@ -698,10 +699,13 @@ class SessionDaemonService(MultiService):
             if self._summary.running:
                 self._summary.stop()
             self.logSummary()
-            _stopStore(self.store)
             return self.factory.disconnectAll()
 
-        return stopped.addCallback(rest)
+        def stopStore(_: object) -> Deferred[None]:
+            # Last: the connections closed above no longer call it.
+            return maybeDeferred(self.store.stopService)
+
+        return stopped.addCallback(rest).addCallback(stopStore)
 
     def stats(self) -> dict[str, Any]:
         """
@@ -733,19 +737,3 @@ class SessionDaemonService(MultiService):
             turnedAway=sum(int(numbers.get(name, 0)) for name in TURNED_AWAY_COUNTERS),
         )
         self.realm.markRate()
-
-
-def _startStore(store: Any) -> None:
-    starting = getattr(store, "startSweeping", None)
-    if starting is None:
-        starting = getattr(store, "startService", None)
-    if starting is not None:
-        starting()
-
-
-def _stopStore(store: Any) -> None:
-    stopping = getattr(store, "stopSweeping", None)
-    if stopping is None:
-        stopping = getattr(store, "stopService", None)
-    if stopping is not None:
-        stopping()

@@ -221,14 +221,16 @@ def makeDaemon(
     clock: Clock, secret: bytes = SECRET, **storeSettings: Any
 ) -> SessionDaemonService:
     """
-    A daemon service on a memory store using C{clock}, listening nowhere
-    (tests connect to its factory in memory).
+    A started daemon service on a memory store using C{clock}, listening
+    nowhere (tests connect to its factory in memory).
     """
     storeSettings.setdefault("idleTimeout", 60.0)
     storeSettings.setdefault("absoluteTimeout", 3600.0)
     storeSettings.setdefault("maxValueBytes", 4096)
     store = MemorySessionStore(clock, **storeSettings)
-    return SessionDaemonService(store, secret, [], clock, clock, statsInterval=0)
+    daemon = SessionDaemonService(store, secret, [], clock, clock, statsInterval=0)
+    daemon.startService()
+    return daemon
 
 
 class RecordingMind(pb.Referenceable):
@@ -561,6 +563,8 @@ class ConnectionLimitTests(SynchronousTestCase):
         daemon = SessionDaemonService(
             store, SECRET, [], self.clock, self.clock, **limits
         )
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
         self.network = MemoryNetwork(daemon.factory)
         return daemon
 
@@ -761,9 +765,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         The stats and the summary line count the connections waiting to log
         in and those turned away.
         """
-        daemon = self.daemon(maxConnections=10, statsInterval=10)
-        daemon.startService()
-        self.addCleanup(daemon.stopService)
+        self.daemon(maxConnections=10, statsInterval=10)
         self.flood(5)
         avatar = self.successResultOf(RawClient(self.network).login())
         self.clock.advance(10)
@@ -1124,8 +1126,6 @@ class PushTests(SynchronousTestCase):
         per client.
         """
         ids = {self.create(self.a) for _ in range(3)}
-        self.daemon.store.startSweeping()
-        self.addCleanup(self.daemon.store.stopSweeping)
         self.clock.advance(120)
         self.assertEqual(len(self.mindA.received), 1)
         self.assertEqual(set(self.mindA.flat()), {(i, None) for i in ids})

@@ -16,6 +16,7 @@ from tlsession.interfaces import (
     ConflictError,
     SessionGoneError,
     SessionRecord,
+    StoreUnavailableError,
     ValueTooLargeError,
 )
 from tlsession.stores import isWellFormedSessionID, newSessionID
@@ -92,10 +93,11 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def store(self, **kwargs: object) -> MemorySessionStore:
         """
-        A store on the test's clock whose sweep is stopped after the test.
+        A started store on the test's clock, stopped after the test.
         """
         store = MemorySessionStore(self.clock, **kwargs)  # type: ignore[arg-type]
-        self.addCleanup(store.stopSweeping)
+        store.startService()
+        self.addCleanup(store.stopService)
         return store
 
     def create(self, store: MemorySessionStore, data: bytes = b"") -> SessionRecord:
@@ -203,8 +205,7 @@ class MemoryStoreTests(SynchronousTestCase):
         live = self.successResultOf(store.create(b"", idleTimeout=600))
         for _ in range(250):
             self.create(store)
-        self.clock.advance(61)
-        store.startSweeping()
+        self.clock.advance(59)
         self.assertEqual(store.stats()["sessions"], 251)
         remaining = []
         for _ in range(4):
@@ -216,28 +217,44 @@ class MemoryStoreTests(SynchronousTestCase):
 
     def test_sweepStopsWithoutLeftovers(self) -> None:
         """
-        Stopping the sweep, directly or as a service, leaves no timer on the
-        clock.
+        The store sweeps with one timer while it runs, and stopping it
+        leaves none on the clock; a store never started has none.
         """
-        store = self.store()
-        store.startSweeping()
-        store.startSweeping()
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
-        store.stopSweeping()
-        store.stopSweeping()
+        store = MemorySessionStore(self.clock)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        store.startService()
         store.startService()
         self.assertTrue(store.running)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
-        store.stopService()
+        self.successResultOf(store.stopService())
+        self.successResultOf(store.stopService())
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lifecycle(self) -> None:
+        """
+        Calls before the start and after the stop fail, saying which; the
+        sessions stay in memory across a stop and a new start.
+        """
+        store = MemorySessionStore(self.clock)
+        failure = self.failureResultOf(store.create(b""), StoreUnavailableError)
+        self.assertEqual(str(failure.value), "the memory session store is not started")
+        store.startService()
+        record = self.create(store, b"kept")
+        self.successResultOf(store.stopService())
+        failure = self.failureResultOf(
+            store.load(record.sessionID), StoreUnavailableError
+        )
+        self.assertEqual(str(failure.value), "the memory session store is stopped")
+        store.startService()
+        self.addCleanup(store.stopService)
+        self.assertEqual(self.load(store, record.sessionID), record)
 
     def test_createsReclaimWithoutSweep(self) -> None:
         """
-        Without a running sweep, creating sessions still reclaims expired
-        ones, a few at a time.
+        Between sweeps (here an hour apart), creating sessions still
+        reclaims expired ones, a few at a time.
         """
-        store = self.store(idleTimeout=60)
+        store = self.store(idleTimeout=60, sweepInterval=3600)
         for _ in range(20):
             self.create(store)
         self.clock.advance(120)
@@ -364,10 +381,11 @@ class SegmentedEvictionTests(SynchronousTestCase):
 
     def store(self, **kwargs: object) -> MemorySessionStore:
         """
-        A store on the test's clock.
+        A started store on the test's clock, stopped after the test.
         """
         store = MemorySessionStore(self.clock, **kwargs)  # type: ignore[arg-type]
-        self.addCleanup(store.stopSweeping)
+        store.startService()
+        self.addCleanup(store.stopService)
         return store
 
     def create(self, store: MemorySessionStore, data: bytes = b"") -> SessionRecord:

@@ -424,6 +424,8 @@ class RaceTests(SynchronousTestCase):
             MemorySessionStore(clock, idleTimeout=60.0, maxValueBytes=4096)
         )
         daemon = SessionDaemonService(store, SECRET, [], clock, clock, statsInterval=0)
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
         network, a, b = self.connect(daemon)
         network.autoDeliver = True
         record = self.successResultOf(b.create(b"v1"))
@@ -446,6 +448,8 @@ class RaceTests(SynchronousTestCase):
         clock = self.clock
         store = _HeldLoads(MemorySessionStore(clock, idleTimeout=60.0))
         daemon = SessionDaemonService(store, SECRET, [], clock, clock, statsInterval=0)
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
         network, a, b = self.connect(daemon)
         network.autoDeliver = True
         record = self.successResultOf(b.create(b"v1"))
@@ -792,6 +796,8 @@ class AvailabilityTests(ClientTestCase):
         self.assertFalse(store.connected)
         self.clock.advance(0)
         self.assertEqual(len(self.daemon.factory.connections), 0)
+        # The daemon's own timers (its store's sweep) go with the daemon.
+        self.successResultOf(self.daemon.stopService())
         self.assertEqual(
             [call for call in self.clock.getDelayedCalls() if call.active()], []
         )

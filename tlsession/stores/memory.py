@@ -9,12 +9,10 @@ expired on every read, and swept incrementally with bounded work per tick.
 from __future__ import annotations
 
 import heapq
-import math
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from attrs import define
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -26,9 +24,17 @@ from tlsession.interfaces import (
     ISessionStore,
     SessionGoneError,
     SessionRecord,
-    ValueTooLargeError,
+    SessionStoreError,
 )
-from tlsession.stores import checkData, isWellFormedSessionID, newSessionID
+from tlsession.stores import isWellFormedSessionID, newSessionID
+from tlsession.stores._checks import (
+    InvalidArgumentError,
+    StoreService,
+    checkCreate,
+    checkPositive,
+    checkSave,
+    checkSessionID,
+)
 
 __all__ = ["MemorySessionStore", "SessionObserver"]
 
@@ -102,7 +108,7 @@ class _Entry:
 
 
 @implementer(ISessionStore)
-class MemorySessionStore(Service):
+class MemorySessionStore(StoreService):
     """
     Sessions in a dictionary of this process, evicted by a segmented LRU.
 
@@ -116,10 +122,10 @@ class MemorySessionStore(Service):
     sessions evicts new sessions, and a new session always has the rest of
     the room to be used again in.
 
-    Every method returns an already-fired L{Deferred}. As an
-    L{twisted.application.service.IService}, the store sweeps expired
-    sessions while it runs; L{startSweeping} and L{stopSweeping} do the same
-    outside a service hierarchy.
+    Every method returns an already-fired L{Deferred}. The store is an
+    L{twisted.application.service.IService}: it takes calls while it runs
+    (calls before L{startService} or after L{stopService} fail with
+    L{StoreUnavailableError}), and sweeps expired sessions meanwhile.
 
     @ivar idleTimeout: default seconds of inactivity before a session ends.
     @ivar absoluteTimeout: seconds after creation when any session ends.
@@ -149,7 +155,7 @@ class MemorySessionStore(Service):
         @param clock: the time source for every timestamp and the sweep.
         @param sweepInterval: seconds between two sweep ticks.
         @param sweepBatch: the most expired sessions one tick removes.
-        @raise ValueError: for a limit that is not positive, a
+        @raise InvalidArgumentError: for a limit that is not positive, a
             C{maxValueBytes} larger than C{maxBytes}, or a
             C{protectedShare} not strictly between 0 and 1.
         """
@@ -162,14 +168,13 @@ class MemorySessionStore(Service):
             ("sweepInterval", sweepInterval),
             ("sweepBatch", sweepBatch),
         ]:
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, not {value!r}")
+            checkPositive(name, value)
         if maxValueBytes > maxBytes:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"maxValueBytes ({maxValueBytes}) cannot exceed maxBytes ({maxBytes})"
             )
-        if not 0 < protectedShare < 1:
-            raise ValueError(
+        if not 0 < checkPositive("protectedShare", protectedShare) < 1:
+            raise InvalidArgumentError(
                 f"protectedShare must be between 0 and 1, not {protectedShare!r}"
             )
         self.clock = clock
@@ -204,10 +209,11 @@ class MemorySessionStore(Service):
         Store a new session under a fresh identifier.
         """
         try:
-            self._checkData(data)
-            idle = self._checkIdle(idleTimeout, self.idleTimeout)
-        except (TypeError, ValueError, ValueTooLargeError) as e:
-            return fail(e)
+            self.checkRunning()
+            data, ownIdle = checkCreate(data, idleTimeout, self.maxValueBytes)
+        except SessionStoreError:
+            return fail()
+        idle = self.idleTimeout if ownIdle is None else ownIdle
         self._sweepDue(_CREATE_SWEEP)
         sessionID = newSessionID()
         while self._find(sessionID) is not None:  # pragma: no cover - 2**-256
@@ -225,6 +231,10 @@ class MemorySessionStore(Service):
         """
         Read a live session, or C{None}.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         self._counters["loads"] += 1
         entry = self._live(sessionID)
         if entry is None:
@@ -243,16 +253,16 @@ class MemorySessionStore(Service):
         Replace a session's data if its version is still C{expectedVersion}.
         """
         try:
-            self._checkData(data)
-        except (TypeError, ValueTooLargeError) as e:
-            return fail(e)
+            self.checkRunning()
+            expectedVersion, data, ownIdle = checkSave(
+                sessionID, expectedVersion, data, idleTimeout, self.maxValueBytes
+            )
+        except SessionStoreError:
+            return fail()
         entry = self._live(sessionID)
         if entry is None:
             return fail(SessionGoneError(sessionID))
-        try:
-            idle = self._checkIdle(idleTimeout, entry.idleTimeout)
-        except (TypeError, ValueError) as e:
-            return fail(e)
+        idle = entry.idleTimeout if ownIdle is None else ownIdle
         if entry.version != expectedVersion:
             self._counters["conflicts"] += 1
             return fail(ConflictError(sessionID, expectedVersion, entry.version))
@@ -275,6 +285,11 @@ class MemorySessionStore(Service):
         """
         Restart a session's idle timeout.
         """
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         entry = self._live(sessionID)
         if entry is None:
             return fail(SessionGoneError(sessionID))
@@ -291,6 +306,11 @@ class MemorySessionStore(Service):
         The rotated session keeps its data, version and creation time (so
         rotating does not extend its absolute lifetime) and counts as seen.
         """
+        try:
+            self.checkRunning()
+            checkSessionID(sessionID)
+        except SessionStoreError:
+            return fail()
         entry = self._live(sessionID)
         if entry is None:
             return fail(SessionGoneError(sessionID))
@@ -319,6 +339,10 @@ class MemorySessionStore(Service):
         """
         Remove a session; a missing one is fine.
         """
+        try:
+            self.checkRunning()
+        except SessionStoreError:
+            return fail()
         self._counters["deletes"] += 1
         entry = self._find(sessionID) if isinstance(sessionID, str) else None
         if entry is not None:
@@ -368,40 +392,33 @@ class MemorySessionStore(Service):
         result.update(self._counters)
         return result
 
-    # Sweeping
+    # The service, and sweeping
 
-    def startSweeping(self) -> None:
-        """
-        Sweep expired sessions every C{sweepInterval} seconds until
-        L{stopSweeping}. Starting twice is harmless.
-        """
-        if self._sweeper is not None:
-            return
-        self._sweeper = LoopingCall(self.sweep)
-        self._sweeper.clock = self.clock
-        self._sweeper.start(self.sweepInterval, now=False)
-
-    def stopSweeping(self) -> None:
-        """
-        Stop the periodic sweep, leaving no timer behind.
-        """
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None and sweeper.running:
-            sweeper.stop()
+    storeDescription = "the memory session store"
 
     def startService(self) -> None:
         """
-        Start sweeping with the service.
+        Take calls, and sweep expired sessions every C{sweepInterval}
+        seconds until stopped.
         """
-        Service.startService(self)
-        self.startSweeping()
+        if self._sweeper is None:
+            sweeper = self._sweeper = LoopingCall(self.sweep)
+            sweeper.clock = self.clock
+            sweeper.start(self.sweepInterval, now=False)
+        super().startService()
 
-    def stopService(self) -> Optional[Deferred[None]]:
+    def stopService(self) -> Deferred[None]:
         """
-        Stop sweeping with the service.
+        Refuse new calls and stop sweeping, leaving no timer behind. The
+        sessions stay in memory: started again, the store has them.
+
+        @return: an already-fired L{Deferred}.
         """
-        self.stopSweeping()
-        return Service.stopService(self)
+        super().stopService()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None and sweeper.running:
+            sweeper.stop()
+        return succeed(None)
 
     def sweep(self) -> int:
         """
@@ -413,18 +430,6 @@ class MemorySessionStore(Service):
         return self._sweepDue(self.sweepBatch)
 
     # Internals
-
-    def _checkData(self, data: Any) -> None:
-        checkData(data, self.maxValueBytes)
-
-    def _checkIdle(self, idleTimeout: Optional[float], default: float) -> float:
-        if idleTimeout is None:
-            return default
-        if not (idleTimeout > 0 and math.isfinite(idleTimeout)):
-            raise ValueError(
-                f"idleTimeout must be a positive number, not {idleTimeout!r}"
-            )
-        return float(idleTimeout)
 
     def _live(self, sessionID: str) -> Optional[_Entry]:
         """
