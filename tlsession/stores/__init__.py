@@ -3,24 +3,20 @@
 The session stores (memory, the PB daemon's client, Redis, memcached, SQL,
 files) and the rules they share: identifiers are 256 random bits from
 L{secrets}, and anything not shaped like one is unknown without a lookup;
-the default limits, and the checks of timeouts and session data.
+the default limits. (Their lifecycle and argument checks:
+L{tlsession.stores._checks}.)
 """
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
-
-from tlsession.interfaces import ValueTooLargeError
 
 __all__ = [
     "DEFAULT_ABSOLUTE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_VALUE_BYTES",
     "SESSION_ID_LENGTH",
-    "checkData",
-    "checkTimeout",
     "isWellFormedSessionID",
     "newSessionID",
 ]
@@ -54,29 +50,3 @@ def isWellFormedSessionID(sessionID: object) -> bool:
     clients (too long, wrong alphabet, not text) never reaches a backend.
     """
     return isinstance(sessionID, str) and _SESSION_ID.fullmatch(sessionID) is not None
-
-
-def checkTimeout(name: str, value: float) -> float:
-    """
-    C{value} as a float, checked to be a positive, finite number of seconds.
-
-    @param name: the setting, for the message.
-    @raise ValueError: for zero, negative, infinite or NaN values.
-    """
-    seconds = float(value)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-    return seconds
-
-
-def checkData(data: object, maxValueBytes: int) -> None:
-    """
-    Check that C{data} is session data a store accepts.
-
-    @raise TypeError: it is not bytes.
-    @raise ValueTooLargeError: it is longer than C{maxValueBytes}.
-    """
-    if not isinstance(data, bytes):
-        raise TypeError(f"session data must be bytes, not {type(data).__name__}")
-    if len(data) > maxValueBytes:
-        raise ValueTooLargeError(len(data), maxValueBytes)
