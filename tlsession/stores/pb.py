@@ -41,10 +41,11 @@ app's hosts should agree (NTP); on one host they are the same clock.
 Requests and failures
 =====================
 
-Requests are sent in batches: a request goes out at once when none is in
-flight, and the requests made while one is in flight go out together in
-one PB message when its answer arrives. A lone request waits for nothing;
-many concurrent ones share the cost of each message.
+Requests are sent in batches (L{tlsession.stores._pbbatch}): a request goes
+out at once when none is in flight, and the requests made while one is in
+flight go out together in one PB message when its answer arrives. A lone
+request waits for nothing; many concurrent ones share the cost of each
+message. Connecting and logging in are L{tlsession.stores._pblogin}'s.
 
 While the daemon is unreachable every call fails at once with
 L{StoreUnavailableError} (the app answers 503). A batch with no answer
@@ -56,11 +57,10 @@ C{None} and users get new sessions.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import attrs
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.cred.credentials import UsernamePassword
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -69,14 +69,10 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
-    IProtocol,
-    IProtocolFactory,
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import pb
@@ -86,17 +82,14 @@ from tlsession._wire import (
     DELETE,
     LOAD,
     ROTATE,
-    SECRET_USERNAME,
     TOUCH,
     packCreate,
     packSave,
     packSession,
     unpackAnswer,
-    unpackChanges,
     unpackRecord,
     unpackSaved,
     unpackSeen,
-    wireSecurity,
 )
 from tlsession.interfaces import (
     ConflictError,
@@ -118,7 +111,13 @@ from tlsession.stores._checks import (
     checkSessionID,
 )
 from tlsession.stores._nearcache import NearCache
-from tlsession.stores._pbbatch import RequestBatcher
+from tlsession.stores._pblogin import (
+    LOST,
+    ConnectionFactory,
+    DaemonConnection,
+    LoginEndpoint,
+    isLoginRefusal,
+)
 from tlsuite._endpoints import EndpointStringError, checkClientEndpoint, endpointKind
 
 __all__ = ["NearCache", "PBSessionStore"]
@@ -131,208 +130,6 @@ log = Logger(namespace="tlsession.stores.pb")
 _DEFAULT_IDLE = 1800.0
 _DEFAULT_ABSOLUTE = 86400.0
 _DEFAULT_MAX_VALUE = 65536
-
-
-class _Mind(pb.Referenceable):
-    """
-    What the daemon calls back: one per connection.
-    """
-
-    def __init__(self, store: PBSessionStore) -> None:
-        self.store = store
-        self.connection: Optional[_Connection] = None
-
-    def remote_invalidate(self, changes: object) -> None:
-        """
-        Sessions changed: drop what the near cache holds of older versions.
-        """
-        if self.connection is None or self.store._connection is not self.connection:
-            return
-        try:
-            unpacked = unpackChanges(changes)
-        except ValueError:
-            # Nothing can be trusted about this connection's cache now.
-            log.error("tlsession: malformed invalidations; reconnecting")
-            self.connection.abort()
-            return
-        self.store._invalidate(unpacked)
-
-
-@implementer(IProtocol)
-class _Connection:
-    """
-    The protocol L{ClientService} manages: one logged-in connection to the
-    daemon (the transport belongs to the PB broker underneath).
-
-    @ivar avatar: the daemon's L{pb.RemoteReference} for our calls.
-    @ivar limits: the daemon's limits, as sent at login.
-    @ivar batcher: sends this connection's requests in batches.
-    """
-
-    transport: Any = None
-
-    def __init__(self, store: PBSessionStore) -> None:
-        self.store = store
-        self.broker: Any = None
-        self.avatar: Any = None
-        self.limits: Dict[str, Any] = {}
-        self.batcher = RequestBatcher(self._sendBatch, self.abort)
-
-    def _sendBatch(self, requests: List[bytes]) -> Deferred[Any]:
-        """
-        Call the daemon's C{batch} with C{requests}.
-        """
-        try:
-            sent = self.avatar.callRemote("batch", requests)
-        except pb.DeadReferenceError:
-            return fail(StoreUnavailableError(_LOST))
-        return self.store._guard(sent, self, "a batch of requests")
-
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-        self.connectionMade()
-
-    def connectionMade(self) -> None:
-        self.store._connected(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        """
-        Never called: the broker reads the connection.
-        """
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.store._disconnected(self, reason)
-
-    def abort(self) -> None:
-        """
-        Drop the connection now (the daemon stopped answering).
-        """
-        if self.transport is not None:
-            self.transport.abortConnection()
-
-
-@implementer(IProtocolFactory)
-class _ConnectionFactory:
-    """
-    Hands L{ClientService} the L{_Connection} that L{_LoginEndpoint} has
-    just logged in.
-
-    @ivar prepared: the connection to hand out next.
-    """
-
-    def __init__(self) -> None:
-        self.prepared: Optional[_Connection] = None
-
-    def doStart(self) -> None:
-        """
-        Part of the factory interface; nothing to do.
-        """
-
-    def doStop(self) -> None:
-        """
-        Part of the factory interface; nothing to do.
-        """
-
-    def buildProtocol(self, addr: Any) -> Any:
-        connection, self.prepared = self.prepared, None
-        return connection
-
-
-class _ClientBroker(pb.Broker):
-    """
-    A client broker that tells its factory when the connection is lost
-    (endpoints do not), so a login waiting on it fails at once.
-    """
-
-    factory: Any
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        super().connectionLost(reason)
-        self.factory.clientConnectionLost(None, reason)
-
-
-class _ClientFactory(pb.PBClientFactory):
-    """
-    One per connection attempt, speaking only basic types.
-    """
-
-    protocol = _ClientBroker
-    noisy = False
-
-    def __init__(self) -> None:
-        super().__init__(unsafeTracebacks=False, security=wireSecurity())
-
-
-@implementer(IStreamClientEndpoint)
-class _LoginEndpoint:
-    """
-    Connects to the daemon and logs in, all within C{loginTimeout}; only a
-    logged-in connection counts as connected for L{ClientService}, so a
-    refused secret backs off like a refused connection.
-    """
-
-    def __init__(self, store: PBSessionStore, endpoint: IStreamClientEndpoint):
-        self.store = store
-        self.endpoint = endpoint
-
-    def connect(self, protocolFactory: Any) -> Deferred[Any]:
-        store = self.store
-        clientFactory = _ClientFactory()
-        mind = _Mind(store)
-        brokers: List[Any] = []
-
-        def loggingIn(broker: Any) -> Deferred[Any]:
-            brokers.append(broker)
-            credentials = UsernamePassword(SECRET_USERNAME, store._secret)
-            return clientFactory.login(credentials, client=mind)
-
-        def askLimits(avatar: Any) -> Deferred[Any]:
-            return avatar.callRemote("limits").addCallback(lambda x: (avatar, x))
-
-        def ready(result: tuple[Any, Any]) -> Any:
-            avatar, limits = result
-            broker = brokers[0]
-            if broker.disconnected:
-                raise ConnectionLost("the session daemon closed the connection")
-            inner = _Connection(store)
-            inner.broker = broker
-            inner.avatar = avatar
-            inner.limits = limits if isinstance(limits, dict) else {}
-            mind.connection = inner
-            # ClientService builds the protocol it manages through our
-            # factory (wrapped in its own); ours hands out this one.
-            store._connectionFactory.prepared = inner
-            connection = protocolFactory.buildProtocol(broker.transport.getPeer())
-            connection.makeConnection(broker.transport)
-            broker.notifyOnDisconnect(
-                lambda: connection.connectionLost(
-                    Failure(ConnectionLost("the session daemon connection closed"))
-                )
-            )
-            return connection
-
-        def failed(reason: Failure) -> Failure:
-            for broker in brokers:
-                if not broker.disconnected:
-                    broker.transport.abortConnection()
-            store._connectFailed(reason)
-            if _isLoginRefusal(reason):
-                return Failure(
-                    StoreUnavailableError(
-                        f"the session daemon at {store.endpointDescription} "
-                        "refused the secret (do the app and the daemon read the "
-                        "same secret file?)"
-                    )
-                )
-            return reason
-
-        attempt: Deferred[Any] = self.endpoint.connect(clientFactory)
-        attempt.addCallback(loggingIn)
-        attempt.addCallback(askLimits)
-        attempt.addCallback(ready)
-        attempt.addErrback(failed)
-        attempt.addTimeout(store.loginTimeout, store._reactor)
-        return attempt
 
 
 def _checkDaemonEndpoint(description: str, insecure: bool) -> None:
@@ -470,7 +267,7 @@ class PBSessionStore(StoreService):
         self._cacheOn = nearCacheEntries > 0
         self.nearCache = NearCache(max(nearCacheEntries, 1), nearCacheBytes)
         self._limits: Dict[str, Any] = {}
-        self._connection: Optional[_Connection] = None
+        self._connection: Optional[DaemonConnection] = None
         self._pending = 0
         self._wasConnected = False
         self.counters = dict.fromkeys(
@@ -487,9 +284,9 @@ class PBSessionStore(StoreService):
             ],
             0,
         )
-        self._connectionFactory = _ConnectionFactory()
+        self._connectionFactory = ConnectionFactory()
         self._service = ClientService(
-            _LoginEndpoint(self, connectTo),
+            LoginEndpoint(self, connectTo),
             self._connectionFactory,
             retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.2, maxDelay=5.0),
             clock=reactor,
@@ -862,7 +659,7 @@ class PBSessionStore(StoreService):
         return self._guard(answer, connection, name)
 
     def _guard(
-        self, answer: Deferred[Any], connection: _Connection, what: str
+        self, answer: Deferred[Any], connection: DaemonConnection, what: str
     ) -> Deferred[Any]:
         """
         Fail C{answer} with L{StoreUnavailableError} when it does not come
@@ -885,14 +682,14 @@ class PBSessionStore(StoreService):
                     f"the session daemon did not answer within {self.callTimeout} s"
                 )
             if reason.check(pb.PBConnectionLost, pb.DeadReferenceError):
-                raise StoreUnavailableError(_LOST)
+                raise StoreUnavailableError(LOST)
             raise StoreUnavailableError(
                 f"the session daemon failed: {reason.getErrorMessage()}"
             )
 
         return answer.addErrback(failed)
 
-    def _connected(self, connection: _Connection) -> None:
+    def _connected(self, connection: DaemonConnection) -> None:
         self.nearCache.clear()
         self._limits = dict(connection.limits)
         if "absoluteTimeout" in self._limits:
@@ -918,8 +715,8 @@ class PBSessionStore(StoreService):
             endpoint=self.endpointDescription,
         )
 
-    def _disconnected(self, connection: _Connection, reason: Failure) -> None:
-        connection.batcher.close(Failure(StoreUnavailableError(_LOST)))
+    def _disconnected(self, connection: DaemonConnection, reason: Failure) -> None:
+        connection.batcher.close(Failure(StoreUnavailableError(LOST)))
         if self._connection is not connection:
             return
         self._connection = None
@@ -935,7 +732,7 @@ class PBSessionStore(StoreService):
     def _connectFailed(self, reason: Failure) -> None:
         if reason.check(CancelledError):
             return
-        if _isLoginRefusal(reason):
+        if isLoginRefusal(reason):
             self.counters["loginFailures"] += 1
             log.error(
                 "tlsession: the session daemon at {endpoint} refused our secret; "
@@ -949,19 +746,6 @@ class PBSessionStore(StoreService):
                 endpoint=self.endpointDescription,
                 reason=reason.getErrorMessage(),
             )
-
-
-_LOST = "lost the connection to the session daemon"
-
-
-def _isLoginRefusal(reason: Failure) -> bool:
-    """
-    Whether a failed connection attempt was the daemon refusing the secret.
-    """
-    return bool(
-        reason.check("twisted.cred.error.UnauthorizedLogin")
-        or reason.check(b"twisted.cred.error.UnauthorizedLogin")
-    )
 
 
 def _payload(answer: Any, sessionID: str, expectedVersion: int = 0) -> bytes:
