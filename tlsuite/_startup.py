@@ -24,6 +24,7 @@ import sys
 from types import TracebackType
 from typing import Any, NoReturn, Optional, Sequence, Type
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from tlsuite import __version__
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 _TYPE_ENFORCEMENT = "Parameter type enforcement failed: "
+
+_log = Logger(namespace="tlsuite.startup")
 
 
 class StartupError(Exception):
@@ -101,8 +104,11 @@ def _hook(
     traceback: Optional[TracebackType],
 ) -> None:
     if isinstance(value, StartupError):
+        # In the log too: a daemonized twistd's parent reports only the
+        # first 100 bytes, and points at the log file.
+        _log.critical("{command}: {error}", command=command, error=str(value))
         # twistd's log has taken over sys.stderr by now; the operator reads
-        # the terminal (or the daemonizing parent's report).
+        # the terminal.
         stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
         stream.write(f"{command}: {value}\n")
         stream.flush()

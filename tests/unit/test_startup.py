@@ -9,6 +9,7 @@ import io
 import sys
 from typing import Any, List
 
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -86,8 +87,16 @@ class ReportStartupErrorsTests(SynchronousTestCase):
     def test_startupError(self) -> None:
         """
         A L{StartupError} reaching the top is written as one line to the
-        terminal's standard error; the previous hook does not see it.
+        terminal's standard error and to the log; the previous hook does
+        not see it.
         """
+        logged: List[str] = []
+
+        def observer(event: Any) -> None:
+            logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         reportStartupErrors("twistd example")
         error = StartupError("cannot listen on tcp:1: in use")
         sys.excepthook(StartupError, error, None)
@@ -95,6 +104,8 @@ class ReportStartupErrorsTests(SynchronousTestCase):
             self.stderr.getvalue(), "twistd example: cannot listen on tcp:1: in use\n"
         )
         self.assertEqual(self.previous, [])
+        # Also in the log, which is all a daemonized twistd leaves.
+        self.assertIn("twistd example: cannot listen on tcp:1: in use", logged)
 
     def test_otherErrors(self) -> None:
         """
