@@ -258,7 +258,11 @@ def _checkParses(description: str) -> None:
     try:
         checkServerEndpoint(description)
     except EndpointStringError as e:
-        raise DaemonConfigError(str(e)) from None
+        raise DaemonConfigError(
+            f"--listen: {e} (a server endpoint string, e.g. "
+            "unix:/run/tlsession/daemon.sock or "
+            "ssl:7100:privateKey=key.pem:certKey=cert.pem)"
+        ) from None
 
 
 def makeDaemonService(

@@ -141,14 +141,18 @@ class TwistdSessionErrorTests(SynchronousTestCase):
 
     def test_badEndpoint(self) -> None:
         """
-        An endpoint string Twisted cannot parse is named.
+        An endpoint string Twisted cannot parse is named, with what one
+        looks like.
         """
         result = self.runTwistd(
             ["--listen", "nope:1234", "--insecure", "--secret-file", self.secretFile]
         )
         self.assertOneLineError(
             result,
-            "'nope:1234' is not a valid server endpoint: Unknown endpoint type: 'nope'",
+            "--listen: 'nope:1234' is not a valid server endpoint: Unknown "
+            "endpoint type: 'nope' (a server endpoint string, e.g. "
+            "unix:/run/tlsession/daemon.sock or "
+            "ssl:7100:privateKey=key.pem:certKey=cert.pem)",
         )
 
     def test_portInUse(self) -> None:
