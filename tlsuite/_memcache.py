@@ -5,8 +5,10 @@ memcached session store (L{tlsession.stores.memcache}) and the memcached
 render-cache store (L{tlcache.memcachestore}).
 
 The connect policy is the same for both: nothing happens until the service
-starts; then a L{ClientService} connects and reconnects after a loss, after
-0.2 s at first, backing off to 5 s; a call that waits longer than
+starts; then a L{ClientService} connects, and after a loss or a failed
+attempt tries again, 0.3 s later at first, backing off to 5 s (plus up to a
+second of jitter, so that processes do not all come back at once); a call
+that waits longer than
 C{replyTimeout} for its answer drops the connection (its calls fail) and a
 new one is made. While there is no connection, L{MemcacheConnection.protocol}
 is C{None}, and the stores fail their calls at once instead of queueing them.
@@ -14,6 +16,7 @@ is C{None}, and the stores fail their calls at once instead of queueing them.
 
 from __future__ import annotations
 
+import random
 from typing import Any, Callable, Optional
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -29,9 +32,17 @@ from twisted.logger import Logger
 from twisted.protocols.memcache import MemCacheProtocol
 from twisted.python.failure import Failure
 
-__all__ = ["MemcacheConnection"]
+__all__ = ["RETRY_POLICY", "MemcacheConnection"]
 
 _log = Logger(namespace="tlsuite.memcache")
+
+
+def _jitter() -> float:
+    return random.random()
+
+
+#: Seconds before the n-th attempt in a row to connect (n from 1).
+RETRY_POLICY = backoffPolicy(initialDelay=0.2, maxDelay=5.0, jitter=lambda: _jitter())
 
 
 class _TrackedProtocol(MemCacheProtocol):
@@ -105,7 +116,7 @@ class MemcacheConnection(Service):
         @param clock: schedules reconnections and reply timeouts.
         @param replyTimeout: seconds an answer may take.
         @param retryPolicy: seconds to wait before the n-th reconnection
-            attempt (from 0.2 s backing off to 5 s by default).
+            attempt (L{RETRY_POLICY} by default).
         """
         self.clock = clock
         self.replyTimeout = replyTimeout
@@ -113,7 +124,7 @@ class MemcacheConnection(Service):
         self._service = ClientService(
             endpoint,
             _ProtocolFactory(self),
-            retryPolicy=retryPolicy or backoffPolicy(initialDelay=0.2, maxDelay=5.0),
+            retryPolicy=retryPolicy or RETRY_POLICY,
             clock=clock,
         )
 

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from tlsuite import _memcache
 from tlsuite._memcache import MemcacheConnection
 
 
@@ -72,29 +73,30 @@ class MemcacheConnectionTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertIs(self.successResultOf(waiting), connection.protocol)
 
-    def gaps(self) -> List[float]:
-        """
-        The seconds between one connection attempt and the next.
-        """
-        attempts = self.endpoint.attempts
-        return [later - earlier for earlier, later in zip(attempts, attempts[1:])]
-
     def test_backoff(self) -> None:
         """
-        A refused connection is tried again after 0.2 s (plus up to a second
-        of jitter, so that many processes do not come back at once), then
-        less often, never more than 5 s apart (plus the jitter).
+        A refused connection is tried again 0.3 s later, then less and less
+        often, never more than 5 s apart; plus up to a second of jitter, so
+        that many processes do not come back at once.
         """
+        self.patch(_memcache, "_jitter", lambda: 0.0)
         self.endpoint.down = True
         connection = MemcacheConnection(self.endpoint, self.clock)
         connection.startService()
         self.addCleanup(connection.stopService)
-        for _ in range(6000):
-            self.clock.advance(0.1)
-        gaps = self.gaps()
-        self.assertTrue(0.2 <= gaps[0] < 1.3, gaps)
-        self.assertTrue(all(gap <= 6.1 for gap in gaps), gaps)
-        self.assertGreater(max(gaps), 5.0)
+        gaps = []
+        for _ in range(12):
+            [retry] = self.clock.getDelayedCalls()
+            gap = retry.getTime() - self.clock.seconds()
+            gaps.append(round(gap, 2))
+            self.clock.advance(gap)
+        self.assertEqual(
+            gaps,
+            [0.3, 0.45, 0.68, 1.01, 1.52, 2.28, 3.42, 5.0, 5.0, 5.0, 5.0, 5.0],
+        )
+        self.assertEqual(len(self.endpoint.attempts), 13)
+        self.patch(_memcache, "_jitter", lambda: 0.999)
+        self.assertAlmostEqual(_memcache.RETRY_POLICY(1), 1.299)
 
     def test_lostAndRemade(self) -> None:
         """

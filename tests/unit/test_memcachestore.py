@@ -635,7 +635,7 @@ class LifecycleTests(SynchronousTestCase):
     def test_failsFastWhileDown(self) -> None:
         """
         Between losing the connection and making it again, calls fail at
-        once; once reconnected (after 0.2 s at first), they work again.
+        once; once reconnected (0.3 s later, plus jitter), they work again.
         """
         store = MemcacheSessionStore(self.endpoint, self.clock)
         store.startService()
