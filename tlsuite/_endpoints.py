@@ -8,15 +8,19 @@ balancer's and the session daemon's configuration.
 from __future__ import annotations
 
 import errno
-from typing import Mapping
+from typing import Optional
 
-from twisted.internet.endpoints import _parse, clientFromString, serverFromString
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IReactorPluggableNameResolver,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
 )
 from zope.interface import implementer
+
+from tlsuite._twisted import parseEndpointString
 
 __all__ = [
     "PARSE_ONLY",
@@ -25,6 +29,8 @@ __all__ = [
     "checkServerEndpoint",
     "endpointKind",
     "listenErrorMessage",
+    "portProblem",
+    "refusalReason",
 ]
 
 
@@ -67,14 +73,23 @@ def endpointKind(description: str) -> str:
     The type of an endpoint string (C{"tcp"}, C{"unix"}, C{"ssl"}...), in
     lower case; C{""} when it has none.
     """
-    args, _ = _parse(description)
+    args, _ = parseEndpointString(description)
     return str(args[0]).lower() if args else ""
 
 
-def _reason(error: Exception) -> str:
+def refusalReason(error: Exception, kind: str = "") -> str:
     """
     Say why Twisted refused an endpoint string, in one line.
+
+    @param error: what C{serverFromString} or C{clientFromString} raised.
+    @param kind: the string's type (L{endpointKind}), for a hint where
+        Twisted's own words do not help (a C{systemd:} socket not passed).
     """
+    if kind == "systemd" and isinstance(error, LookupError):
+        return (
+            "systemd passed no such socket (is the .socket unit active, "
+            "and does its FileDescriptorName match?)"
+        )
     original = getattr(error, "originalException", None)
     if isinstance(original, Exception):
         error = original
@@ -84,63 +99,71 @@ def _reason(error: Exception) -> str:
     return text
 
 
-def _checkPort(
-    description: str, kind: str, positions: Mapping[str, int], lowest: int
-) -> None:
+def portProblem(description: str, client: bool = False) -> Optional[str]:
     """
-    Refuse a missing port, or one outside C{lowest}..65535.
+    Why the port of an endpoint string cannot work, or C{None} when it can
+    (or its type has no port): C{"no port given"}, or C{"the port must be
+    from 0 to 65535, got 70000"}.
+
+    @param client: C{description} is a client endpoint string, whose port
+        cannot be 0.
     """
-    args, kwargs = _parse(description)
-    position = positions.get(kind)
+    positions = _CLIENT_PORT_POSITION if client else _SERVER_PORT_POSITION
+    lowest = 1 if client else 0
+    args, kwargs = parseEndpointString(description)
+    position = positions.get(args[0].lower()) if args else None
     if position is None:
-        return
+        return None
     port = kwargs.get("port", args[position] if len(args) > position else None)
     if port is None:
-        raise EndpointStringError(f"{description!r}: no port given")
+        return "no port given"
     if port.isdigit() and not lowest <= int(port) <= 65535:
-        raise EndpointStringError(
-            f"{description!r}: the port must be from {lowest} to 65535, got {port}"
-        )
+        return f"the port must be from {lowest} to 65535, got {port}"
+    return None
 
 
-def checkServerEndpoint(description: str) -> None:
+def checkServerEndpoint(description: str) -> IStreamServerEndpoint:
     """
     Check that C{description} is a server endpoint string Twisted can
     listen on, without listening: it parses (C{ssl:} reads its key and
     certificate files here), and its port is in range.
 
+    @return: the endpoint, built with L{PARSE_ONLY} for a reactor: for
+        looking at, never for listening.
     @raise EndpointStringError: saying why not.
     """
-    kind = endpointKind(description)
-    _checkPort(description, kind, _SERVER_PORT_POSITION, 0)
+    problem = portProblem(description)
+    if problem is not None:
+        raise EndpointStringError(f"{description!r}: {problem}")
     try:
-        serverFromString(PARSE_ONLY, description)
+        endpoint: IStreamServerEndpoint = serverFromString(PARSE_ONLY, description)
     except Exception as e:
-        reason = _reason(e)
-        if kind == "systemd" and isinstance(e, LookupError):
-            reason = (
-                "systemd passed no such socket (is the .socket unit active, "
-                "and does its FileDescriptorName match?)"
-            )
+        reason = refusalReason(e, endpointKind(description))
         raise EndpointStringError(
             f"{description!r} is not a valid server endpoint: {reason}"
         ) from None
+    return endpoint
 
 
-def checkClientEndpoint(description: str) -> None:
+def checkClientEndpoint(description: str) -> IStreamClientEndpoint:
     """
     Check that C{description} is a client endpoint string Twisted can
     connect with, without connecting: it parses, and its port is in range.
 
+    @return: the endpoint, built with L{PARSE_ONLY} for a reactor: for
+        looking at, never for connecting.
     @raise EndpointStringError: saying why not.
     """
-    _checkPort(description, endpointKind(description), _CLIENT_PORT_POSITION, 1)
+    problem = portProblem(description, client=True)
+    if problem is not None:
+        raise EndpointStringError(f"{description!r}: {problem}")
     try:
-        clientFromString(PARSE_ONLY, description)
+        endpoint: IStreamClientEndpoint = clientFromString(PARSE_ONLY, description)
     except Exception as e:
         raise EndpointStringError(
-            f"{description!r} is not a valid client endpoint: {_reason(e)}"
+            f"{description!r} is not a valid client endpoint: {refusalReason(e)}"
         ) from None
+    return endpoint
 
 
 def listenErrorMessage(description: str, error: CannotListenError) -> str:

@@ -54,8 +54,11 @@ def exitWith(command: str, message: object) -> NoReturn:
 
     @param command: how the operator ran it (C{"twistd tlsession"}), the
         start of the line.
+    @param message: one problem, or several, one per line (each line then
+        starts with C{command}).
     """
-    raise SystemExit(f"{command}: {message}")
+    lines = str(message).splitlines() or [""]
+    raise SystemExit("\n".join(f"{command}: {line}" for line in lines))
 
 
 class CommandLineOptions(usage.Options):

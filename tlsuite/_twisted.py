@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
 from twisted.web.http import Request
 from twisted.web.http_headers import Headers
@@ -23,6 +24,7 @@ __all__ = [
     "forcedSecure",
     "headersDict",
     "parseEndpointString",
+    "raiseListenErrorsAtStart",
 ]
 
 
@@ -69,3 +71,21 @@ def forcedSecure(request: Request) -> bool:
     caller asks C{isSecure()}.
     """
     return bool(getattr(request, "_forceSSL", False))
+
+
+def raiseListenErrorsAtStart(service: StreamServerEndpointService) -> None:
+    """
+    Make C{service.privilegedStartService()} raise the error of a listen
+    that fails at once (an address in use, a permission refused), so that
+    the process stops there, instead of logging it and running on without
+    the listener.
+
+    Reaches: C{StreamServerEndpointService._raiseSynchronously}, the flag
+    the public C{twisted.application.strports.service} sets on the services
+    it builds for C{twistd web} and friends. That function is the public
+    replacement, but it builds its endpoint from a string, and the suite's
+    listeners wrap their endpoint first. Only set here: a Twisted without
+    the flag would log the failure and not stop, which the tests pinning
+    this reach catch.
+    """
+    service._raiseSynchronously = True

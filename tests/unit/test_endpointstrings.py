@@ -17,6 +17,8 @@ from tlsuite._endpoints import (
     checkServerEndpoint,
     endpointKind,
     listenErrorMessage,
+    portProblem,
+    refusalReason,
 )
 
 
@@ -99,6 +101,73 @@ class CheckClientEndpointTests(SynchronousTestCase):
                 EndpointStringError, checkClientEndpoint, description
             )
             self.assertIn(reason, str(error))
+
+
+class CheckedEndpointTests(SynchronousTestCase):
+    """
+    The check functions return the endpoint they built, for callers that
+    look further into it.
+    """
+
+    def test_returned(self) -> None:
+        """
+        The endpoints are the ones Twisted builds for the strings.
+        """
+        server = checkServerEndpoint("tcp:8080:interface=127.0.0.1")
+        self.assertEqual(server._port, 8080)  # type: ignore[attr-defined]
+        client = checkClientEndpoint("tcp:host=127.0.0.1:port=6379")
+        self.assertEqual(client._port, 6379)  # type: ignore[attr-defined]
+
+
+class PortProblemTests(SynchronousTestCase):
+    """
+    L{portProblem} says what is wrong with a port, in words callers quote.
+    """
+
+    def test_problems(self) -> None:
+        """
+        A missing port, or one out of range, is described; a good port, or
+        a type without one, gives C{None}.
+        """
+        self.assertEqual(portProblem("tcp:interface=127.0.0.1"), "no port given")
+        self.assertEqual(
+            portProblem("tcp6:port=65536"),
+            "the port must be from 0 to 65535, got 65536",
+        )
+        self.assertEqual(
+            portProblem("tcp:host=a:port=0", client=True),
+            "the port must be from 1 to 65535, got 0",
+        )
+        self.assertEqual(portProblem("tls:a", client=True), "no port given")
+        self.assertIsNone(portProblem("tcp:0"))
+        self.assertIsNone(portProblem("unix:/run/a.sock"))
+        self.assertIsNone(portProblem("tcp:host=a:port=1", client=True))
+
+
+class RefusalReasonTests(SynchronousTestCase):
+    """
+    L{refusalReason} puts Twisted's refusal in one line.
+    """
+
+    def test_lookupError(self) -> None:
+        """
+        A lookup error is named, since its text alone is just the key.
+        """
+        self.assertEqual(refusalReason(KeyError("x")), "KeyError 'x'")
+
+    def test_oneLine(self) -> None:
+        """
+        Line breaks in Twisted's message are folded.
+        """
+        self.assertEqual(refusalReason(ValueError("a\n  b")), "a b")
+
+    def test_systemd(self) -> None:
+        """
+        A C{systemd:} socket not passed gets a hint.
+        """
+        self.assertIn(
+            "is the .socket unit active", refusalReason(KeyError("web"), "systemd")
+        )
 
 
 class EndpointKindTests(SynchronousTestCase):

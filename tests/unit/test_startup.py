@@ -72,6 +72,15 @@ class CommandLineOptionsTests(SynchronousTestCase):
         error = self.assertRaises(SystemExit, exitWith, "twistd x", "broken")
         self.assertEqual(error.code, "twistd x: broken")
 
+    def test_exitWithSeveralLines(self) -> None:
+        """
+        Several problems, one per line, each start with the command.
+        """
+        error = self.assertRaises(
+            SystemExit, exitWith, "twistd x", "first: bad\nsecond: worse"
+        )
+        self.assertEqual(error.code, "twistd x: first: bad\ntwistd x: second: worse")
+
 
 class ReportStartupErrorsTests(SynchronousTestCase):
     """

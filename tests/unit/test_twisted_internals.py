@@ -6,11 +6,17 @@ tests fail first, naming it.
 
 from __future__ import annotations
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from tlsuite import _twisted
 
@@ -89,3 +95,41 @@ class ForcedSecureTests(SynchronousTestCase):
         request.setHost(b"example.com", 443, ssl=True)
         self.assertTrue(_twisted.forcedSecure(request))
         self.assertTrue(request.isSecure())
+
+
+@implementer(IStreamServerEndpoint)
+class _RefusingEndpoint:
+    """
+    An endpoint whose every listen fails at once, as one on a port in use
+    does.
+    """
+
+    def listen(self, factory: object) -> Deferred[IListeningPort]:
+        return fail(CannotListenError("127.0.0.1", 80, OSError(98, "in use")))
+
+
+class RaiseListenErrorsAtStartTests(SynchronousTestCase):
+    """
+    C{twisted.application.internet.StreamServerEndpointService._raiseSynchronously}.
+    """
+
+    def service(self) -> StreamServerEndpointService:
+        return StreamServerEndpointService(
+            _RefusingEndpoint(), Factory.forProtocol(Protocol)
+        )
+
+    def test_raises(self) -> None:
+        """
+        With the flag set, starting the service raises the listen error.
+        """
+        service = self.service()
+        _twisted.raiseListenErrorsAtStart(service)
+        self.assertRaises(CannotListenError, service.privilegedStartService)
+
+    def test_logsWithout(self) -> None:
+        """
+        Without it, the error is only logged: what the flag is for.
+        """
+        service = self.service()
+        service.privilegedStartService()
+        self.assertEqual(len(self.flushLoggedErrors(CannotListenError)), 1)
