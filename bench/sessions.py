@@ -578,16 +578,16 @@ async def openStore(
         from tlsession.stores.redis import RedisSessionStore
 
         store: Any = RedisSessionStore.fromEndpoint(reactor, endpoint)
-        await waitFor(reactor, store.isConnected, connectTimeout, "no Redis connection")
-        return StoreOps(store, data), store, store.disconnect
+        store.startService()
+        await store.whenConnected().addTimeout(connectTimeout, reactor)
+        return StoreOps(store, data), store, store.stopService
     if name == "memcached":
         from tlsession.stores.memcache import MemcacheSessionStore
 
         store = MemcacheSessionStore.fromEndpoint(reactor, endpoint)
-        await waitFor(
-            reactor, store.isConnected, connectTimeout, "no memcached connection"
-        )
-        return StoreOps(store, data), store, store.disconnect
+        store.startService()
+        await store.whenConnected().addTimeout(connectTimeout, reactor)
+        return StoreOps(store, data), store, store.stopService
     if name in ("pb", "pb-nocache"):
         from tlsession.stores.pb import PBSessionStore
 

@@ -18,7 +18,7 @@ from twisted.web.server import Site
 
 from tlcache.nevow import inevow, loaders, rend
 from tlcache.nevow import tags as T
-from tlsession import MemorySessionStore, SessionManager, SessionResource, sessionSite
+from tlsession import MemorySessionStore, SessionManager, SessionResource
 
 
 def visitorAddress(ctx: Any, data: Any) -> Any:
@@ -58,22 +58,40 @@ class Simple(rend.Page):
         return "<p>The counter is back at zero. <a href='./'>Back</a></p>"
 
 
-def _manager() -> SessionManager:
-    return SessionManager(MemorySessionStore(reactor), reactor)
+class _SessionSite(Site):
+    """
+    A site whose session store runs while the site listens: a store takes
+    calls only while it runs.
+    """
+
+    def __init__(self, store: MemorySessionStore) -> None:
+        super().__init__(SessionResource(Simple(), SessionManager(store, reactor)))
+        self.store = store
+
+    def startFactory(self) -> None:
+        self.store.startService()
+
+    def stopFactory(self) -> None:
+        self.store.stopService()
 
 
 def resource() -> IResource:
     """
     The example's root: the page below tlsession's session wrapper.
+    C{twistd web --class} gives it no service to run its store under, so
+    the store runs from the reactor's start to its shutdown.
     """
-    return SessionResource(Simple(), _manager())
+    store = MemorySessionStore(reactor)
+    reactor.callWhenRunning(store.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", store.stopService)
+    return SessionResource(Simple(), SessionManager(store, reactor))
 
 
 def site() -> Site:
     """
     A site serving the page with tlsession's sessions.
     """
-    return sessionSite(Simple(), _manager())
+    return _SessionSite(MemorySessionStore(reactor))
 
 
 if __name__ == "__main__":

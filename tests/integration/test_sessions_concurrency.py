@@ -163,6 +163,8 @@ class ConcurrentIncrementTests(TestCase):
         changed meanwhile, 409.
         """
         memory = MemorySessionStore(reactor)
+        memory.startService()
+        self.addCleanup(memory.stopService)
         url, _ = await self.serve(memory, hold=REQUESTS)
         codes = await self.increments([url], "plain", memory)
         self.assertEqual(codes.count(200), 1)
@@ -173,6 +175,8 @@ class ConcurrentIncrementTests(TestCase):
         C{increment} is answered 200 and counted.
         """
         memory = MemorySessionStore(reactor)
+        memory.startService()
+        self.addCleanup(memory.stopService)
         url, _ = await self.serve(memory, hold=REQUESTS)
         codes = await self.increments([url], "atomic", memory)
         self.assertEqual(codes, [200] * REQUESTS)

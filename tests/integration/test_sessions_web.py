@@ -174,7 +174,10 @@ class SessionSiteTests(TestCase):
         """
         A site with sessions in C{store} (a new memory store by default).
         """
-        store = store or MemorySessionStore(reactor)
+        if store is None:
+            store = MemorySessionStore(reactor)
+            store.startService()
+            self.addCleanup(store.stopService)
         manager = SessionManager(store, reactor)
         root = Resource()
         gate = Gate()
@@ -287,6 +290,8 @@ class SessionSiteTests(TestCase):
         key, both keep their write.
         """
         store = MemorySessionStore(reactor)
+        store.startService()
+        self.addCleanup(store.stopService)
         url, gate = await self.serve(store)
         browser = Browser()
         await browser.get(url + "/count")

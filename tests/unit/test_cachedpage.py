@@ -235,7 +235,10 @@ class PersonalisationTests(CacheTestCase):
                 session["name"] = "known"
                 return ("hello " + name).encode()
 
-        manager = SessionManager(MemorySessionStore(self.clock), self.clock)
+        store = MemorySessionStore(self.clock)
+        store.startService()
+        self.addCleanup(store.stopService)
+        manager = SessionManager(store, self.clock)
         site = sessionSite(Greeting(self.cache, self.counter), manager)
         site._reactor = self.clock
         driver = SiteDriver(site)

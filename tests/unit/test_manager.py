@@ -99,6 +99,8 @@ class ManagerTestCase(SynchronousTestCase):
         self.store = MemorySessionStore(
             self.clock, idleTimeout=IDLE, absoluteTimeout=ABSOLUTE
         )
+        self.store.startService()
+        self.addCleanup(self.store.stopService)
         self.manager = self.makeManager()
         self.events: List[Dict[str, Any]] = []
         self.manager.log = Logger(observer=self.events.append)
@@ -232,6 +234,8 @@ class CookiePolicyTests(ManagerTestCase):
         self.store = MemorySessionStore(
             self.clock, idleTimeout=6000, absoluteTimeout=6000
         )
+        self.store.startService()
+        self.addCleanup(self.store.stopService)
         manager = self.makeManager()
         first = makeRequest()
         self.session(first, manager=manager)["a"] = 1
@@ -1096,6 +1100,8 @@ class UnavailableStoreTests(ManagerTestCase):
         self.clock.advance(3)
         error = self.failureResultOf(d, StoreUnavailableError)
         self.assertIn("did not answer within 3", str(error.value))
+        # The memory store of setUp sweeps on this clock while it runs.
+        self.successResultOf(self.store.stopService())
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_otherErrorsUnchanged(self) -> None:

@@ -242,6 +242,8 @@ class SharedSessionTests(SynchronousTestCase):
         page.sessions = []
         clock = Clock()
         store = MemorySessionStore(clock)
+        store.startService()
+        self.addCleanup(store.stopService)
         site = sessionSite(page, SessionManager(store, clock))
         first = sendRequest(site, b"/").response()
         self.assertEqual(first.body, b"<p>1</p>")

@@ -208,6 +208,8 @@ class WebTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_000_000)
         self.memory = MemorySessionStore(self.clock)
+        self.memory.startService()
+        self.addCleanup(self.memory.stopService)
         self.root = Resource()
         self.root.putChild(b"count", Counter())
         self.later = Later()
@@ -635,6 +637,8 @@ class StoreFailureTests(WebTestCase):
         is stored.
         """
         self.memory = MemorySessionStore(self.clock, maxValueBytes=1024)
+        self.memory.startService()
+        self.addCleanup(self.memory.stopService)
         self.useStore(self.memory)
 
         class Hoarder(Resource):
