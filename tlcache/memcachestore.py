@@ -45,8 +45,8 @@ from tlcache._memcacheitem import (
     _tokenBytes,
 )
 from tlcache.store import CacheEntry, ICacheStore, MemoryCacheStore
-from tlsession.stores.memcache import MemcacheConnection
 from tlsuite._loglimit import LogLimiter
+from tlsuite._memcache import MemcacheConnection
 
 __all__ = [
     "DEFAULT_MAX_ENTRY_BYTES",
