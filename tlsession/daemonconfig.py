@@ -17,7 +17,6 @@ import stat
 from typing import Any, Iterable, Optional
 
 from attrs import frozen
-from twisted.internet.endpoints import _parse
 
 from tlsession.daemon import (
     DEFAULT_LOGIN_TIMEOUT,
@@ -28,6 +27,7 @@ from tlsession.daemon import (
 )
 from tlsession.stores.memory import MemorySessionStore
 from tlsuite._endpoints import EndpointStringError, checkServerEndpoint, endpointKind
+from tlsuite._twisted import parseEndpointString
 
 __all__ = [
     "MAX_SECRET_FILE_BYTES",
@@ -118,7 +118,7 @@ def checkListenEndpoint(
     @return: the endpoint string to listen on.
     @raise DaemonConfigError: naming the endpoint and C{flag}.
     """
-    _, kwargs = _parse(description)
+    _, kwargs = parseEndpointString(description)
     kind = endpointKind(description)
     if kind == "unix":
         if "mode" not in kwargs:

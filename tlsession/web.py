@@ -30,7 +30,6 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.components import getAdapterFactory, registerAdapter
 from twisted.python.failure import Failure
-from twisted.web import resource as _resource
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Site
@@ -39,15 +38,11 @@ from zope.interface import implementer
 from tlsession.interfaces import ISession, StoreUnavailableError, ValueTooLargeError
 from tlsession.manager import SessionCommitError, SessionManager, registeredSession
 from tlsuite._loglimit import LogLimiter
+from tlsuite._twisted import encodingResourceEncoder
 
 __all__ = ["NoSessionError", "SessionResource", "sessionSite"]
 
 log = Logger()
-
-# twisted.web finds a response encoder (gzip) only on the resource it
-# renders; traversal below the wrapper happens here, so the wrapper does the
-# same for what it finds. Private in Twisted, hence looked up defensively.
-_IEncodingResource = getattr(_resource, "_IEncodingResource", None)
 
 _HOLD_ATTRIBUTE = "_tlsessionHold"
 
@@ -178,14 +173,8 @@ class SessionResource:
     def _renderWrapped(self, request: IRequest) -> None:
         try:
             child = getChildForRequest(self.wrapped, request)
-            if (
-                _IEncodingResource is not None
-                and _IEncodingResource.providedBy(child)
-                and getattr(request, "_encoder", None) is None
-            ):
-                encoder = child.getEncoder(request)
-                if encoder is not None:
-                    request._encoder = encoder  # type: ignore[attr-defined]
+            # As twisted.web's Request.process does: gzip and the like.
+            encodingResourceEncoder(child, request)
             request.render(child)  # type: ignore[attr-defined]
         except Exception:
             request.processingFailed(Failure())  # type: ignore[attr-defined]

@@ -89,3 +89,32 @@ def raiseListenErrorsAtStart(service: StreamServerEndpointService) -> None:
     this reach catch.
     """
     service._raiseSynchronously = True
+
+
+def encodingResourceEncoder(resource: object, request: object) -> object:
+    """
+    What C{twisted.web.server.Request.process} does before it renders a
+    resource, for code that renders a child itself (tlsession's
+    C{SessionResource}, a leaf that renders what it wraps): if C{resource}
+    offers a response encoder (gzip, as L{EncodingResourceWrapper} does) and
+    the request has none yet, give the request that encoder.
+
+    @return: the encoder now in use, or C{None}.
+
+    Reaches: C{twisted.web.resource._IEncodingResource} and
+    C{twisted.web.server.Request._encoder}, the only way to have
+    C{Request.write} encode. The public replacement would be a public
+    encoder hook on C{Request}; without one, rendering the child through
+    C{Site.getResourceFor} is not possible below a leaf.
+    """
+    from twisted.web import resource as _resource
+
+    interface = getattr(_resource, "_IEncodingResource", None)
+    if interface is None or getattr(request, "_encoder", None) is not None:
+        return getattr(request, "_encoder", None)
+    if not interface.providedBy(resource):
+        return None
+    encoder = resource.getEncoder(request)  # type: ignore[attr-defined]
+    if encoder is not None:
+        request._encoder = encoder  # type: ignore[attr-defined]
+    return encoder

@@ -133,3 +133,39 @@ class RaiseListenErrorsAtStartTests(SynchronousTestCase):
         service = self.service()
         service.privilegedStartService()
         self.assertEqual(len(self.flushLoggedErrors(CannotListenError)), 1)
+
+
+class EncodingResourceEncoderTests(SynchronousTestCase):
+    """
+    C{twisted.web.resource._IEncodingResource} and
+    C{twisted.web.server.Request._encoder}.
+    """
+
+    def test_gzipEncoderTakenFromTheWrapper(self) -> None:
+        """
+        An L{EncodingResourceWrapper} gives a gzip-accepting request its
+        encoder, which C{Request.write} then uses; a request that already
+        has one keeps it.
+        """
+        from twisted.web.resource import EncodingResourceWrapper, Resource
+        from twisted.web.server import GzipEncoderFactory
+        from twisted.web.test.requesthelper import DummyRequest
+
+        wrapper = EncodingResourceWrapper(Resource(), [GzipEncoderFactory()])
+        request = DummyRequest([b""])
+        request.requestHeaders.setRawHeaders(b"accept-encoding", [b"gzip"])
+        encoder = _twisted.encodingResourceEncoder(wrapper, request)
+        self.assertIsNotNone(encoder)
+        self.assertIs(request._encoder, encoder)  # type: ignore[attr-defined]
+        self.assertIs(_twisted.encodingResourceEncoder(wrapper, request), encoder)
+
+    def test_plainResourceHasNone(self) -> None:
+        """
+        A resource without encoders gives none.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.test.requesthelper import DummyRequest
+
+        self.assertIsNone(
+            _twisted.encodingResourceEncoder(Resource(), DummyRequest([b""]))
+        )
