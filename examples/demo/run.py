@@ -232,6 +232,35 @@ def children() -> List[Child]:
     ]
 
 
+#: The demo's TCP ports, with the variable that moves each.
+PORTS = (
+    ("TLSUITE_DEMO_HTTP", HTTP, "tlbalance, plain"),
+    ("TLSUITE_DEMO_HTTPS", HTTPS, "tlbalance, TLS"),
+    ("TLSUITE_DEMO_BACKEND", BACKEND, "backend A"),
+)
+
+
+def takenPorts() -> List[str]:
+    """
+    One line for each of the demo's ports that another process holds on
+    127.0.0.1, saying how to choose another; none when all are free.
+    """
+    taken = []
+    for variable, port, role in PORTS:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As the listeners will: a port left in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as e:
+                taken.append(
+                    f"port {port} ({role}) cannot be used: {e.strerror}; another"
+                    f" process holds it. Stop that process, or choose another"
+                    f" port: {variable}={port + 1000} make demo"
+                )
+    return taken
+
+
 def waitForSocket(path: Path, child: Child) -> bool:
     """
     Wait until C{child} accepts connections on the unix socket C{path}.
@@ -292,6 +321,14 @@ def main() -> int:
     """
     Start the demo and supervise it until Ctrl-C or SIGTERM.
     """
+    taken = takenPorts()
+    if taken:
+        # Before anything starts: no banner, no pids, no half-started demo.
+        print(
+            "\n".join(f"cannot start the demo: {line}" for line in taken),
+            file=sys.stderr,
+        )
+        return 1
     RUN.mkdir(mode=0o700, exist_ok=True)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

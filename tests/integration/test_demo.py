@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import ssl
 import stat
 import subprocess
@@ -336,6 +337,38 @@ class DemoTests(TestCase):
         self.assertEqual(self.visit(browser, 1)[0]["visits"], "2")
 
         self.stopDemo()
+
+    def test_portTakenStopsBeforeAnythingStarts(self) -> None:
+        """
+        With one of its ports held by another process, the demo says which
+        one and how to choose another, exits 1, and starts nothing (no
+        banner, no run directory).
+        """
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = holder.getsockname()[1]
+        runDirectory = Path(temporaryDirectory(self)) / "run"
+        result = subprocess.run(
+            [sys.executable, "examples/demo/run.py"],
+            cwd=ROOT,
+            env=dict(
+                os.environ,
+                TLSUITE_DEMO_RUN=str(runDirectory),
+                TLSUITE_DEMO_HTTP=str(freePort()),
+                TLSUITE_DEMO_HTTPS=str(taken),
+                TLSUITE_DEMO_BACKEND=str(freePort()),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(result.stdout, "")
+        self.assertIn(f"port {taken} (tlbalance, TLS)", result.stderr)
+        self.assertIn(f"TLSUITE_DEMO_HTTPS={taken + 1000} make demo", result.stderr)
+        self.assertFalse(runDirectory.exists())
 
     def cachedURL(self, query: str = "") -> str:
         """
