@@ -19,7 +19,6 @@ from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import _parse
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -34,6 +33,7 @@ from tlbalance import proxyprotocol
 from tlbalance._loglevel import balancerLogger
 from tlbalance.backends import Backend
 from tlbalance.localerrors import LocalErrors, describeErrno, localErrno
+from tlsuite._twisted import parseEndpointString
 
 if TYPE_CHECKING:
     from tlbalance.config import HealthCheckConfig
@@ -86,7 +86,7 @@ def hostHeaderFor(endpoint: str) -> str:
     @param endpoint: a client endpoint string, e.g. C{tcp:host=a:port=8080}.
     """
     try:
-        args, kwargs = _parse(endpoint)
+        args, kwargs = parseEndpointString(endpoint)
     except Exception:
         return "localhost"
     kind = str(args[0]).lower() if args else ""

@@ -2,10 +2,10 @@
 Tests for L{tlbalance._endpoints}.
 """
 
-from twisted.internet.endpoints import _parse
 from twisted.trial.unittest import SynchronousTestCase
 
 from tlbalance._endpoints import unparseEndpoint
+from tlsuite._twisted import parseEndpointString
 
 
 class UnparseEndpointTests(SynchronousTestCase):
@@ -18,9 +18,9 @@ class UnparseEndpointTests(SynchronousTestCase):
         Splitting C{description} as Twisted does and joining it again gives a
         string that splits into the same arguments.
         """
-        args, kwargs = _parse(description)
+        args, kwargs = parseEndpointString(description)
         again = unparseEndpoint(args, kwargs)
-        self.assertEqual(_parse(again), (args, kwargs))
+        self.assertEqual(parseEndpointString(again), (args, kwargs))
 
     def test_plain(self) -> None:
         """
@@ -33,7 +33,7 @@ class UnparseEndpointTests(SynchronousTestCase):
         An IPv6 interface, whose colons are escaped, survives the round trip.
         """
         self.assertRoundTrip(r"tcp6:8080:interface=\:\:1")
-        args, kwargs = _parse(r"tcp6:8080:interface=\:\:1")
+        args, kwargs = parseEndpointString(r"tcp6:8080:interface=\:\:1")
         self.assertEqual(kwargs["interface"], "::1")
 
     def test_backslashesAndEquals(self) -> None:
