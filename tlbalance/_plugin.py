@@ -46,7 +46,7 @@ class SNIEndpointStringParser:
     Parses C{tlsni:certdir=DIR[:strict=yes]:INNER-ENDPOINT}: TLS with the
     certificate chosen by server name from a directory of PEM files.
 
-    See L{tlbalance.tls.parseSNIEndpoint} for the syntax.
+    See L{tlbalance._sni.SNIOptions} for the syntax.
     """
 
     prefix = "tlsni"
@@ -55,8 +55,8 @@ class SNIEndpointStringParser:
         self, reactor: Any, *args: str, **kwargs: str
     ) -> IStreamServerEndpoint:
         """
-        Build the endpoint; the real work lives in L{tlbalance.tls}.
+        Build the endpoint; the real work lives in L{tlbalance._sni}.
         """
-        from tlbalance.tls import parseSNIEndpoint
+        from tlbalance._sni import parseSNIEndpoint
 
         return parseSNIEndpoint(reactor, *args, **kwargs)

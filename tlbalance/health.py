@@ -377,8 +377,8 @@ class HealthChecker(Service):
         @param connect: called with a protocol factory and a preamble (or
             C{None}); returns a cancellable L{Deferred} firing with the
             connected protocol after writing C{preamble(rawTransport)}
-            first. In production, L{tlbalance.tls.connectWithPreamble} on
-            the backend's endpoint.
+            first. In production, the backend's
+            L{tlbalance.relay.BackendConnector.connectWithPreamble}.
         @param sendProxy: C{"v1"}, C{"v2"} or C{None}: the backend's PROXY
             setting, so checks pass where traffic must carry the header.
         @param random: jitter source; a fresh L{random.Random} when not given.

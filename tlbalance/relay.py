@@ -14,7 +14,6 @@ buffer without bound.
 from __future__ import annotations
 
 import socket
-from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import attrs
@@ -22,7 +21,6 @@ from OpenSSL import SSL
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import (
     IAddress,
     IConnector,
@@ -30,6 +28,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
     IProtocol,
+    IProtocolFactory,
     IReactorTime,
     ISSLTransport,
     IStreamClientEndpoint,
@@ -41,13 +40,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tlbalance import proxyprotocol
+from tlbalance._clientendpoints import directConnect
 from tlbalance._endpoints import describeAddress
 from tlbalance._loglevel import balancerLogger
 from tlbalance._sockets import setNoDelay, writerFor
 from tlbalance.backends import Backend, BackendPool
 from tlbalance.endings import Ending, Phase
 from tlbalance.localerrors import LocalErrors, describeErrno, localErrno
-from tlbalance.tls import connectWithPreamble, splitClientTLS, tlsFacts
+from tlbalance.tls import Preamble, connectWithPreamble, splitClientTLS, tlsFacts
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -112,37 +112,51 @@ def clientKeyFor(address: IAddress) -> Optional[bytes]:
 @attrs.define
 class BackendConnector:
     """
-    How to reach one backend: its endpoint split into the plain part and the
-    TLS connection creator, so the PROXY header goes out below TLS.
+    How to reach one backend: its endpoint string taken apart into the plain
+    transport and the TLS connection creator, so the PROXY header goes out
+    below TLS.
 
-    Plain TCP and unix endpoints are connected straight through the reactor
+    Plain TCP and unix backends are connected straight through the reactor
     (C{connectTCP}/C{connectUNIX}): the endpoint API would put one more
     protocol object between the backend socket and the relay, and every
     chunk of a response would pay a method call for it.
+
+    @ivar plain: the plain transport's endpoint.
+    @ivar tlsCreator: the TLS to run over it; L{None} for none.
+    @ivar direct: connects a factory straight through the reactor, for plain
+        TCP and unix backends.
+    @ivar clock: schedules TLS write batching; L{None} for the global
+        reactor.
     """
 
     plain: IStreamClientEndpoint
-    tlsCreator: Optional[IOpenSSLClientConnectionCreator]
-    endpoint: IStreamClientEndpoint
+    tlsCreator: Optional[IOpenSSLClientConnectionCreator] = None
     direct: Optional[Callable[[ClientFactory], IConnector]] = None
+    clock: Optional[IReactorTime] = None
 
     @classmethod
-    def fromEndpoint(
-        cls, endpoint: IStreamClientEndpoint, connectTimeout: Optional[float] = None
+    def fromString(
+        cls, reactor: Any, description: str, connectTimeout: Optional[float] = None
     ) -> BackendConnector:
         """
-        Split C{endpoint} once, at start-up, rather than on every connection.
+        Take the backend's client endpoint string apart once, at start-up,
+        rather than on every connection.
 
+        @param reactor: what connections are made with.
         @param connectTimeout: for direct connections, the reactor's own
             connect timeout, so no second timer is needed; C{None} keeps the
-            endpoint's.
+            endpoint string's.
         """
-        plain, creator = splitClientTLS(endpoint)
+        plain, creator = splitClientTLS(reactor, description)
         return cls(
             plain=plain,
             tlsCreator=creator,
-            endpoint=endpoint,
-            direct=(_directConnect(plain, connectTimeout) if creator is None else None),
+            direct=(
+                directConnect(reactor, description, connectTimeout)
+                if creator is None
+                else None
+            ),
+            clock=reactor if IReactorTime.providedBy(reactor) else None,
         )
 
     def connect(
@@ -162,35 +176,18 @@ class BackendConnector:
         if self.tlsCreator is None:
             return self.plain.connect(_BackendFactory(frontend, header))
         preamble = None if header is None else (lambda transport: header)
+        return self.connectWithPreamble(_BackendFactory(frontend, None), preamble)
+
+    def connectWithPreamble(
+        self, factory: IProtocolFactory, preamble: Optional[Preamble]
+    ) -> Deferred[IProtocol]:
+        """
+        Connect C{factory}'s protocol through the endpoint (never directly),
+        with C{preamble} below TLS: what health checks use.
+        """
         return connectWithPreamble(
-            self.endpoint, _BackendFactory(frontend, None), preamble
+            self.plain, factory, preamble, self.tlsCreator, self.clock
         )
-
-
-def _directConnect(
-    endpoint: IStreamClientEndpoint, timeout: Optional[float]
-) -> Optional[Callable[[ClientFactory], IConnector]]:
-    # Twisted's TCP4ClientEndpoint and UNIXClientEndpoint keep their
-    # arguments in private attributes; tests pin these names so that a
-    # Twisted change shows up as a failure, not as a slower relay.
-    if isinstance(endpoint, TCP4ClientEndpoint):
-        reactor: Any = endpoint._reactor
-        return partial(
-            reactor.connectTCP,
-            endpoint._host,
-            endpoint._port,
-            timeout=endpoint._timeout if timeout is None else timeout,
-            bindAddress=endpoint._bindAddress,
-        )
-    if isinstance(endpoint, UNIXClientEndpoint):
-        reactor = endpoint._reactor
-        return partial(
-            reactor.connectUNIX,
-            endpoint._path,
-            timeout=endpoint._timeout if timeout is None else timeout,
-            checkPID=endpoint._checkPID,
-        )
-    return None
 
 
 class Balancer:

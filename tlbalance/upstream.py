@@ -18,7 +18,6 @@ from typing import Any, Iterable, Optional, Tuple, Union
 from attrs import frozen
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -535,7 +534,6 @@ def parseProxyEndpoint(
         raise ValueError(
             f"tlproxy: headertimeout must be positive, not {timeoutText!r}"
         )
-    inner = serverFromString(reactor, unparseEndpoint(args, kwargs))
-    plain, creator = splitServerTLS(inner)
+    plain, creator = splitServerTLS(reactor, unparseEndpoint(args, kwargs))
     clock = reactor if IReactorTime.providedBy(reactor) else None
     return ProxyReceiverEndpoint(plain, trusted, headerTimeout, clock, creator)

@@ -333,7 +333,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     sys.path.insert(0, str(ROOT))
-    from tlbalance.tls import ensureSelfSigned
+    from tlbalance._selfsigned import ensureSelfSigned
     from tlsession.daemonconfig import DaemonConfigError, readSecretFile
 
     ensureSelfSigned(str(RUN / "demo-cert.pem"), ["localhost", "127.0.0.1"])

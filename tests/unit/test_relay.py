@@ -16,7 +16,7 @@ from twisted.internet.interfaces import (
     ISSLTransport,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
     EventLoggingObserver,
@@ -153,8 +153,7 @@ class RelayTestMixin:
         ]
         self.endpoints = {name: FakeEndpoint(name) for name in names}
         connectors = {
-            name: BackendConnector(plain=ep, tlsCreator=None, endpoint=ep)
-            for name, ep in self.endpoints.items()
+            name: BackendConnector(plain=ep) for name, ep in self.endpoints.items()
         }
         self.pool = BackendPool(self.backends, schedulerFor("roundrobin"))
         self.balancer = Balancer(
@@ -1356,8 +1355,8 @@ class DirectConnectTests(SynchronousTestCase):
     def frontendFor(
         self, description: str, connectTimeout: Optional[float] = None
     ) -> tuple[FrontendProtocol, BackendConnector]:
-        connector = BackendConnector.fromEndpoint(
-            clientFromString(self.reactor, description), connectTimeout
+        connector = BackendConnector.fromString(
+            self.reactor, description, connectTimeout
         )
         settings = RelaySettings(connectTimeout=connectTimeout or 5.0)
         balancer = Balancer(self.pool, {"a": connector}, settings, self.reactor)
@@ -1448,14 +1447,82 @@ class DirectConnectTests(SynchronousTestCase):
         factory = self.reactor.tcpClients[0][2]
         factory.clientConnectionFailed(reactorConnector, Failure(error.UserError()))
 
+    def test_sameAsTwisted(self) -> None:
+        """
+        Whatever the form of a C{tcp:} or C{unix:} string, the direct
+        connection goes where, and with the settings, Twisted's own endpoint
+        for it would connect.
+        """
+        for description in [
+            "tcp:host=10.0.0.1:port=8080",
+            "tcp:10.0.0.1:8080",
+            "tcp:10.0.0.1:port=8080",
+            "tcp:host=10.0.0.1:8080",
+            "tcp:host=10.0.0.1:port=8080:timeout=7:bindAddress=10.0.0.9",
+            r"tcp:host=\:\:1:port=8080",
+            "TCP:host=10.0.0.1:port=8080",
+            "unix:path=/run/app.sock",
+            "unix:/run/app.sock:timeout=4:lockfile=1",
+            r"unix:path=/run/app\:1.sock:lockfile=0",
+        ]:
+            ours, theirs = MemoryReactorClock(), MemoryReactorClock()
+            connector = BackendConnector.fromString(ours, description)
+            assert connector.direct is not None, description
+            connector.direct(ClientFactory())
+            clientFromString(theirs, description).connect(Factory.forProtocol(Protocol))
+            if theirs.tcpClients:
+                host, port, _, timeout, bindAddress = ours.tcpClients[0]
+                expected = theirs.tcpClients[0]
+                self.assertEqual(
+                    (host, port, timeout, bindAddress),
+                    (expected[0], expected[1], expected[3], expected[4]),
+                    description,
+                )
+            else:
+                path, _, timeout, checkPID = ours.unixClients[0]
+                expected = theirs.unixClients[0]
+                self.assertEqual(
+                    (path, timeout, checkPID),
+                    (expected[0], expected[2], expected[3]),
+                    description,
+                )
+
     def test_tlsThroughEndpoint(self) -> None:
         """
         A TLS backend is not connected directly: the header must go below
-        TLS, which L{connectWithPreamble} arranges.
+        TLS, before the ClientHello.
         """
         frontend, connector = self.frontendFor("ssl:host=10.0.0.1:port=8443")
         self.assertIsNone(connector.direct)
         self.assertIsNotNone(connector.tlsCreator)
+        connector.connect(frontend, b"HEADER")
+        factory = self.reactor.tcpClients[0][2]
+        protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 8443))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        sent = transport.value()
+        self.assertTrue(sent.startswith(b"HEADER"))
+        # A TLS handshake record (0x16) carrying a ClientHello (0x01).
+        self.assertEqual((sent[6], sent[11]), (0x16, 0x01))
+
+    def test_healthCheckConnect(self) -> None:
+        """
+        L{BackendConnector.connectWithPreamble}, which health checks use,
+        goes through the endpoint even for a plain backend, and writes the
+        preamble built from the raw transport first.
+        """
+        frontend, connector = self.frontendFor("tcp:host=10.0.0.1:port=8080")
+        app = Protocol()
+        connected = connector.connectWithPreamble(
+            Factory.forProtocol(lambda: app), lambda transport: b"CHECK "
+        )
+        factory = self.reactor.tcpClients[0][2]
+        protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 8080))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertIs(self.successResultOf(connected), app)
+        app.transport.write(b"GET /")
+        self.assertEqual(transport.value(), b"CHECK GET /")
 
 
 class ForwardingTLSTransport:

@@ -1,7 +1,7 @@
 """
-Tests for L{tlbalance.tls}: SNI certificate directories, splitting TLS off
-endpoints, writing a preamble before TLS, TLS facts and self-signed
-certificates. Every handshake runs in memory.
+Tests for L{tlbalance.tls}: SNI certificate directories, taking TLS off
+endpoint strings, writing a preamble before TLS, and TLS facts. Every
+handshake runs in memory.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import stat
 import tempfile
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from cryptography import x509
@@ -26,12 +26,9 @@ from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import (
     HostnameEndpoint,
-    SSL4ClientEndpoint,
-    SSL4ServerEndpoint,
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
     UNIXServerEndpoint,
-    _WrapperEndpoint,
     clientFromString,
     serverFromString,
 )
@@ -39,7 +36,6 @@ from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
-    IOpenSSLContextFactory,
     IOpenSSLServerConnectionCreator,
     IStreamServerEndpoint,
 )
@@ -62,7 +58,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.test import iosim
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -73,14 +69,14 @@ from tlbalance.tls import (
     TLSConfigError,
     TLSFacts,
     TLSServerEndpoint,
+    TLSSettings,
     connectWithPreamble,
-    ensureSelfSigned,
     parseSNIEndpoint,
-    selfSignedPEM,
     splitClientTLS,
     splitServerTLS,
     tlsFacts,
 )
+from tlbalance.upstream import ProxyReceiverEndpoint
 
 # One authority and a few certificates for the whole module: EC keys are
 # quick, but there is no need to make them per test.
@@ -326,17 +322,18 @@ def writeDirectory(
     return directory
 
 
-def sslServerEndpoint(
-    testCase: SynchronousTestCase, reactor: Any, issued: IssuedCertificate
-) -> Any:
+def sslServerDescription(
+    testCase: SynchronousTestCase, issued: IssuedCertificate, **options: str
+) -> str:
     """
-    What C{ssl:0:privateKey=FILE:interface=127.0.0.1} builds.
+    C{ssl:0:privateKey=FILE:interface=127.0.0.1}, with the key and
+    certificate of C{issued} in one file, and C{options} added.
     """
     pem = FilePath(temporaryPath(testCase))
     pem.setContent(issued.combinedPEM())
-    return serverFromString(
-        reactor,
-        f"ssl:0:privateKey={quoteEndpointArgument(pem.path)}:interface=127.0.0.1",
+    extra = "".join(f":{k}={v}" for k, v in options.items())
+    return (
+        f"ssl:0:privateKey={quoteEndpointArgument(pem.path)}:interface=127.0.0.1{extra}"
     )
 
 
@@ -886,20 +883,19 @@ class SNIEndpointTests(SynchronousTestCase):
 
 class SplitServerTLSTests(SynchronousTestCase):
     """
-    L{splitServerTLS} separates a server endpoint's transport from its TLS.
+    L{splitServerTLS} builds a server endpoint string as its plain listener
+    and its TLS.
     """
 
     def test_sslEndpoint(self) -> None:
         """
-        An C{ssl:} endpoint splits into a TCP endpoint on the same port,
-        interface and backlog (read from private attributes of Twisted's
-        L{SSL4ServerEndpoint}: this test fails if Twisted renames them) and
-        its TLS settings, which serve the certificate.
+        An C{ssl:} string becomes a TCP listener on the same port, interface
+        and backlog, and TLS that serves its certificate.
         """
         reactor = MemoryReactor()
-        endpoint = sslServerEndpoint(self, reactor, ALPHA)
-        self.assertIsInstance(endpoint, SSL4ServerEndpoint)
-        plain, creator = splitServerTLS(endpoint)
+        plain, creator = splitServerTLS(
+            reactor, sslServerDescription(self, ALPHA, backlog="7")
+        )
         self.assertIsInstance(plain, TCP4ServerEndpoint)
         assert creator is not None
         self.assertTrue(IOpenSSLServerConnectionCreator.providedBy(creator))
@@ -907,93 +903,243 @@ class SplitServerTLSTests(SynchronousTestCase):
         plain.listen(Factory.forProtocol(Protocol))
         self.assertEqual(reactor.sslServers, [])
         port, factory, backlog, interface = reactor.tcpServers[0]
-        self.assertEqual((port, backlog, interface), (0, 50, "127.0.0.1"))
+        self.assertEqual((port, backlog, interface), (0, 7, "127.0.0.1"))
 
         handshake = Handshake(creator, trusting("alpha.example.com"))
         self.assertTrue(handshake.works())
         self.assertEqual(handshake.peerNames(), ["alpha.example.com"])
 
+    def test_sslListensWhereTwistedWould(self) -> None:
+        """
+        Whatever the form of the C{ssl:} string (positional or named
+        arguments, defaults), the TCP listener gets the port, backlog and
+        interface Twisted's own C{ssl:} endpoint would listen with.
+        """
+        pem = FilePath(temporaryPath(self))
+        pem.setContent(ALPHA.combinedPEM())
+        key = quoteEndpointArgument(pem.path)
+        for description in [
+            f"ssl:8443:privateKey={key}",
+            f"ssl:8443:{key}",
+            f"ssl:port=8443:privateKey={key}:certKey={key}",
+            f"ssl:8443:{key}:{key}:interface=127.0.0.1:backlog=511",
+            rf"ssl:8443:privateKey={key}:interface=\:\:1",
+        ]:
+            ours, theirs = MemoryReactor(), MemoryReactor()
+            plain, creator = splitServerTLS(ours, description)
+            plain.listen(Factory.forProtocol(Protocol))
+            with warnings.catch_warnings():
+                # Some pyOpenSSL versions warn inside Twisted's ssl: parser.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                serverFromString(theirs, description).listen(
+                    Factory.forProtocol(Protocol)
+                )
+            port, _, backlog, interface = ours.tcpServers[0]
+            sslPort, _, _, sslBacklog, sslInterface = theirs.sslServers[0]
+            self.assertEqual(
+                (port, backlog, interface),
+                (sslPort, sslBacklog, sslInterface),
+                description,
+            )
+
+    def test_sslSeparateFilesAndChain(self) -> None:
+        """
+        C{certKey=} names the certificate file, C{privateKey=} the key file
+        and C{extraCertChain=} the intermediate certificates, which are
+        sent: a client that trusts only the root verifies the server.
+        """
+        intermediate = CA.intermediate("tlsuite test intermediate")
+        issued = intermediate.issue("chained.example.com")
+        files = writeDirectory(
+            self,
+            {
+                "key.pem": issued.keyPEM,
+                "cert.pem": issued.certPEM,
+                "chain.pem": issued.chainPEM,
+            },
+        )
+        quoted = {
+            name: quoteEndpointArgument(files.child(name).path)
+            for name in ["key.pem", "cert.pem", "chain.pem"]
+        }
+        plain, creator = splitServerTLS(
+            MemoryReactor(),
+            f"ssl:0:privateKey={quoted['key.pem']}:certKey={quoted['cert.pem']}:"
+            f"extraCertChain={quoted['chain.pem']}",
+        )
+        handshake = Handshake(creator, trusting("chained.example.com"))
+        self.assertTrue(handshake.works())
+        self.assertEqual(handshake.peerNames(), ["chained.example.com"])
+
+    def test_sslEmptyChain(self) -> None:
+        """
+        An C{extraCertChain=} file without a certificate is refused, naming
+        the file.
+        """
+        chain = FilePath(temporaryPath(self))
+        chain.setContent(b"nothing here\n")
+        error = self.assertRaises(
+            TLSConfigError,
+            splitServerTLS,
+            MemoryReactor(),
+            sslServerDescription(
+                self, ALPHA, extraCertChain=quoteEndpointArgument(chain.path)
+            ),
+        )
+        self.assertIn(chain.path, str(error))
+
+    def test_sslMissingKeyFile(self) -> None:
+        """
+        A missing key file is reported as Twisted's parser reports it: with
+        the file's name.
+        """
+        missing = temporaryPath(self)
+        error = self.assertRaises(
+            OSError,
+            splitServerTLS,
+            MemoryReactor(),
+            f"ssl:0:privateKey={quoteEndpointArgument(missing)}",
+        )
+        self.assertIn(missing, str(error))
+
+    def test_sslUnknownOption(self) -> None:
+        """
+        An option C{ssl:} does not take is refused, naming it and the ones
+        it takes.
+        """
+        error = self.assertRaises(
+            TLSConfigError,
+            splitServerTLS,
+            MemoryReactor(),
+            sslServerDescription(self, ALPHA, privatekey="x.pem"),
+        )
+        self.assertIn("unknown option privatekey=", str(error))
+        self.assertIn("privateKey, certKey", str(error))
+
+    def test_sslNoPort(self) -> None:
+        """
+        An C{ssl:} string without a port says so.
+        """
+        error = self.assertRaises(
+            TLSConfigError, splitServerTLS, MemoryReactor(), "ssl:privateKey=a.pem"
+        )
+        self.assertIn("port is missing", str(error))
+
     def test_sslEndpointWithALPNClient(self) -> None:
         """
-        The TLS taken from an C{ssl:} endpoint serves clients that offer
-        ALPN protocols (Twisted's own ALPN callback would refuse them).
+        The TLS of an C{ssl:} string serves clients that offer ALPN
+        protocols (Twisted's own ALPN callback would refuse them).
         """
-        endpoint = sslServerEndpoint(self, MemoryReactor(), ALPHA)
-        plain, creator = splitServerTLS(endpoint)
+        plain, creator = splitServerTLS(
+            MemoryReactor(), sslServerDescription(self, ALPHA)
+        )
         handshake = Handshake(creator, RawClient(alpn=[b"h2", b"http/1.1"]))
         self.assertTrue(handshake.works())
 
     def test_sslEndpointRefusesTLS11(self) -> None:
         """
-        The TLS settings taken from an C{ssl:} endpoint refuse a TLS 1.1
-        client: Twisted's default floor is TLS 1.2.
+        The TLS of an C{ssl:} string refuses a TLS 1.1 client: TLS 1.2 is
+        the floor.
         """
-        endpoint = sslServerEndpoint(self, MemoryReactor(), ALPHA)
-        plain, creator = splitServerTLS(endpoint)
+        plain, creator = splitServerTLS(
+            MemoryReactor(), sslServerDescription(self, ALPHA)
+        )
         handshake = Handshake(creator, RawClient(None, SSL.TLS1_1_VERSION))
         self.assertTrue(handshake.refused())
 
     def test_sniEndpoint(self) -> None:
         """
-        A L{TLSServerEndpoint} splits into its wrapped endpoint and its
-        context factory.
+        A C{tlsni:} string becomes the listener it wraps and its certificate
+        directory, read once.
         """
-        inner = TCP4ServerEndpoint(MemoryReactor(), 0)
-        sni = SNICertificateDirectory(
-            writeDirectory(self, {"a.pem": ALPHA.combinedPEM()})
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        directory = writeDirectory(self, {"a.pem": ALPHA.combinedPEM()})
+        reactor = MemoryReactor()
+        plain, creator = splitServerTLS(
+            reactor,
+            f"tlsni:certdir={quoteEndpointArgument(directory.path)}:strict=yes:"
+            "tcp:0:interface=127.0.0.1",
+            TLSSettings(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384"),
         )
-        self.assertEqual(splitServerTLS(TLSServerEndpoint(inner, sni)), (inner, sni))
+        self.assertIsInstance(plain, TCP4ServerEndpoint)
+        assert isinstance(creator, SNICertificateDirectory)
+        self.assertEqual(creator.directory, directory)
+        self.assertTrue(creator.strict)
+        self.assertEqual(creator.settings.ciphers, "ECDHE-ECDSA-AES256-GCM-SHA384")
+        loads = [e for e in observer if "certificate file(s) loaded" in e["log_format"]]
+        self.assertEqual(len(loads), 1)
+        plain.listen(Factory.forProtocol(Protocol))
+        self.assertEqual(reactor.tcpServers[0][3], "127.0.0.1")
+        self.assertTrue(Handshake(creator, trusting("alpha.example.com")).works())
+
+    def test_sniOptionsChecked(self) -> None:
+        """
+        A C{tlsni:} string is checked as the C{tlsni:} endpoint parser
+        checks it.
+        """
+        error = self.assertRaises(
+            TLSConfigError, splitServerTLS, MemoryReactor(), "tlsni:tcp:0"
+        )
+        self.assertIn("certdir", str(error))
 
     def test_twistedTLSEndpointRefused(self) -> None:
         """
-        Twisted's own C{tls:} server endpoint (Twisted 25 and later) builds
-        its contexts with Twisted's defaults, which cannot be changed from
-        outside: it is refused with a message pointing to C{tlsni:}.
+        Twisted's own C{tls:} server endpoint builds its contexts with
+        Twisted's defaults, which cannot be changed from outside: it is
+        refused with a message pointing to C{tlsni:}.
         """
-        try:
-            from twisted.protocols._sni import TLSServerEndpoint as TwistedTLS
-        except ImportError:
-            raise SkipTest("this Twisted has no tls: server endpoint") from None
         directory = writeDirectory(self, {"alpha.example.com.pem": ALPHA.combinedPEM()})
-        endpoint = serverFromString(
-            MemoryReactor(), f"tls:{quoteEndpointArgument(directory.path)}:port=0"
+        error = self.assertRaises(
+            TLSConfigError,
+            splitServerTLS,
+            MemoryReactor(),
+            f"tls:{quoteEndpointArgument(directory.path)}:port=0",
         )
-        self.assertIsInstance(endpoint, TwistedTLS)
-        error = self.assertRaises(TLSConfigError, splitServerTLS, endpoint)
         self.assertIn("use tlsni:certdir=DIRECTORY", str(error))
-
-    def test_contextFactoryAdapted(self) -> None:
-        """
-        An old-style context factory (only C{getContext}) comes back as a
-        connection creator that serves its certificate.
-        """
-
-        @implementer(IOpenSSLContextFactory)
-        class OldStyle:
-            def getContext(self) -> SSL.Context:
-                context = SSL.Context(SSL.TLS_METHOD)
-                context.use_certificate(ALPHA.certificate)
-                context.use_privatekey(ALPHA.key)
-                return context
-
-        endpoint = SSL4ServerEndpoint(MemoryReactor(), 0, OldStyle())
-        plain, creator = splitServerTLS(endpoint)
-        self.assertTrue(IOpenSSLServerConnectionCreator.providedBy(creator))
-        self.assertTrue(Handshake(creator, trusting("alpha.example.com")).works())
-
-    def test_notAContextFactory(self) -> None:
-        """
-        Something that is no TLS configuration at all is reported.
-        """
-        endpoint = SSL4ServerEndpoint(MemoryReactor(), 0, object())
-        self.assertRaises(TypeError, splitServerTLS, endpoint)
 
     def test_plainEndpoint(self) -> None:
         """
-        An endpoint without TLS comes back unchanged, with no TLS settings.
+        A string without TLS is built as Twisted builds it, with no TLS;
+        that includes C{tlproxy:}, whose TLS (if any) stays below it.
         """
-        endpoint = TCP4ServerEndpoint(MemoryReactor(), 0)
-        self.assertEqual(splitServerTLS(endpoint), (endpoint, None))
+        plain, creator = splitServerTLS(MemoryReactor(), "tcp:0")
+        self.assertIsInstance(plain, TCP4ServerEndpoint)
+        self.assertIsNone(creator)
+        plain, creator = splitServerTLS(
+            MemoryReactor(), f"unix:{quoteEndpointArgument(temporaryPath(self))}"
+        )
+        self.assertIsInstance(plain, UNIXServerEndpoint)
+        self.assertIsNone(creator)
+        plain, creator = splitServerTLS(
+            MemoryReactor(),
+            "tlproxy:" + sslServerDescription(self, ALPHA),
+        )
+        self.assertIsInstance(plain, ProxyReceiverEndpoint)
+        self.assertIsNone(creator)
+
+    def test_badPlainEndpoint(self) -> None:
+        """
+        A string Twisted cannot build fails as it does.
+        """
+        self.assertRaises(ValueError, splitServerTLS, MemoryReactor(), "tcp:https")
+
+    def test_builtEndpointRefused(self) -> None:
+        """
+        An endpoint already built cannot be taken apart: the string is
+        asked for.
+        """
+        reactor = MemoryReactor()
+        error = self.assertRaises(
+            TypeError, splitServerTLS, reactor, TCP4ServerEndpoint(reactor, 0)
+        )
+        self.assertIn("the endpoint string", str(error))
+        error = self.assertRaises(
+            TypeError,
+            splitClientTLS,
+            reactor,
+            TCP4ClientEndpoint(reactor, "192.0.2.7", 80),
+        )
+        self.assertIn("the endpoint string", str(error))
 
 
 def tls12CipherNames() -> List[str]:
@@ -1039,7 +1185,9 @@ class ListenerDefaultsTests(SynchronousTestCase):
         """
         The TLS of C{ssl:0:privateKey=alpha.pem}, split off.
         """
-        plain, creator = splitServerTLS(sslServerEndpoint(self, MemoryReactor(), ALPHA))
+        plain, creator = splitServerTLS(
+            MemoryReactor(), sslServerDescription(self, ALPHA)
+        )
         return creator
 
     def sniListener(self) -> Any:
@@ -1050,11 +1198,10 @@ class ListenerDefaultsTests(SynchronousTestCase):
         directory = writeDirectory(
             self, {"a.pem": DEFAULT.combinedPEM(), "b.pem": BETA.combinedPEM()}
         )
-        endpoint = serverFromString(
+        plain, creator = splitServerTLS(
             MemoryReactor(),
             f"tlsni:certdir={quoteEndpointArgument(directory.path)}:tcp:0",
         )
-        plain, creator = splitServerTLS(endpoint)
         return creator
 
     def test_sslOffersOnlyAEADWithForwardSecrecy(self) -> None:
@@ -1139,31 +1286,58 @@ class ListenerDefaultsTests(SynchronousTestCase):
         self.assertEqual(client.certificateSent, [True, True])
 
 
+@implementer(IOpenSSLServerConnectionCreator)
+class CertificateRequestingServer:
+    """
+    A server that shows the alpha certificate and asks the client for one,
+    accepting any, and keeps its connections to see what the client sent.
+    """
+
+    def __init__(self) -> None:
+        self.context = SSL.Context(SSL.TLS_METHOD)
+        self.context.use_certificate(ALPHA.certificate)
+        self.context.use_privatekey(ALPHA.key)
+        self.context.set_verify(SSL.VERIFY_PEER, lambda *args: True)
+        self.connections: List[SSL.Connection] = []
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)
+        self.connections.append(connection)
+        return connection
+
+    def clientNames(self) -> Sequence[str]:
+        """
+        The names in the certificate the last client sent.
+        """
+        peer = self.connections[-1].get_peer_certificate(as_cryptography=True)
+        assert peer is not None, "the client sent no certificate"
+        return namesOf(peer)
+
+
 class SplitClientTLSTests(SynchronousTestCase):
     """
-    L{splitClientTLS} separates a client endpoint's transport from its TLS.
+    L{splitClientTLS} builds a client endpoint string as its plain transport
+    and its TLS.
     """
 
     def setUp(self) -> None:
         self.server = SNICertificateDirectory(
             writeDirectory(self, {"a.pem": ALPHA.combinedPEM()})
         )
+        self.cas = quoteEndpointArgument(caDirectory(self))
 
     def test_sslEndpoint(self) -> None:
         """
-        C{ssl:host=...:port=...:caCertsDir=...:hostname=...} splits into a TCP
-        endpoint to the same host and port and TLS settings that verify the
-        server against the given authority.
+        C{ssl:host=...:port=...:caCertsDir=...:hostname=...} becomes a TCP
+        endpoint to the same host and port and TLS that verifies the server
+        against the given authority.
         """
         reactor = MemoryReactor()
-        endpoint = clientFromString(
+        plain, creator = splitClientTLS(
             reactor,
             "ssl:host=192.0.2.7:port=8443:timeout=7:bindAddress=192.0.2.1:"
-            f"caCertsDir={quoteEndpointArgument(caDirectory(self))}:"
-            "hostname=alpha.example.com",
+            f"caCertsDir={self.cas}:hostname=alpha.example.com",
         )
-        self.assertIsInstance(endpoint, SSL4ClientEndpoint)
-        plain, creator = splitClientTLS(endpoint)
         self.assertIsInstance(plain, TCP4ClientEndpoint)
         assert creator is not None
         self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(creator))
@@ -1176,86 +1350,156 @@ class SplitClientTLSTests(SynchronousTestCase):
         )
         self.assertTrue(Handshake(self.server, creator).works())
 
+    def test_sslConnectsWhereTwistedWould(self) -> None:
+        """
+        Whatever the form of the C{ssl:} string, the TCP endpoint connects
+        to the host and port, with the timeout and bind address, that
+        Twisted's own C{ssl:} endpoint would use.
+        """
+        for description in [
+            "ssl:host=192.0.2.7:port=8443",
+            "ssl:192.0.2.7:8443",
+            "ssl:192.0.2.7:port=8443:timeout=3",
+            "ssl:host=192.0.2.7:8443:bindAddress=192.0.2.1",
+            f"ssl:192.0.2.7:8443:caCertsDir={self.cas}:hostname=alpha.example.com",
+        ]:
+            ours, theirs = MemoryReactor(), MemoryReactor()
+            plain, creator = splitClientTLS(ours, description)
+            plain.connect(Factory.forProtocol(Protocol))
+            clientFromString(theirs, description).connect(Factory.forProtocol(Protocol))
+            host, port, _, timeout, bindAddress = ours.tcpClients[0]
+            sslHost, sslPort, _, _, sslTimeout, sslBind = theirs.sslClients[0]
+            self.assertEqual(
+                (host, port, timeout, bindAddress),
+                (sslHost, sslPort, sslTimeout, sslBind),
+                description,
+            )
+
     def test_sslEndpointVerifies(self) -> None:
         """
-        The TLS settings split off C{ssl:} still check the server's name.
+        The TLS of C{ssl:} checks the server's name.
         """
-        endpoint = clientFromString(
+        plain, creator = splitClientTLS(
             MemoryReactor(),
-            "ssl:host=192.0.2.7:port=8443:"
-            f"caCertsDir={quoteEndpointArgument(caDirectory(self))}:"
+            f"ssl:host=192.0.2.7:port=8443:caCertsDir={self.cas}:"
             "hostname=beta.example.com",
         )
-        plain, creator = splitClientTLS(endpoint)
         self.assertFalse(Handshake(self.server, creator).works())
 
-    def test_tlsEndpoint(self) -> None:
+    def test_sslWithoutHostname(self) -> None:
         """
-        C{tls:host:port:trustRoots=...} splits into its inner endpoint and
-        the settings Twisted built, which verify the server.
+        Without C{hostname=}, C{ssl:} does what Twisted's does: TLS with no
+        verification of the server at all.
         """
-        endpoint = clientFromString(
-            MemoryReactor(),
-            "tls:alpha.example.com:8443:"
-            f"trustRoots={quoteEndpointArgument(caDirectory(self))}",
-        )
-        self.assertIsInstance(endpoint, _WrapperEndpoint)
-        plain, creator = splitClientTLS(endpoint)
-        self.assertIsInstance(plain, HostnameEndpoint)
-        self.assertIs(plain, endpoint._wrappedEndpoint)
-        assert creator is not None
-        self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(creator))
-        self.assertTrue(Handshake(self.server, creator).works())
-
-    def test_tlsEndpointInnerString(self) -> None:
-        """
-        C{tls:...:endpoint=...} splits into the endpoint named inside it.
-        """
-        endpoint = clientFromString(
-            MemoryReactor(),
-            "tls:alpha.example.com:443:"
-            f"trustRoots={quoteEndpointArgument(caDirectory(self))}:"
-            r"endpoint=tcp\:192.0.2.9\:9443",
-        )
-        plain, creator = splitClientTLS(endpoint)
-        self.assertIsInstance(plain, TCP4ClientEndpoint)
-        self.assertIsNotNone(creator)
-
-    def test_contextFactoryAdapted(self) -> None:
-        """
-        An C{SSL4ClientEndpoint} built with an old-style context factory
-        gives a connection creator that uses its context.
-        """
-
-        @implementer(IOpenSSLContextFactory)
-        class OldStyle:
-            def getContext(self) -> SSL.Context:
-                return SSL.Context(SSL.TLS_METHOD)
-
-        endpoint = SSL4ClientEndpoint(MemoryReactor(), "192.0.2.7", 443, OldStyle())
-        plain, creator = splitClientTLS(endpoint)
+        plain, creator = splitClientTLS(MemoryReactor(), "ssl:host=192.0.2.7:port=8443")
         self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(creator))
         handshake = Handshake(self.server, creator)
         self.assertTrue(handshake.works())
         self.assertEqual(handshake.peerNames(), ["alpha.example.com"])
 
-    def test_unknownWrapper(self) -> None:
+    def test_clientCertificates(self) -> None:
         """
-        A wrapping endpoint that does not carry TLS settings the way
-        C{wrapClientTLS} does is reported rather than silently connected
-        with TLS before the preamble.
+        C{ssl:}'s C{certKey=}/C{privateKey=} and C{tls:}'s
+        C{certificate=}/C{privateKey=} present a client certificate, from
+        one file or from two.
         """
-        inner = TCP4ClientEndpoint(MemoryReactor(), "192.0.2.7", 80)
-        self.assertRaises(
-            TypeError, splitClientTLS, _WrapperEndpoint(inner, lambda f: f)
+        client = CA.issue("client.example.com")
+        files = writeDirectory(
+            self,
+            {
+                "both.pem": client.combinedPEM(),
+                "cert.pem": client.certPEM,
+                "key.pem": client.keyPEM,
+            },
         )
+        both, cert, key = (
+            quoteEndpointArgument(files.child(name).path)
+            for name in ["both.pem", "cert.pem", "key.pem"]
+        )
+        for description in [
+            f"ssl:host=192.0.2.7:port=8443:certKey={both}",
+            f"ssl:host=192.0.2.7:port=8443:certKey={cert}:privateKey={key}:"
+            f"caCertsDir={self.cas}:hostname=alpha.example.com",
+            f"tls:alpha.example.com:8443:trustRoots={self.cas}:certificate={both}",
+            f"tls:alpha.example.com:8443:trustRoots={self.cas}:"
+            f"certificate={cert}:privateKey={key}",
+        ]:
+            server = CertificateRequestingServer()
+            plain, creator = splitClientTLS(MemoryReactor(), description)
+            self.assertTrue(Handshake(server, creator).works(), description)
+            self.assertEqual(server.clientNames(), ["client.example.com"])
+
+    def test_tlsEndpoint(self) -> None:
+        """
+        C{tls:host:port:trustRoots=...} becomes a L{HostnameEndpoint} to the
+        host and port, and TLS that verifies the server by that host name.
+        """
+        plain, creator = splitClientTLS(
+            MemoryReactor(), f"tls:alpha.example.com:8443:trustRoots={self.cas}"
+        )
+        self.assertIsInstance(plain, HostnameEndpoint)
+        self.assertEqual(repr(plain), "<HostnameEndpoint alpha.example.com:8443>")
+        assert creator is not None
+        self.assertTrue(IOpenSSLClientConnectionCreator.providedBy(creator))
+        self.assertTrue(Handshake(self.server, creator).works())
+        plain, creator = splitClientTLS(
+            MemoryReactor(), f"tls:beta.example.com:8443:trustRoots={self.cas}"
+        )
+        self.assertFalse(Handshake(self.server, creator).works())
+
+    def test_tlsEndpointInnerString(self) -> None:
+        """
+        C{tls:...:endpoint=...} connects through the endpoint named inside
+        it, and still verifies the host name given first.
+        """
+        reactor = MemoryReactor()
+        plain, creator = splitClientTLS(
+            reactor,
+            f"tls:alpha.example.com:443:trustRoots={self.cas}:"
+            r"endpoint=tcp\:192.0.2.9\:9443",
+        )
+        self.assertIsInstance(plain, TCP4ClientEndpoint)
+        plain.connect(Factory.forProtocol(Protocol))
+        self.assertEqual(reactor.tcpClients[0][:2], ("192.0.2.9", 9443))
+        self.assertTrue(Handshake(self.server, creator).works())
+
+    def test_tlsUnknownOption(self) -> None:
+        """
+        An option C{tls:} does not take is refused, naming it.
+        """
+        error = self.assertRaises(
+            TLSConfigError,
+            splitClientTLS,
+            MemoryReactor(),
+            "tls:alpha.example.com:443:trustroots=/etc/ssl",
+        )
+        self.assertIn("unknown option trustroots=", str(error))
+
+    def test_missingAuthorityDirectory(self) -> None:
+        """
+        A C{caCertsDir=} or C{trustRoots=} directory that is not there is
+        reported, naming it.
+        """
+        missing = temporaryPath(self)
+        for description in [
+            f"ssl:host=192.0.2.7:port=443:caCertsDir={missing}",
+            f"tls:alpha.example.com:443:trustRoots={missing}",
+        ]:
+            error = self.assertRaises(
+                OSError, splitClientTLS, MemoryReactor(), description
+            )
+            self.assertIn(missing, str(error))
 
     def test_plainEndpoint(self) -> None:
         """
-        An endpoint without TLS comes back unchanged, with no TLS settings.
+        A string without TLS is built as Twisted builds it, with no TLS.
         """
-        endpoint = TCP4ClientEndpoint(MemoryReactor(), "192.0.2.7", 80)
-        self.assertEqual(splitClientTLS(endpoint), (endpoint, None))
+        reactor = MemoryReactor()
+        plain, creator = splitClientTLS(reactor, "tcp:host=192.0.2.7:port=80")
+        self.assertIsInstance(plain, TCP4ClientEndpoint)
+        self.assertIsNone(creator)
+        plain.connect(Factory.forProtocol(Protocol))
+        self.assertEqual(reactor.tcpClients[0][:2], ("192.0.2.7", 80))
 
 
 def shuttle(
@@ -1303,18 +1547,24 @@ class ConnectWithPreambleTests(SynchronousTestCase):
         )
 
     def connect(
-        self, endpoint: Any, app: Protocol, preamble: Any = None
+        self,
+        endpoint: Any,
+        app: Protocol,
+        preamble: Any = None,
+        tlsCreator: Any = None,
     ) -> Tuple[Any, Any, StringTransport]:
         """
-        Connect C{endpoint} through L{connectWithPreamble}, complete the
-        connection in the memory reactor, and return the result, the protocol
-        the reactor saw and its transport.
+        Connect C{endpoint} (with TLS from C{tlsCreator}, if given) through
+        L{connectWithPreamble}, complete the connection in the memory
+        reactor, and return the result, the protocol the reactor saw and its
+        transport.
         """
         d = connectWithPreamble(
             endpoint,
             Factory.forProtocol(lambda: app),
             self.preamble if preamble is None else preamble,
-            clock=self.clock,
+            tlsCreator,
+            self.clock,
         )
         host, port, factory, timeout, bindAddress = self.reactor.tcpClients[-1]
         wire = factory.buildProtocol(IPv4Address("TCP", host, port))
@@ -1374,14 +1624,14 @@ class ConnectWithPreambleTests(SynchronousTestCase):
         off the raw bytes then completes the handshake and application data
         flows both ways.
         """
-        endpoint = clientFromString(
+        endpoint, creator = splitClientTLS(
             self.reactor,
             "ssl:host=192.0.2.7:port=8443:"
             f"caCertsDir={quoteEndpointArgument(caDirectory(self))}:"
             "hostname=alpha.example.com",
         )
         app = Recorder()
-        d, wire, transport = self.connect(endpoint, app)
+        d, wire, transport = self.connect(endpoint, app, tlsCreator=creator)
         header = b"PROXY TCP4 10.0.0.1 192.0.2.7 40000 8443\r\n"
         sent = transport.value()
         self.assertTrue(sent.startswith(header))
@@ -1616,70 +1866,3 @@ class TLSFactsTests(SynchronousTestCase):
             TLSFacts("a", "TLSv1.3", "TLS_AES_128_GCM_SHA256", False),
             TLSFacts("a", "TLSv1.3", "TLS_AES_128_GCM_SHA256", False),
         )
-
-
-class SelfSignedTests(SynchronousTestCase):
-    """
-    L{selfSignedPEM} and L{ensureSelfSigned} make a certificate for a first
-    run.
-    """
-
-    def test_usable(self) -> None:
-        """
-        The PEM loads as a C{tlsni:} directory entry, names its hosts in the
-        SAN (IP literals as IP addresses), and a client trusting it verifies
-        the handshake.
-        """
-        pem = selfSignedPEM(["demo.localhost", "127.0.0.1", "::1"])
-        sni = SNICertificateDirectory(writeDirectory(self, {"demo.pem": pem}))
-        handshake = Handshake(
-            sni,
-            optionsForClientTLS("demo.localhost", trustRoot=Certificate.loadPEM(pem)),
-        )
-        self.assertTrue(handshake.works())
-        certificate = handshake.peerCertificate
-        assert certificate is not None
-        san = certificate.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName
-        ).value
-        self.assertEqual(san.get_values_for_type(x509.DNSName), ["demo.localhost"])
-        self.assertEqual(
-            [str(ip) for ip in san.get_values_for_type(x509.IPAddress)],
-            ["127.0.0.1", "::1"],
-        )
-        # Exactly 825 days: testssl.sh flags a longer validity.
-        lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
-        self.assertEqual(lifetime, datetime.timedelta(days=825))
-
-    def test_ipAddressVerifies(self) -> None:
-        """
-        A client connecting by IP literal verifies the certificate by its IP
-        SAN.
-        """
-        pem = selfSignedPEM(["127.0.0.1"])
-        handshake = Handshake(
-            SNICertificateDirectory(writeDirectory(self, {"a.pem": pem})),
-            optionsForClientTLS("127.0.0.1", trustRoot=Certificate.loadPEM(pem)),
-        )
-        self.assertTrue(handshake.works())
-
-    def test_noNames(self) -> None:
-        """
-        A certificate needs at least one name.
-        """
-        self.assertRaises(ValueError, selfSignedPEM, [])
-
-    def test_ensureWritesOnce(self) -> None:
-        """
-        L{ensureSelfSigned} writes the file readable by its owner only, and
-        leaves an existing file alone.
-        """
-        path = temporaryPath(self)
-        self.assertTrue(ensureSelfSigned(path, ["demo.localhost"]))
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode) & 0o077, 0)
-        with open(path, "rb") as f:
-            first = f.read()
-        self.assertIn(b"PRIVATE KEY", first)
-        self.assertFalse(ensureSelfSigned(path, ["other.localhost"]))
-        with open(path, "rb") as f:
-            self.assertEqual(f.read(), first)

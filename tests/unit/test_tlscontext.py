@@ -8,16 +8,9 @@ Every handshake runs in memory.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-from OpenSSL import SSL, crypto
-from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
-    TCP4ServerEndpoint,
-    serverFromString,
-)
-from twisted.internet.ssl import CertificateOptions
+from OpenSSL import SSL
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.python.filepath import FilePath
@@ -29,10 +22,9 @@ from tests.unit.test_tls import (
     DEFAULT,
     MOZILLA_ECDSA,
     Handshake,
-    RawClient,
     ResumingClient,
     acceptedTLS12Ciphers,
-    sslServerEndpoint,
+    sslServerDescription,
     temporaryPath,
     trusting,
     writeDirectory,
@@ -45,17 +37,11 @@ from tlbalance.tls import (
     SingleCertificate,
     SNICertificateDirectory,
     TLSConfigError,
-    TLSServerEndpoint,
     TLSSettings,
     checkCiphers,
     splitServerTLS,
     tlsFacts,
 )
-
-# The alpha certificate and key as the pyOpenSSL objects CertificateOptions
-# takes.
-ALPHA_KEY = crypto.PKey.from_cryptography_key(ALPHA.key)
-ALPHA_X509 = crypto.X509.from_cryptography(ALPHA.certificate)
 
 
 def single(settings: Any = None, clock: Any = None) -> SingleCertificate:
@@ -323,17 +309,11 @@ class SplitServerSettingsTests(SynchronousTestCase):
     is given.
     """
 
-    def sslEndpoint(self, **options: str) -> Any:
+    def sslDescription(self, **options: str) -> str:
         """
         C{ssl:0:privateKey=alpha.pem} with extra C{options}.
         """
-        pem = FilePath(temporaryPath(self))
-        pem.setContent(ALPHA.combinedPEM())
-        extra = "".join(f":{k}={v}" for k, v in options.items())
-        return serverFromString(
-            MemoryReactorClock(),
-            f"ssl:0:privateKey={quoteEndpointArgument(pem.path)}{extra}",
-        )
+        return sslServerDescription(self, ALPHA, **options)
 
     def test_sslGetsSettings(self) -> None:
         """
@@ -341,21 +321,27 @@ class SplitServerSettingsTests(SynchronousTestCase):
         given, or the defaults.
         """
         settings = TLSSettings(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")
-        plain, creator = splitServerTLS(self.sslEndpoint(), settings)
-        self.assertIsInstance(creator, SingleCertificate)
+        plain, creator = splitServerTLS(
+            MemoryReactor(), self.sslDescription(), settings
+        )
+        assert isinstance(creator, SingleCertificate)
         self.assertEqual(creator.settings, settings)
-        plain, creator = splitServerTLS(self.sslEndpoint())
+        self.assertEqual(
+            acceptedTLS12Ciphers(creator), ["ECDHE-ECDSA-AES256-GCM-SHA384"]
+        )
+        plain, creator = splitServerTLS(MemoryReactor(), self.sslDescription())
+        assert isinstance(creator, SingleCertificate)
         self.assertEqual(creator.settings, TLSSettings())
 
     def test_sslRotatesOnTheReactorsClock(self) -> None:
         """
         The session keys of an C{ssl:} listener age on its reactor's clock.
         """
-        endpoint = self.sslEndpoint()
-        plain, creator = splitServerTLS(endpoint)
+        reactor = MemoryReactorClock()
+        plain, creator = splitServerTLS(reactor, self.sslDescription())
         client = ResumingClient()
         client.connect(creator)
-        endpoint._reactor.advance(SESSION_LIFETIME)
+        reactor.advance(SESSION_LIFETIME)
         client.connect(creator)
         self.assertEqual(client.certificateSent, [True, True])
 
@@ -363,11 +349,10 @@ class SplitServerSettingsTests(SynchronousTestCase):
         """
         C{sslmethod=TLSv1_2_METHOD} keeps its meaning: TLS 1.2 only.
         """
-        with warnings.catch_warnings():
-            # Twisted deprecates sslmethod; tlbalance still honours it.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            endpoint = self.sslEndpoint(sslmethod="TLSv1_2_METHOD")
-        plain, creator = splitServerTLS(endpoint)
+        plain, creator = splitServerTLS(
+            MemoryReactor(), self.sslDescription(sslmethod="TLSv1_2_METHOD")
+        )
+        assert isinstance(creator, SingleCertificate)
         self.assertEqual(creator.settings.maxVersion, SSL.TLS1_2_VERSION)
         handshake = Handshake(creator, trusting("alpha.example.com"))
         self.assertTrue(handshake.works())
@@ -375,77 +360,56 @@ class SplitServerSettingsTests(SynchronousTestCase):
         assert facts is not None
         self.assertEqual(facts.version, "TLSv1.2")
 
+    def test_sslMethodTLS(self) -> None:
+        """
+        C{sslmethod=TLS_METHOD} (or its old name C{SSLv23_METHOD}) leaves
+        TLS 1.3 on.
+        """
+        for method in ["TLS_METHOD", "SSLv23_METHOD"]:
+            plain, creator = splitServerTLS(
+                MemoryReactor(), self.sslDescription(sslmethod=method)
+            )
+            assert isinstance(creator, SingleCertificate)
+            self.assertIsNone(creator.settings.maxVersion)
+
     def test_sslRefusedOptions(self) -> None:
         """
         C{ssl:} options tlbalance's settings would silently drop are
-        refused: an old C{sslmethod}, C{dhParameters}, client certificate
-        verification.
+        refused: an old or unknown C{sslmethod}, C{dhParameters}.
         """
-        with warnings.catch_warnings():
-            # Twisted deprecates sslmethod; tlbalance still honours it.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            old = self.sslEndpoint(sslmethod="TLSv1_METHOD")
-        error = self.assertRaises(TLSConfigError, splitServerTLS, old)
-        self.assertIn("sslmethod", str(error))
+        for method in ["TLSv1_METHOD", "TLSv1_1_METHOD", "NO_SUCH_METHOD", "Context"]:
+            error = self.assertRaises(
+                TLSConfigError,
+                splitServerTLS,
+                MemoryReactor(),
+                self.sslDescription(sslmethod=method),
+            )
+            self.assertIn("sslmethod must be TLS_METHOD or TLSv1_2_METHOD", str(error))
 
         dhFile = FilePath(temporaryPath(self))
         dhFile.setContent(b"")
-        withDH = self.sslEndpoint(dhParameters=quoteEndpointArgument(dhFile.path))
-        error = self.assertRaises(TLSConfigError, splitServerTLS, withDH)
+        error = self.assertRaises(
+            TLSConfigError,
+            splitServerTLS,
+            MemoryReactor(),
+            self.sslDescription(dhParameters=quoteEndpointArgument(dhFile.path)),
+        )
         self.assertIn("dhParameters is not supported", str(error))
-
-        verifying = CertificateOptions(
-            privateKey=ALPHA_KEY,
-            certificate=ALPHA_X509,
-            verify=True,
-            caCerts=[ALPHA_X509],
-        )
-        endpoint = SSL4ServerEndpoint(MemoryReactor(), 0, verifying)
-        error = self.assertRaises(TLSConfigError, splitServerTLS, endpoint)
-        self.assertIn("client certificate verification", str(error))
-
-    def test_sslOtherContextFactoryKept(self) -> None:
-        """
-        An C{ssl:} endpoint built in code with a context factory other than
-        a plain L{CertificateOptions} keeps it.
-        """
-
-        class Options(CertificateOptions):
-            pass
-
-        options = Options(
-            privateKey=ALPHA_KEY,
-            certificate=ALPHA_X509,
-        )
-        plain, creator = splitServerTLS(SSL4ServerEndpoint(MemoryReactor(), 0, options))
-        self.assertIs(creator, options)
 
     def test_sniGetsSettings(self) -> None:
         """
-        A C{tlsni:} directory is read again with the settings given; without
-        settings, or with its own, it is kept.
+        A C{tlsni:} directory is read with the settings given, or the
+        defaults.
         """
-        directory = SNICertificateDirectory(
-            writeDirectory(self, {"a.pem": DEFAULT.combinedPEM()})
-        )
-        endpoint = TLSServerEndpoint(TCP4ServerEndpoint(MemoryReactor(), 0), directory)
-        self.assertIs(splitServerTLS(endpoint)[1], directory)
-        self.assertIs(splitServerTLS(endpoint, TLSSettings())[1], directory)
+        directory = writeDirectory(self, {"a.pem": DEFAULT.combinedPEM()})
+        description = f"tlsni:certdir={quoteEndpointArgument(directory.path)}:tcp:0"
+        plain, creator = splitServerTLS(MemoryReactor(), description)
+        assert isinstance(creator, SNICertificateDirectory)
+        self.assertEqual(creator.settings, TLSSettings())
         settings = TLSSettings(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384")
-        plain, creator = splitServerTLS(endpoint, settings)
+        plain, creator = splitServerTLS(MemoryReactor(), description, settings)
         assert isinstance(creator, SNICertificateDirectory)
         self.assertEqual(creator.settings, settings)
-        self.assertEqual(creator.directory, directory.directory)
         self.assertEqual(
             acceptedTLS12Ciphers(creator), ["ECDHE-ECDSA-AES256-GCM-SHA384"]
         )
-
-    def test_sslEndpointStillSplits(self) -> None:
-        """
-        The plain endpoint of a split C{ssl:} listener keeps its port and
-        interface.
-        """
-        reactor = MemoryReactor()
-        plain, creator = splitServerTLS(sslServerEndpoint(self, reactor, ALPHA))
-        self.assertIsInstance(plain, TCP4ServerEndpoint)
-        self.assertTrue(Handshake(creator, RawClient()).works())
