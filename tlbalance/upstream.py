@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from typing import Any, Iterable, Optional, Tuple, Union
 
 from attrs import frozen
@@ -62,6 +63,10 @@ _log = balancerLogger("tlbalance.upstream")
 DEFAULT_TRUSTED = "127.0.0.0/8,::1,unix"
 
 _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+# What is left of an IPv6 address whose colons were not escaped: the
+# endpoint-string parser cut it at the first one.
+_IPV6_PIECE = re.compile(r"[0-9A-Fa-f]{1,4}")
 
 
 @frozen
@@ -488,6 +493,16 @@ class ProxyReceiverEndpoint:
         )
 
 
+def _oneLine(error: Exception) -> str:
+    """
+    Why building an endpoint failed, in one line.
+    """
+    text = " ".join(str(error).split())
+    if isinstance(error, LookupError) or not text:
+        return f"{type(error).__name__} {text}".strip()
+    return text
+
+
 def parseProxyEndpoint(
     reactor: Any, *args: str, **kwargs: str
 ) -> ProxyReceiverEndpoint:
@@ -512,18 +527,25 @@ def parseProxyEndpoint(
     C{headertimeout} is how long a connection may take to send its header,
     5 seconds by default.
 
-    @raise ValueError: an option is wrong or the inner endpoint is missing.
+    @raise ValueError: an option is wrong, or the inner endpoint is missing
+        or cannot be built; the message is one line starting with
+        C{tlproxy:}, saying what is wrong and what is expected.
     """
     trustedText = kwargs.pop("trusted", DEFAULT_TRUSTED)
     timeoutText = kwargs.pop("headertimeout", "5")
-    if not args or not args[0]:
-        raise ValueError(
-            "tlproxy: needs an endpoint to listen on after its options, "
-            "e.g. tlproxy:trusted=10.0.0.0/8:tcp:8081"
-        )
-    trusted = TrustedPeers.fromString(trustedText)
+    try:
+        trusted = TrustedPeers.fromString(trustedText)
+    except ValueError as e:
+        hint = ""
+        if any(_IPV6_PIECE.fullmatch(p.strip()) for p in trustedText.split(",")):
+            hint = " (IPv6 colons must be escaped, as in trusted=\\:\\:1)"
+        raise ValueError(f"tlproxy: {e}{hint}") from None
     if not trusted.networks and not trusted.unix:
-        raise ValueError("tlproxy: trusted= is empty, so every connection would fail")
+        raise ValueError(
+            "tlproxy: trusted= is empty, so every connection would be refused; "
+            "give CIDR networks, IPs or unix, with IPv6 colons escaped "
+            "(trusted=10.0.0.0/8,\\:\\:1)"
+        )
     try:
         headerTimeout = float(timeoutText)
     except ValueError:
@@ -534,6 +556,23 @@ def parseProxyEndpoint(
         raise ValueError(
             f"tlproxy: headertimeout must be positive, not {timeoutText!r}"
         )
-    plain, creator = splitServerTLS(reactor, unparseEndpoint(args, kwargs))
+    if not args or not args[0]:
+        raise ValueError(
+            "tlproxy: needs an endpoint to listen on after its options, "
+            "e.g. tlproxy:trusted=10.0.0.0/8:tcp:8081"
+        )
+    inner = unparseEndpoint(args, kwargs)
+    try:
+        plain, creator = splitServerTLS(reactor, inner)
+    except Exception as e:
+        hint = ""
+        if isinstance(e, TypeError):
+            hint = (
+                " (tlproxy's own options are trusted= and headertimeout=; "
+                "the others belong to the endpoint it wraps)"
+            )
+        raise ValueError(
+            f"tlproxy: cannot listen on {inner!r}: {_oneLine(e)}{hint}"
+        ) from None
     clock = reactor if IReactorTime.providedBy(reactor) else None
     return ProxyReceiverEndpoint(plain, trusted, headerTimeout, clock, creator)

@@ -5,6 +5,7 @@ balancer, and the C{tlproxy:} endpoint.
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any, List, Optional
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -756,6 +757,83 @@ class EndpointTests(SynchronousTestCase):
         self.assertEqual(reactor.tcpServers[0][3], "::1")
 
 
+class ParseErrorTests(SynchronousTestCase):
+    """
+    A bad C{tlproxy:} string fails with one L{ValueError} whose message is
+    one line, starts with C{tlproxy:}, says what is wrong and what is
+    expected, and chains no other exception (so a traceback shows it once).
+    """
+
+    def assertOneLine(self, description: str, *words: str) -> str:
+        """
+        Parsing C{description} fails with one clear line holding C{words}.
+        """
+        error = self.assertRaises(
+            ValueError, serverFromString, MemoryReactor(), description
+        )
+        message = str(error)
+        self.assertTrue(message.startswith("tlproxy: "), message)
+        self.assertNotIn("\n", message)
+        for word in words:
+            self.assertIn(word, message)
+        self.assertIsNone(error.__cause__)
+        self.assertTrue(error.__context__ is None or error.__suppress_context__)
+        return message
+
+    def test_badTrustedEntry(self) -> None:
+        """
+        A C{trusted=} entry that is no network names the entry.
+        """
+        message = self.assertOneLine(
+            "tlproxy:trusted=10.0.0.300/8:tcp:0", "'10.0.0.300/8'", "CIDR"
+        )
+        self.assertNotIn("escaped", message)
+
+    def test_unescapedIPv6(self) -> None:
+        """
+        An IPv6 network written with bare colons, which the endpoint syntax
+        cuts short, gets a hint to escape them.
+        """
+        self.assertOneLine("tlproxy:trusted=fd00::/8:tcp:0", "'fd00'", r"trusted=\:\:1")
+        self.assertOneLine("tlproxy:trusted=::1:tcp:0", "empty", r"\:\:1")
+
+    def test_badInnerEndpoint(self) -> None:
+        """
+        An inner endpoint Twisted cannot build is named, with Twisted's
+        reason.
+        """
+        self.assertOneLine(
+            "tlproxy:trusted=unix:tcp:https",
+            "cannot listen on 'tcp:https'",
+            "invalid literal for int()",
+        )
+        self.assertOneLine(
+            "tlproxy:trusted=unix:nosuch:0", "Unknown endpoint type: 'nosuch'"
+        )
+
+    def test_misspelledOption(self) -> None:
+        """
+        A misspelled C{tlproxy} option lands in the inner endpoint, which
+        refuses it; the message says which options are C{tlproxy}'s.
+        """
+        self.assertOneLine(
+            "tlproxy:trust=10.0.0.0/8:tcp:0",
+            "unexpected keyword argument 'trust'",
+            "trusted= and headertimeout=",
+        )
+
+    def test_badInnerTLS(self) -> None:
+        """
+        A TLS problem of the inner endpoint is reported the same way.
+        """
+        self.assertOneLine("tlproxy:trusted=unix:tlsni:tcp:0", "certdir=DIRECTORY")
+        missing = "/nonexistent-tlsuite-test/missing.pem"
+        self.assertOneLine(
+            f"tlproxy:trusted=unix:ssl:0:privateKey={missing}",
+            "No such file or directory",
+        )
+
+
 class PreambleThenTLS(Protocol):
     """
     A client that writes a PROXY header on the raw connection and then
@@ -818,12 +896,14 @@ class TLSEndpointTests(SynchronousTestCase):
         """
         self.authority = makeAuthority()
         self.issued = self.authority.issue("app.example")
+        self.directory = FilePath(tempfile.mkdtemp(prefix="tlsuite-test-"))
+        self.addCleanup(self.directory.remove)
 
     def keyFile(self) -> str:
         """
         Write the server key and certificate to a file; return its path.
         """
-        path = FilePath(self.mktemp())
+        path = self.directory.child("app.example.key.pem")
         path.setContent(self.issued.combinedPEM())
         return path.path
 
@@ -847,7 +927,7 @@ class TLSEndpointTests(SynchronousTestCase):
         """
         The project's C{tlsni:} endpoint is split the same way.
         """
-        certdir = FilePath(self.mktemp())
+        certdir = self.directory.child("certs")
         certdir.makedirs()
         certdir.child("app.example.pem").setContent(self.issued.combinedPEM())
         reactor, app = listenOn(
