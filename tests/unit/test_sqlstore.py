@@ -163,6 +163,35 @@ def inlineSQLiteStore(
     return store
 
 
+class LockedWALConnection:
+    """
+    A stand-in SQLite connection whose first C{refusals} switches to WAL
+    mode fail as SQLite fails them while another connection makes the
+    switch.
+    """
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.attempts = 0
+        self.statements: List[str] = []
+
+    def cursor(self) -> LockedWALConnection:
+        return self
+
+    def execute(self, statement: str) -> None:
+        self.statements.append(statement)
+        if statement == "PRAGMA journal_mode=WAL":
+            self.attempts += 1
+            if self.attempts <= self.refusals:
+                raise sqlite3.OperationalError("database is locked")
+
+    def fetchall(self) -> List[Tuple[str]]:
+        return [("wal",)]
+
+    def close(self) -> None:
+        pass
+
+
 def rows(path: str) -> List[Tuple[Any, ...]]:
     """
     Every row of the sessions table, read with a separate connection.
@@ -339,6 +368,28 @@ class SQLiteStoreTests(TestCase):
         os.mkdir(os.path.dirname(path))
         record = self.successResultOf(store.create(b"late"))
         self.assertEqual(self.successResultOf(store.load(record.sessionID)), record)
+
+    def test_walSwitchWaitsForOtherConnections(self) -> None:
+        """
+        A connection opened while another one switches a new database file
+        to WAL mode, which SQLite refuses at once as "database is locked"
+        rather than waiting, tries again until the busy timeout; then the
+        error stands.
+        """
+        store = SQLSessionStore.sqlite(
+            self.path, self.clock, reactor=InlineReactor(), busyTimeout=0.2
+        )
+        pool = store.openPool()
+        self.addCleanup(pool.close)
+        for refusals, succeeds in [(3, True), (1000, False)]:
+            connection = LockedWALConnection(refusals)
+            if succeeds:
+                pool.openfun(connection)
+                self.assertEqual(connection.attempts, refusals + 1)
+                self.assertIn("PRAGMA busy_timeout = 200", connection.statements)
+            else:
+                with self.assertRaises(sqlite3.OperationalError):
+                    pool.openfun(connection)
 
     def test_lockedDatabaseFailsFast(self) -> None:
         """

@@ -10,6 +10,8 @@ import importlib
 import math
 import os
 import re
+import sqlite3
+import time
 from types import ModuleType
 from typing import (
     Any,
@@ -370,8 +372,7 @@ class SQLSessionStore(StoreService):
         def prepare(connection: Any) -> None:
             cursor = connection.cursor()
             try:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.fetchall()
+                _enableWAL(cursor, time.monotonic() + busyTimeout)
                 cursor.execute(f"PRAGMA busy_timeout = {busyMilliseconds}")
                 # WAL with synchronous=NORMAL is safe against corruption; a
                 # power cut may forget the last sessions written, which is
@@ -929,6 +930,28 @@ def _psycopg() -> ModuleType:
             "PostgreSQL session stores need psycopg 3"
             f" (pip install 'tlsuite[postgresql]'): {error}"
         ) from error
+
+
+def _enableWAL(cursor: Any, deadline: float) -> None:
+    """
+    Put the SQLite database in WAL mode, waiting until C{deadline} (on
+    L{time.monotonic}) for other connections: the switch fails at once,
+    without the busy timeout, when another connection is making it at the
+    same moment (stores starting together on a new file).
+
+    @raise sqlite3.OperationalError: the database stayed locked.
+    """
+    delay = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.fetchall()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _createPrivately(path: str) -> None:
