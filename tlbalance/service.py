@@ -3,17 +3,21 @@
 Assemble a running balancer from a L{BalancerConfig}: listeners, the
 backend pool, health checkers, the graceful drain on stop, and the level of
 the balancer's log while it runs.
+
+The session daemon a configuration may ask for (C{sessions}) is not built
+here: tlbalance does not depend on tlsession. C{twistd tlbalance} builds it
+and hands it to L{BalancerService.hostSessionDaemon}
+(L{tlbalance.tap.makeService}).
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Optional
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -31,8 +35,11 @@ from tlbalance.health import HealthChecker
 from tlbalance.localerrors import LocalErrors
 from tlbalance.relay import BackendConnector, Balancer, FrontendFactory, RelaySettings
 from tlbalance.schedulers import schedulerFor
-from tlbalance.tls import connectWithPreamble, splitServerTLS
+from tlbalance.tls import splitServerTLS
 from tlbalance.upstream import ProxyReceiverFactory, TrustedPeers
+from tlsuite._endpoints import listenErrorMessage
+from tlsuite._startup import StartupError
+from tlsuite._twisted import raiseListenErrorsAtStart
 
 log = balancerLogger("tlbalance.service")
 
@@ -61,8 +68,20 @@ class ListenerService(StreamServerEndpointService):
         self.localErrors = localErrors
         self.port: Optional[IListeningPort] = None
         self._waiting: list[Deferred[IListeningPort]] = []
-        # Fail start-up loudly when a port cannot be bound, as twistd web does.
-        self._raiseSynchronously = True
+        # Fail start-up when a port cannot be bound, as twistd web does.
+        raiseListenErrorsAtStart(self)
+
+    def privilegedStartService(self) -> None:
+        """
+        Listen.
+
+        @raise StartupError: the endpoint cannot listen (the address is in
+            use, permission denied...), saying so in one line.
+        """
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise StartupError(listenErrorMessage(self.description, e)) from None
 
     def whenListening(self) -> Deferred[IListeningPort]:
         """
@@ -123,9 +142,8 @@ class BalancerService(MultiService):
     @ivar balancer: the shared L{Balancer} state.
     @ivar listeners: one service per listen endpoint.
     @ivar checkers: one L{HealthChecker} per backend with a check.
-    @ivar sessionDaemon: the hosted tlsession daemon (C{--sessions}), or
-        C{None}; it stops after the drain, since draining requests may
-        still use their sessions.
+    @ivar sessionDaemon: the hosted tlsession daemon (C{--sessions}, see
+        L{hostSessionDaemon}), or C{None}.
     @ivar logLevel: the lowest level of the balancer's log events while it
         runs (C{twistd tlbalance} sets it, as twistd prints every event),
         or C{None} to leave them all to the log observers.
@@ -143,8 +161,20 @@ class BalancerService(MultiService):
         self.logLevel = logLevel
         self.listeners: list[ListenerService] = []
         self.checkers: list[HealthChecker] = []
-        self.sessionDaemon: Optional[Any] = None
+        self.sessionDaemon: Optional[IService] = None
         self._levelBefore: Optional[LogLevel] = None
+
+    def hostSessionDaemon(self, daemon: IService) -> None:
+        """
+        Run the tlsession daemon in the balancer's process, as a child: it
+        starts with the balancer and stops after the drain, since draining
+        requests may still use their sessions.
+
+        @param daemon: the daemon's service
+            (L{tlsession.daemonconfig.makeDaemonService} builds it).
+        """
+        daemon.setServiceParent(self)
+        self.sessionDaemon = daemon
 
     def startService(self) -> None:
         if self.logLevel is not None:
@@ -208,8 +238,9 @@ def listenerService(
     ClientHello, as senders write it. The listen queue is
     L{tlbalance.config.DEFAULT_BACKLOG} long unless the string sets one.
     """
-    endpoint = serverFromString(reactor, withListenBacklog(description))
-    plain, contextFactory = splitServerTLS(endpoint, config.tlsSettings())
+    plain, contextFactory = splitServerTLS(
+        reactor, withListenBacklog(description), config.tlsSettings()
+    )
     factory: IProtocolFactory = FrontendFactory(balancer)
     if contextFactory is not None:
         factory = TLSMemoryBIOFactory(contextFactory, False, factory)
@@ -235,7 +266,9 @@ def makeBalancerService(
     @param reactor: the reactor to use; the global one when C{None}.
     @param logLevel: the lowest level of the balancer's log events while
         the service runs; C{None} lets them all through.
-    @return: a service to start (twistd does it) or to parent.
+    @return: a service to start (twistd does it) or to parent. It hosts no
+        session daemon, even when C{config.sessions} asks for one: see
+        L{BalancerService.hostSessionDaemon}.
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
@@ -244,7 +277,6 @@ def makeBalancerService(
 
     backends = []
     connectors = {}
-    endpoints = {}
     for backendConfig in config.backends:
         backend = Backend.fromConfig(
             backendConfig,
@@ -253,10 +285,8 @@ def makeBalancerService(
             sendProxy=config.sendProxy,
         )
         backends.append(backend)
-        endpoint = clientFromString(reactor, backendConfig.endpoint)
-        endpoints[backend.name] = endpoint
-        connectors[backend.name] = BackendConnector.fromEndpoint(
-            endpoint, config.connectTimeout
+        connectors[backend.name] = BackendConnector.fromString(
+            reactor, backendConfig.endpoint, config.connectTimeout
         )
     pool = BackendPool(backends, schedulerFor(config.algorithm))
     settings = RelaySettings(
@@ -284,23 +314,11 @@ def makeBalancerService(
             reactor,
             backend,
             backendConfig.check,
-            connect=partial(connectWithPreamble, endpoints[backend.name]),
+            connect=connectors[backend.name].connectWithPreamble,
             sendProxy=backend.sendProxy,
             localErrors=balancer.localErrors,
         )
         checker.setServiceParent(service)
         service.checkers.append(checker)
 
-    if config.sessions:
-        from tlsession.tap import DaemonConfig, makeDaemonService
-
-        assert config.secretFile is not None
-        daemon = makeDaemonService(
-            DaemonConfig(
-                config.sessions, config.secretFile, insecure=config.sessionsInsecure
-            ),
-            reactor,
-        )
-        daemon.setServiceParent(service)
-        service.sessionDaemon = daemon
     return service

@@ -2,12 +2,21 @@
 """
 The C{twistd tlbalance} command line: L{Options} turns arguments (and an
 optional TOML file) into a L{BalancerConfig}; L{makeService} builds the
-balancer from it.
+balancer from it, hosting the tlsession daemon when C{--sessions} asks.
+
+This is where the balancer and the session daemon meet: tlbalance's
+library modules do not import tlsession, and this module imports it only
+when a configuration has sessions, to check them against the daemon's
+rules and to build the daemon.
+
+Every error in the command line, the configuration or at start-up ends the
+command with one line per problem and exit status 1 (see
+L{tlsuite._startup}).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from attrs import fields
 from twisted.application.service import IService
@@ -19,11 +28,13 @@ from tlbalance.config import (
     BalancerConfig,
     ConfigError,
     HealthCheckConfig,
+    SessionDaemonSettings,
     buildConfig,
     describeSetting,
     loadConfig,
     parseSetting,
 )
+from tlsuite._startup import CommandLineOptions, exitWith, reportStartupErrors
 
 __all__ = ["Options", "makeService"]
 
@@ -63,11 +74,58 @@ def _default(cls: type, attribute: str) -> str:
     return str(value)
 
 
-class Options(usage.Options):
+def _daemonConfig(settings: SessionDaemonSettings) -> Any:
+    """
+    Check the hosted session daemon's settings against the daemon's own
+    rules (private listeners, unless allowed; a private, long enough secret
+    file) and build its configuration. Imports tlsession.
+
+    @return: a L{tlsession.daemonconfig.DaemonConfig}; unix sockets without
+        a mode get C{mode=600}.
+    @raise ConfigError: one line per problem, naming the setting.
+    """
+    from tlsession.daemonconfig import (
+        DaemonConfig,
+        DaemonConfigError,
+        checkListenEndpoint,
+        readSecretFile,
+    )
+
+    problems = []
+    listen = []
+    for description in settings.listen:
+        try:
+            listen.append(
+                checkListenEndpoint(
+                    description, settings.insecure, settings.insecureFlag
+                )
+            )
+        except DaemonConfigError as e:
+            problems.append(f"{settings.listenLabel}: {e}")
+    try:
+        readSecretFile(settings.secretFile)
+    except DaemonConfigError as e:
+        problems.append(f"{settings.secretLabel}: {e}")
+    if problems:
+        raise ConfigError(*problems)
+    try:
+        return DaemonConfig(
+            tuple(listen), settings.secretFile, insecure=settings.insecure
+        )
+    except DaemonConfigError as e:
+        raise ConfigError(f"{settings.listenLabel}: {e}") from None
+
+
+class Options(CommandLineOptions):
     """
     Options of C{twistd tlbalance}. After parsing, C{self["config"]} holds
-    the validated L{BalancerConfig}.
+    the validated L{BalancerConfig}, and C{self["sessionDaemon"]} the
+    hosted session daemon's configuration (a
+    L{tlsession.daemonconfig.DaemonConfig}), or C{None}.
     """
+
+    command = "twistd tlbalance"
+    program = "tlbalance"
 
     synopsis = "--listen ENDPOINT --backend ENDPOINT [options]"
 
@@ -316,6 +374,7 @@ class Options(usage.Options):
         self["sessions"] = []
         self["configFile"] = None
         self["logLevel"] = None
+        self["sessionDaemon"] = None
 
     @_oneParagraph
     def opt_listen(self, description: str) -> None:
@@ -367,10 +426,12 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """
-        Build the configuration into C{self["config"]}.
+        Build the configuration into C{self["config"]}, and the hosted
+        session daemon's into C{self["sessionDaemon"]}.
 
-        @raise usage.UsageError: with the configuration's complaint, which
-            names the option or key at fault.
+        @raise usage.UsageError: with the configuration's complaints, one
+            line each, which name the option or key at fault (and which
+            L{parseOptions} turns into a one-line-per-problem exit).
         """
         overrides: dict[str, Any] = {}
         for parameter in self.optParameters:
@@ -390,21 +451,39 @@ class Options(usage.Options):
             fileValues = {}
             if self["configFile"] is not None:
                 fileValues = loadConfig(self["configFile"])
-            self["config"] = buildConfig(fileValues, overrides)
+            self["config"] = buildConfig(fileValues, overrides, self._checkSessions)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
+    def _checkSessions(self, settings: SessionDaemonSettings) -> None:
+        self["sessionDaemon"] = _daemonConfig(settings)
 
-def makeService(options: Options) -> IService:
+
+def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
     """
-    Build the balancer service from parsed options.
+    Build the balancer service from parsed options, hosting the session
+    daemon if they configure one.
 
     @param options: an L{Options} after C{parseOptions}.
+    @param reactor: the reactor to use; the global one when C{None}.
     @return: the service for twistd to start.
+    @raise SystemExit: with one line, when the session daemon's secret file
+        became unreadable since the options were checked.
     """
     from tlbalance.service import makeBalancerService
 
-    service: IService = makeBalancerService(
-        options["config"], logLevel=logLevelFor(options["logLevel"], options.parent)
+    reportStartupErrors(options.command)
+    service = makeBalancerService(
+        options["config"],
+        reactor,
+        logLevel=logLevelFor(options["logLevel"], options.parent),
     )
+    if options["sessionDaemon"] is not None:
+        from tlsession.daemonconfig import DaemonConfigError, makeDaemonService
+
+        try:
+            daemon = makeDaemonService(options["sessionDaemon"], reactor)
+        except DaemonConfigError as e:
+            exitWith(options.command, e)
+        service.hostSessionDaemon(daemon)
     return service

@@ -99,7 +99,9 @@ def refusalReason(error: Exception, kind: str = "") -> str:
     return text
 
 
-def portProblem(description: str, client: bool = False) -> Optional[str]:
+def portProblem(
+    description: str, client: bool = False, example: str = ""
+) -> Optional[str]:
     """
     Why the port of an endpoint string cannot work, or C{None} when it can
     (or its type has no port): C{"no port given"}, or C{"the port must be
@@ -107,6 +109,8 @@ def portProblem(description: str, client: bool = False) -> Optional[str]:
 
     @param client: C{description} is a client endpoint string, whose port
         cannot be 0.
+    @param example: a string with a port, shown after C{"no port given, as
+        in"}.
     """
     positions = _CLIENT_PORT_POSITION if client else _SERVER_PORT_POSITION
     lowest = 1 if client else 0
@@ -116,7 +120,7 @@ def portProblem(description: str, client: bool = False) -> Optional[str]:
         return None
     port = kwargs.get("port", args[position] if len(args) > position else None)
     if port is None:
-        return "no port given"
+        return f"no port given, as in {example}" if example else "no port given"
     if port.isdigit() and not lowest <= int(port) <= 65535:
         return f"the port must be from {lowest} to 65535, got {port}"
     return None

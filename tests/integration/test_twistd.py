@@ -2,14 +2,19 @@
 """
 C{twistd tlbalance} as an operator runs it: a real process that relays,
 stops gracefully on SIGTERM (no new connections, open ones drained up to
-C{--drain-timeout}), and refuses bad options and files with a message that
-names the problem.
+C{--drain-timeout}), and refuses bad options, files and listen addresses
+with one line per problem.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Sequence, Tuple
 
@@ -18,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol, serverFromString
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.integration._support import (
     LOOPBACK,
@@ -28,13 +33,17 @@ from tests.integration._support import (
     clientEndpoint,
     describeRun,
     freePort,
-    runProgram,
     startPeer,
     temporaryDirectory,
     waitUntil,
 )
+from tlsuite import __version__
 
 pytestmark = pytest.mark.integration
+
+#: The twistd script installed next to the interpreter running the tests,
+#: as an operator runs it.
+TWISTD_SCRIPT = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 DRAIN = 3.0
 
@@ -184,83 +193,262 @@ class TwistdTests(TestCase):
         self.assertLess(time.monotonic() - signalled, 1 + 3, process.output())
 
 
-class TwistdRefusesBadConfigurationTests(TestCase):
+class TwistdStartupErrorTests(SynchronousTestCase):
     """
-    Mistakes stop C{twistd tlbalance} before it starts, with a message.
+    C{twistd -n tlbalance} as an operator runs it (the real C{twistd}
+    script): every mistake in the command line, the configuration file or
+    at start-up ends it with one line per problem on standard error, each
+    naming the problem and what to do, and exit status 1, without the usage
+    text or a traceback; C{--help} and C{--version} answer.
     """
 
-    timeout = 40
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="tli-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
 
-    async def runTwistd(self, arguments: Sequence[str]) -> Tuple[int, str]:
+    def runTwistd(
+        self, arguments: Sequence[str], twistdOptions: Sequence[str] = ("-n",)
+    ) -> subprocess.CompletedProcess[str]:
         """
-        Run C{twistd -n tlbalance ARGUMENTS} to completion.
-
-        @return: the exit code and all output.
+        Run C{twistd TWISTDOPTIONS tlbalance ARGUMENTS} in the test's
+        directory to completion.
         """
-        directory = temporaryDirectory(self)
-        result = await runProgram(
-            [*TWISTD, "-n", "--pidfile=", "tlbalance"] + list(arguments),
-            cwd=directory,
+        return subprocess.run(
+            [TWISTD_SCRIPT, *twistdOptions, "tlbalance", *arguments],
+            cwd=self.directory,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=60,
         )
-        self.lastRun = describeRun(result)
-        return result.returncode, result.stdout + result.stderr
 
-    async def test_unknownFlag(self) -> None:
+    def writeFile(self, name: str, text: str, mode: int = 0o600) -> str:
         """
-        An option that does not exist is named in the error.
+        A file in the test's directory holding C{text}, with C{mode}.
         """
-        code, output = await self.runTwistd(
-            ["--listen", "tcp:0", "--backend", "127.0.0.1:1", "--bogus-flag"]
-        )
-        self.assertNotEqual(code, 0, self.lastRun)
-        self.assertIn("bogus-flag", output, self.lastRun)
-
-    async def test_badValue(self) -> None:
-        """
-        A value out of range is refused, naming the option.
-        """
-        code, output = await self.runTwistd(
-            ["--listen", "tcp:0", "--backend", "127.0.0.1:1", "--retries", "99"]
-        )
-        self.assertNotEqual(code, 0, self.lastRun)
-        self.assertIn("--retries", output, self.lastRun)
-
-    async def writeConfig(self, text: str) -> str:
-        """
-        Write a configuration file holding C{text}.
-        """
-        path = os.path.join(temporaryDirectory(self), "tlbalance.toml")
-        with open(path, "w") as f:
+        path = os.path.join(self.directory, name)
+        with open(path, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(path, mode)
         return path
 
-    async def test_badSettingInFile(self) -> None:
+    def assertErrorLines(
+        self, result: subprocess.CompletedProcess[str], expected: Sequence[str]
+    ) -> None:
         """
-        A file setting with a bad value is refused, naming the setting.
+        The run ended with exit status 1 and standard error holds exactly
+        one C{twistd tlbalance: PROBLEM} line per C{expected} problem, with
+        no usage text or traceback anywhere.
         """
-        path = await self.writeConfig(
-            'listen = ["tcp:0"]\nalgorithm = "fastest"\n'
-            '[[backend]]\nendpoint = "127.0.0.1:1"\n'
+        described = describeRun(result)
+        self.assertEqual(result.returncode, 1, described)
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [f"twistd tlbalance: {line}" for line in expected],
+            described,
         )
-        code, output = await self.runTwistd(["--config", path])
-        self.assertNotEqual(code, 0, self.lastRun)
-        self.assertIn("algorithm", output, self.lastRun)
-        self.assertIn("fastest", output, self.lastRun)
+        for noise in ["Usage:", "Traceback", "--listen="]:
+            self.assertNotIn(noise, result.stdout + result.stderr, described)
 
-    async def test_brokenFile(self) -> None:
+    def assertOneErrorLine(
+        self, result: subprocess.CompletedProcess[str], start: str, *parts: str
+    ) -> None:
         """
-        A file that is not TOML is refused, naming the file.
+        Like L{assertErrorLines} for one problem whose line starts with
+        C{start} and holds each of C{parts} (for Twisted's and OpenSSL's
+        own words, which are theirs to change).
         """
-        path = await self.writeConfig("listen = [tcp:0\n")
-        code, output = await self.runTwistd(["--config", path])
-        self.assertNotEqual(code, 0, self.lastRun)
-        self.assertIn(path, output, self.lastRun)
+        described = describeRun(result)
+        self.assertEqual(result.returncode, 1, described)
+        lines = result.stderr.splitlines()
+        self.assertEqual(len(lines), 1, described)
+        self.assertTrue(lines[0].startswith(f"twistd tlbalance: {start}"), described)
+        for part in parts:
+            self.assertIn(part, lines[0], described)
+        for noise in ["Usage:", "Traceback", "--listen="]:
+            self.assertNotIn(noise, result.stdout + result.stderr, described)
 
-    async def test_missingFile(self) -> None:
+    def test_unknownOption(self) -> None:
         """
-        A file that does not exist is refused, naming the file.
+        An option that does not exist is named, pointing at C{--help}.
         """
-        path = os.path.join(temporaryDirectory(self), "absent.toml")
-        code, output = await self.runTwistd(["--config", path])
-        self.assertNotEqual(code, 0, self.lastRun)
-        self.assertIn(path, output, self.lastRun)
+        result = self.runTwistd(
+            ["--listen", "tcp:0", "--backend", "127.0.0.1:1", "--bogus-flag"]
+        )
+        self.assertErrorLines(
+            result,
+            [
+                "option --bogus-flag not recognized (twistd tlbalance --help "
+                "lists the options)"
+            ],
+        )
+
+    def test_badOptionValue(self) -> None:
+        """
+        A value out of range is refused, naming the option and the range.
+        """
+        result = self.runTwistd(
+            ["--listen", "tcp:0", "--backend", "127.0.0.1:1", "--retries", "99"]
+        )
+        self.assertErrorLines(
+            result, ['--retries: expected an integer from 0 to 10, got "99"']
+        )
+
+    def test_missingBackend(self) -> None:
+        """
+        A configuration without a backend says what to add.
+        """
+        result = self.runTwistd(["--listen", "tcp:0"])
+        self.assertErrorLines(
+            result,
+            [
+                "no backend: give --backend ENDPOINT (or [[backend]] tables in "
+                "the configuration file)"
+            ],
+        )
+
+    def test_fileWithThreeMistakes(self) -> None:
+        """
+        Every mistake of a configuration file is reported in one run, one
+        line each, naming the key.
+        """
+        path = self.writeFile(
+            "tlbalance.toml",
+            'listen = ["tcp:0"]\n'
+            'algorithm = "fastest"\n'
+            "client-timout = 5\n"
+            "[[backend]]\n"
+            'endpoint = "127.0.0.1:1"\n'
+            "weight = 300\n",
+        )
+        result = self.runTwistd(["--config", path])
+        self.assertErrorLines(
+            result,
+            [
+                "algorithm: expected one of roundrobin, leastconn, source, "
+                'random, got "fastest"',
+                "client-timout: unknown setting; did you mean client-timeout?",
+                "backend[0].weight: expected an integer from 0 to 256, got 300",
+            ],
+        )
+
+    def test_sessionMistakes(self) -> None:
+        """
+        The hosted session daemon's settings are checked with the rest: a
+        plain listener and a secret file others can read are both reported,
+        with the file's other mistake, in one run.
+        """
+        secret = self.writeFile("secret", "a-secret-of-enough-length\n", 0o644)
+        path = self.writeFile(
+            "tlbalance.toml",
+            'listen = ["tcp:0"]\n'
+            'backend = ["127.0.0.1:1"]\n'
+            "retries = -1\n"
+            'sessions = ["tcp:7100"]\n'
+            f'secret-file = "{secret}"\n',
+        )
+        result = self.runTwistd(["--config", path])
+        self.assertErrorLines(
+            result,
+            [
+                "retries: expected an integer from 0 to 10, got -1",
+                "sessions: 'tcp:7100': the session daemon would send its login "
+                "(an MD5 challenge) and every session unencrypted; listen on "
+                "unix:PATH or ssl:..., or pass sessions-insecure = true to allow "
+                "it on a private network",
+                f"secret-file: {secret}: the secret file is accessible by its "
+                f"group or others (mode 0644); make it private with: chmod 600 "
+                f"{secret}",
+            ],
+        )
+
+    def test_brokenFile(self) -> None:
+        """
+        A file that is not TOML is named, with where it breaks.
+        """
+        path = self.writeFile("tlbalance.toml", "listen = [tcp:0\n")
+        result = self.runTwistd(["--config", path])
+        self.assertOneErrorLine(result, f"{path}: not valid TOML: ")
+
+    def test_missingFile(self) -> None:
+        """
+        A file that does not exist is named.
+        """
+        path = os.path.join(self.directory, "absent.toml")
+        result = self.runTwistd(["--config", path])
+        self.assertErrorLines(
+            result,
+            [f"{path}: cannot read the configuration file: No such file or directory"],
+        )
+
+    def test_badProxyListenString(self) -> None:
+        """
+        A C{tlproxy:} listen string whose trusted peer is not an address
+        is named, with the peer.
+        """
+        description = "tlproxy:trusted=bogus:tcp:0"
+        result = self.runTwistd(["--listen", description, "--backend", "127.0.0.1:1"])
+        self.assertOneErrorLine(
+            result,
+            f'--listen: "{description}" is not a valid server endpoint: ',
+            "bogus",
+        )
+
+    def test_badSNIListenString(self) -> None:
+        """
+        A C{tlsni:} listen string whose certificate directory is missing is
+        named, with the directory.
+        """
+        missing = os.path.join(self.directory, "no-certificates")
+        description = f"tlsni:certdir={missing}:tcp:0"
+        result = self.runTwistd(["--listen", description, "--backend", "127.0.0.1:1"])
+        self.assertOneErrorLine(
+            result,
+            f'--listen: "{description}" is not a valid server endpoint: ',
+            missing,
+        )
+
+    def test_portInUse(self) -> None:
+        """
+        A port another process holds is named, with the endpoint, as held
+        by another process.
+        """
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind((LOOPBACK, 0))
+        holder.listen(1)
+        endpoint = f"tcp:{holder.getsockname()[1]}:interface={LOOPBACK}"
+        result = self.runTwistd(
+            ["--listen", endpoint, "--backend", "127.0.0.1:1"],
+            twistdOptions=["-n", "--pidfile", "twistd.pid"],
+        )
+        self.assertErrorLines(
+            result,
+            [
+                f"cannot listen on {endpoint}: the address is already in use: "
+                "another process holds it (stop that process, or choose "
+                "another address)"
+            ],
+        )
+        self.assertFalse(os.path.exists(os.path.join(self.directory, "twistd.pid")))
+
+    def test_version(self) -> None:
+        """
+        C{twistd tlbalance --version} prints the suite's version.
+        """
+        result = self.runTwistd(["--version"], twistdOptions=())
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (0, f"tlbalance {__version__}\n", ""),
+        )
+
+    def test_help(self) -> None:
+        """
+        C{--help} still prints the usage text, naming the options.
+        """
+        result = self.runTwistd(["--help"], twistdOptions=())
+        self.assertEqual(result.returncode, 0, describeRun(result))
+        self.assertTrue(result.stdout.startswith("Usage:"), describeRun(result))
+        for option in ["--listen", "--backend", "--config", "--version"]:
+            self.assertIn(option, result.stdout)

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet.endpoints import _parse, _SystemdParser, serverFromString
+from twisted.internet.endpoints import _SystemdParser, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.python.systemd import ListenFDs
@@ -29,12 +29,14 @@ from tlbalance.config import (
     BalancerConfig,
     ConfigError,
     HealthCheckConfig,
+    SessionDaemonSettings,
     buildConfig,
     describeSetting,
     loadConfig,
     parseSetting,
     withListenBacklog,
 )
+from tlsuite._twisted import parseEndpointString
 
 LISTEN = ["tcp:8080"]
 BACKEND = ["127.0.0.1:8081"]
@@ -963,7 +965,9 @@ class FileTests(ConfigErrorAssertions):
         self.assertFails(
             {},
             "no listen endpoint: give --listen ENDPOINT (or "
-            "listen = [...] in the configuration file)",
+            "listen = [...] in the configuration file)\n"
+            "no backend: give --backend ENDPOINT (or [[backend]] tables in the "
+            "configuration file)",
         )
 
     def test_notATable(self) -> None:
@@ -1282,7 +1286,7 @@ class BackendEndpointTests(ConfigErrorAssertions):
             backend = self.backend(text)
             self.assertEqual((backend.endpoint, backend.name), (endpoint, text))
         self.assertEqual(
-            _parse(self.backend("[::1]:8080").endpoint)[1],
+            parseEndpointString(self.backend("[::1]:8080").endpoint)[1],
             {"host": "::1", "port": "8080"},
         )
 
@@ -1292,7 +1296,9 @@ class BackendEndpointTests(ConfigErrorAssertions):
         """
         backend = self.backend("/run/app:1.sock")
         self.assertEqual(backend.endpoint, r"unix:path=/run/app\:1.sock")
-        self.assertEqual(_parse(backend.endpoint)[1], {"path": "/run/app:1.sock"})
+        self.assertEqual(
+            parseEndpointString(backend.endpoint)[1], {"path": "/run/app:1.sock"}
+        )
         self.assertEqual(backend.name, "/run/app:1.sock")
 
     def test_typeNamesAreNotHosts(self) -> None:
@@ -1366,7 +1372,7 @@ class CommandLineSettingTests(SynchronousTestCase):
     L{parseSetting} and L{describeSetting} serve the command line.
     """
 
-    def test_parse(self) -> None:
+    def testparseEndpointString(self) -> None:
         """
         Command-line text becomes the setting's value.
         """
@@ -1429,44 +1435,157 @@ class CommandLineSettingTests(SynchronousTestCase):
 
 class SessionDaemonSettingTests(ConfigErrorAssertions):
     """
-    C{sessions}, C{secret-file} and C{sessions-insecure} host the tlsession
-    daemon in the balancer, with the daemon's safety rules.
+    C{sessions}, C{secret-file} and C{sessions-insecure} ask for the
+    tlsession daemon to be hosted in the balancer. The configuration checks
+    their shape and hands them to the daemon's own rules, which it does not
+    know (C{twistd tlbalance} passes them).
     """
 
-    def secretFile(self, mode: int = 0o600) -> str:
+    def secretFile(self) -> str:
         """
-        A secret file with C{mode}.
+        A secret file's path.
         """
-        path = writeFile(self, "a-secret-of-enough-length\n", name="secret")
-        os.chmod(path, mode)
-        return path
+        return writeFile(self, "a-secret-of-enough-length\n", name="secret")
+
+    def checked(
+        self,
+        fileValues: Mapping[str, Any],
+        overrides: Optional[Mapping[str, Any]] = None,
+    ) -> tuple[BalancerConfig, list[SessionDaemonSettings]]:
+        """
+        Build a configuration with a daemon check that records what it is
+        given and accepts it.
+        """
+        seen: list[SessionDaemonSettings] = []
+        config = buildConfig(fileValues, overrides, seen.append)
+        return config, seen
 
     def test_noneByDefault(self) -> None:
         """
-        Without C{sessions}, no daemon is hosted.
+        Without C{sessions}, no daemon is hosted and its rules are not
+        asked.
         """
-        config = buildConfig(minimal())
+        config, seen = self.checked(minimal())
         self.assertEqual(
             (config.sessions, config.secretFile, config.sessionsInsecure),
             ((), None, False),
         )
+        self.assertEqual(seen, [])
 
-    def test_hosted(self) -> None:
+    def test_fromFile(self) -> None:
         """
-        Unix sockets get mode 0600 and the secret file's path is kept
-        absolute, from the file or the command line.
+        Settings from the file are kept as written, the secret file's path
+        made absolute, and the daemon's rules get them with the file's
+        names for them.
         """
         path = self.secretFile()
-        config = buildConfig(minimal(sessions=["unix:/run/tls.sock"], secret_file=path))
-        self.assertEqual(config.sessions, ("unix:/run/tls.sock:mode=600",))
-        self.assertEqual(config.secretFile, path)
         relative = os.path.relpath(path)
-        config = buildConfig(
-            minimal(),
-            {"sessions": ["unix:/run/a.sock:mode=660"], "secret-file": relative},
+        config, seen = self.checked(
+            minimal(
+                sessions=["unix:/run/tls.sock"],
+                secret_file=relative,
+                sessions_insecure=True,
+            )
         )
-        self.assertEqual(config.sessions, ("unix:/run/a.sock:mode=660",))
-        self.assertEqual(config.secretFile, os.path.abspath(relative))
+        self.assertEqual(
+            (config.sessions, config.secretFile, config.sessionsInsecure),
+            (("unix:/run/tls.sock",), path, True),
+        )
+        self.assertEqual(
+            seen,
+            [
+                SessionDaemonSettings(
+                    listen=("unix:/run/tls.sock",),
+                    secretFile=path,
+                    insecure=True,
+                    listenLabel="sessions",
+                    secretLabel="secret-file",
+                    insecureFlag="sessions-insecure = true",
+                )
+            ],
+        )
+
+    def test_fromCommandLine(self) -> None:
+        """
+        From the command line, the daemon's rules get the options' names.
+        """
+        path = self.secretFile()
+        config, seen = self.checked(
+            minimal(), {"sessions": ["tcp:7100"], "secret-file": path}
+        )
+        self.assertEqual(config.sessions, ("tcp:7100",))
+        self.assertEqual(
+            seen,
+            [
+                SessionDaemonSettings(
+                    listen=("tcp:7100",),
+                    secretFile=path,
+                    insecure=False,
+                    listenLabel="--sessions",
+                    secretLabel="--secret-file",
+                    insecureFlag="--sessions-insecure",
+                )
+            ],
+        )
+
+    def test_daemonRulesReportedWithTheRest(self) -> None:
+        """
+        What the daemon's rules refuse is reported with the configuration's
+        other problems, in one error.
+        """
+
+        def refuse(settings: SessionDaemonSettings) -> None:
+            raise ConfigError(
+                f"{settings.listenLabel}: not private",
+                f"{settings.secretLabel}: readable by others",
+            )
+
+        error = self.assertRaises(
+            ConfigError,
+            buildConfig,
+            minimal(
+                retries=-1,
+                sessions=["tcp:7100"],
+                secret_file=self.secretFile(),
+            ),
+            None,
+            refuse,
+        )
+        self.assertEqual(
+            error.problems,
+            (
+                "retries: expected an integer from 0 to 10, got -1",
+                "sessions: not private",
+                "secret-file: readable by others",
+            ),
+        )
+
+    def test_daemonRulesNotAskedAboutBadShapes(self) -> None:
+        """
+        The daemon's rules are not asked when the settings' shape is wrong,
+        or C{sessions-insecure} is: they would only add a confusing
+        problem.
+        """
+        seen: list[SessionDaemonSettings] = []
+        self.assertRaises(
+            ConfigError,
+            buildConfig,
+            minimal(sessions=["tpc:1"], secret_file=self.secretFile()),
+            None,
+            seen.append,
+        )
+        self.assertRaises(
+            ConfigError,
+            buildConfig,
+            minimal(
+                sessions=["unix:/a.sock"],
+                secret_file=self.secretFile(),
+                sessions_insecure="yes",
+            ),
+            None,
+            seen.append,
+        )
+        self.assertEqual(seen, [])
 
     def test_needsEachOther(self) -> None:
         """
@@ -1485,44 +1604,10 @@ class SessionDaemonSettingTests(ConfigErrorAssertions):
             {"secret-file": self.secretFile()},
         )
 
-    def test_plainRefused(self) -> None:
+    def test_badSecretFileName(self) -> None:
         """
-        A plain TCP listener for the daemon is refused, naming the setting
-        that allows it where the user wrote it; with it, it is accepted.
+        A secret file that is not a file name is refused.
         """
-        path = self.secretFile()
-        self.assertFails(
-            minimal(sessions=["tcp:7100"], secret_file=path),
-            "sessions: 'tcp:7100': the session daemon would send its login (an "
-            "MD5 challenge) and every session unencrypted; listen on unix:PATH "
-            "or ssl:..., or pass sessions-insecure = true to allow it on a "
-            "private network",
-        )
-        self.assertFails(
-            minimal(),
-            "--sessions: 'tcp:7100': the session daemon would send its login (an "
-            "MD5 challenge) and every session unencrypted; listen on unix:PATH "
-            "or ssl:..., or pass --sessions-insecure to allow it on a private "
-            "network",
-            {"sessions": ["tcp:7100"], "secret-file": path},
-        )
-        config = buildConfig(
-            minimal(sessions=["tcp:7100"], secret_file=path, sessions_insecure=True)
-        )
-        self.assertEqual(
-            (config.sessions, config.sessionsInsecure), (("tcp:7100",), True)
-        )
-
-    def test_badSecretFile(self) -> None:
-        """
-        A secret file others can read is refused with the fix.
-        """
-        path = self.secretFile(0o644)
-        self.assertFails(
-            minimal(sessions=["unix:/run/tls.sock"], secret_file=path),
-            f"secret-file: {path}: the secret file is accessible by its group or "
-            f"others (mode 0644); make it private with: chmod 600 {path}",
-        )
         self.assertFails(
             minimal(sessions=["unix:/run/tls.sock"], secret_file=3),
             "secret-file: expected a file name, got 3",
@@ -1530,17 +1615,111 @@ class SessionDaemonSettingTests(ConfigErrorAssertions):
 
     def test_badEndpoints(self) -> None:
         """
-        Endpoints that do not parse, or appear twice, are refused.
+        Endpoints that do not parse, or appear twice, are refused, each.
         """
         path = self.secretFile()
         self.assertFails(
-            minimal(sessions=["tpc:80"], secret_file=path),
+            minimal(sessions=["tpc:80", "tcp:99999"], secret_file=path),
             'sessions: "tpc:80" is not a valid server endpoint: Unknown endpoint '
-            "type: 'tpc'",
+            "type: 'tpc'\n"
+            'sessions: "tcp:99999": the port must be from 0 to 65535, got 99999',
         )
         self.assertFails(
             minimal(sessions=["unix:/a.sock", "unix:/a.sock"], secret_file=path),
-            'sessions: "unix:/a.sock:mode=600" is given twice',
+            'sessions: "unix:/a.sock" is given twice',
+        )
+        self.assertFails(
+            minimal(sessions=[7100], secret_file=path),
+            "sessions: expected a list of server endpoint strings, got [7100]",
+        )
+
+
+class EveryProblemTests(ConfigErrorAssertions):
+    """
+    Every problem of a configuration is reported at once, one line each, so
+    that a file with several mistakes takes one run to fix.
+    """
+
+    def test_severalSettings(self) -> None:
+        """
+        Problems in separate settings are listed in the file's order, then
+        the command line's.
+        """
+        error = self.assertRaises(
+            ConfigError,
+            buildConfig,
+            minimal(algorithm="fastest", client_timout=5, retries=11),
+            {"drain-timeout": -1},
+        )
+        self.assertEqual(
+            error.problems,
+            (
+                "algorithm: expected one of roundrobin, leastconn, source, random, "
+                'got "fastest"',
+                "client-timout: unknown setting; did you mean client-timeout?",
+                "retries: expected an integer from 0 to 10, got 11",
+                "--drain-timeout: expected a number of seconds >= 0, got -1",
+            ),
+        )
+        self.assertEqual(str(error), "\n".join(error.problems))
+
+    def test_severalInOneBackend(self) -> None:
+        """
+        Each key of a backend is checked on its own, and every backend is.
+        """
+        self.assertFails(
+            minimal(
+                backend=[
+                    {"endpoint": "a:1", "weight": 300, "bakup": True},
+                    {"endpoint": "b", "maxconn": -1},
+                    {"name": "c"},
+                ]
+            ),
+            "backend[0].weight: expected an integer from 0 to 256, got 300\n"
+            "backend[0].bakup: unknown setting; did you mean backup?\n"
+            'backend[1].endpoint: "b" is not a valid client endpoint: Unknown '
+            "endpoint type: 'b' (expected e.g. tcp:host=HOST:port=PORT, "
+            "HOST:PORT, unix:path=PATH or /PATH)\n"
+            "backend[1].maxconn: expected an integer >= 0, got -1\n"
+            "backend[2]: missing endpoint (a client endpoint string)",
+        )
+
+    def test_defaultCheckOnce(self) -> None:
+        """
+        A wrong default check is reported once, not once per backend that
+        would use it, and does not make their check settings look unused.
+        """
+        self.assertFails(
+            minimal(
+                check="ping",
+                backend=[{"endpoint": "a:1", "check-rise": 1}, "b:2"],
+            ),
+            'check: "ping": unknown kind of check "ping"; expected "tcp", '
+            '"http [METHOD] [/PATH] [STATUS]" or "none"',
+        )
+
+    def test_wrongCheckDefault(self) -> None:
+        """
+        A wrong check default is reported once too, and the check still
+        gets checked.
+        """
+        self.assertFails(
+            minimal(check="http GET health", check_inter=0),
+            "check-inter: expected a number of seconds > 0, got 0\n"
+            'check: "http GET health": unexpected "health"; expected "tcp", '
+            '"http [METHOD] [/PATH] [STATUS]" or "none"',
+        )
+
+    def test_severalListeners(self) -> None:
+        """
+        Every listen string is checked.
+        """
+        self.assertFails(
+            minimal(listen=["tpc:1", "tcp:80", "tcp:80", "tcp:70000"]),
+            'listen: "tpc:1" is not a valid server endpoint: Unknown endpoint '
+            "type: 'tpc'\n"
+            'listen: "tcp:80" is given twice\n'
+            'listen: "tcp:70000": the port must be from 0 to 65535, got 70000',
         )
 
 

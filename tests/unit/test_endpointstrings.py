@@ -139,6 +139,10 @@ class PortProblemTests(SynchronousTestCase):
             "the port must be from 1 to 65535, got 0",
         )
         self.assertEqual(portProblem("tls:a", client=True), "no port given")
+        self.assertEqual(
+            portProblem("tcp:interface=127.0.0.1", example="tcp:80"),
+            "no port given, as in tcp:80",
+        )
         self.assertIsNone(portProblem("tcp:0"))
         self.assertIsNone(portProblem("unix:/run/a.sock"))
         self.assertIsNone(portProblem("tcp:host=a:port=1", client=True))

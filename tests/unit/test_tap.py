@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
-from io import BytesIO
+from io import BytesIO, StringIO
 from typing import Any, Callable
 
 from twisted.python import _shellcomp
-from twisted.python.usage import UsageError
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from tlbalance.config import BackendConfig, BalancerConfig, HealthCheckConfig
-from tlbalance.tap import Options
+from tlbalance.service import BalancerService
+from tlbalance.tap import Options, makeService
+from tlsuite import __version__
 
 REQUIRED = ["--listen", "tcp:8080", "--backend", "127.0.0.1:8081"]
 
@@ -266,10 +268,14 @@ class OptionErrorTests(SynchronousTestCase):
 
     def assertUsageError(self, arguments: list[str], message: str) -> None:
         """
-        Parsing C{arguments} raises L{UsageError} with C{message}.
+        Parsing C{arguments} ends the command with C{message}, each of its
+        lines after the command's name (and twistd prints no usage text).
         """
-        error = self.assertRaises(UsageError, Options().parseOptions, arguments)
-        self.assertEqual(str(error), message)
+        error = self.assertRaises(SystemExit, Options().parseOptions, arguments)
+        self.assertEqual(
+            error.code,
+            "\n".join(f"twistd tlbalance: {line}" for line in message.splitlines()),
+        )
 
     def test_badValues(self) -> None:
         """
@@ -294,8 +300,7 @@ class OptionErrorTests(SynchronousTestCase):
         ]:
             self.assertUsageError(
                 [*REQUIRED, option, value],
-                f"Parameter type enforcement failed: {option}: expected "
-                f'{expected}, got "{value}"',
+                f'{option}: expected {expected}, got "{value}"',
             )
 
     def test_badPeers(self) -> None:
@@ -305,8 +310,7 @@ class OptionErrorTests(SynchronousTestCase):
         """
         self.assertUsageError(
             [*REQUIRED, "--accept-proxy", "10.0.0.0/8,lan"],
-            'Parameter type enforcement failed: --accept-proxy: "lan" is not an '
-            'IP address, a CIDR network or "unix"',
+            '--accept-proxy: "lan" is not an IP address, a CIDR network or "unix"',
         )
 
     def test_badCheck(self) -> None:
@@ -340,7 +344,9 @@ class OptionErrorTests(SynchronousTestCase):
         self.assertUsageError(
             [],
             "no listen endpoint: give --listen ENDPOINT (or listen = [...] in "
-            "the configuration file)",
+            "the configuration file)\n"
+            "no backend: give --backend ENDPOINT (or [[backend]] tables in the "
+            "configuration file)",
         )
         self.assertUsageError(
             ["--listen", "tcp:80"],
@@ -364,6 +370,44 @@ class OptionErrorTests(SynchronousTestCase):
             ["--config", path, "--listen", "tcp:80"],
             'backend[0].weight: expected an integer from 0 to 256, got "heavy"',
         )
+
+    def test_everyFileMistake(self) -> None:
+        """
+        Every mistake of a file is reported at once, one line each.
+        """
+        path = writeConfigFile(
+            self,
+            'listen = ["tcp:80"]\n'
+            'algorithm = "fastest"\n'
+            "[[backend]]\n"
+            'endpoint = "a:1"\n'
+            'weight = "heavy"\n',
+        )
+        self.assertUsageError(
+            ["--config", path],
+            "algorithm: expected one of roundrobin, leastconn, source, random, "
+            'got "fastest"\n'
+            'backend[0].weight: expected an integer from 0 to 256, got "heavy"',
+        )
+
+    def test_unknownOption(self) -> None:
+        """
+        An option that does not exist is named, pointing at C{--help}.
+        """
+        self.assertUsageError(
+            [*REQUIRED, "--bogus"],
+            "option --bogus not recognized (twistd tlbalance --help lists the options)",
+        )
+
+    def test_version(self) -> None:
+        """
+        C{--version} prints the suite's version and exits.
+        """
+        output = StringIO()
+        self.patch(sys, "stdout", output)
+        error = self.assertRaises(SystemExit, Options().parseOptions, ["--version"])
+        self.assertEqual(error.code, 0)
+        self.assertEqual(output.getvalue(), f"tlbalance {__version__}\n")
 
 
 class HelpTests(SynchronousTestCase):
@@ -429,43 +473,54 @@ class TwistdTests(SynchronousTestCase):
 
     def test_subCommandError(self) -> None:
         """
-        A configuration problem surfaces from twistd as a usage error.
+        A configuration problem ends twistd's own parse with the one line,
+        rather than a usage error twistd would print under its usage text.
         """
         options = ServerOptions()
         error = self.assertRaises(
-            UsageError, options.parseOptions, ["tlbalance", "--listen", "tcp:80"]
+            SystemExit, options.parseOptions, ["tlbalance", "--listen", "tcp:80"]
         )
         self.assertEqual(
-            str(error),
-            "no backend: give --backend ENDPOINT (or [[backend]] tables in the "
-            "configuration file)",
+            error.code,
+            "twistd tlbalance: no backend: give --backend ENDPOINT (or "
+            "[[backend]] tables in the configuration file)",
         )
 
 
 class SessionDaemonTests(SynchronousTestCase):
     """
     C{--sessions} and C{--secret-file} host the tlsession daemon inside the
-    balancer.
+    balancer, checked against the daemon's rules where the options are.
     """
 
-    def secretFile(self) -> str:
+    def secretFile(self, mode: int = 0o600) -> str:
         """
-        A private secret file removed after the test.
+        A secret file with C{mode}, removed after the test.
         """
         directory = tempfile.mkdtemp(prefix="tlbalance-test-")
         self.addCleanup(shutil.rmtree, directory)
         path = os.path.join(directory, "secret")
         with open(path, "w") as f:
             f.write("a-secret-of-enough-length\n")
-        os.chmod(path, 0o600)
+        os.chmod(path, mode)
         return path
+
+    def options(self, *arguments: str) -> Options:
+        """
+        Options parsed from C{arguments}.
+        """
+        options = Options()
+        options.parseOptions(list(arguments))
+        return options
 
     def test_options(self) -> None:
         """
-        The options reach the configuration; C{--sessions} repeats.
+        The options reach the configuration as written, and the daemon's
+        configuration with its rules applied: a unix socket without a mode
+        gets 0600; C{--sessions} repeats.
         """
         path = self.secretFile()
-        config = parse(
+        options = self.options(
             *REQUIRED,
             "--sessions",
             "unix:/tmp/one.sock",
@@ -475,27 +530,78 @@ class SessionDaemonTests(SynchronousTestCase):
             "--secret-file",
             path,
         )
+        config = options["config"]
         self.assertEqual(
-            config.sessions,
-            ("unix:/tmp/one.sock:mode=600", "tcp:7100:interface=10.0.0.1"),
+            config.sessions, ("unix:/tmp/one.sock", "tcp:7100:interface=10.0.0.1")
         )
         self.assertEqual((config.secretFile, config.sessionsInsecure), (path, True))
+        daemon = options["sessionDaemon"]
+        self.assertEqual(
+            daemon.listen,
+            ("unix:/tmp/one.sock:mode=600", "tcp:7100:interface=10.0.0.1"),
+        )
+        self.assertEqual((daemon.secretFile, daemon.insecure), (path, True))
+
+    def test_fromFile(self) -> None:
+        """
+        The settings may come from the file.
+        """
+        path = self.secretFile()
+        config = writeConfigFile(
+            self,
+            f'sessions = "unix:/tmp/one.sock:mode=660"\nsecret-file = "{path}"\n',
+        )
+        options = self.options(*REQUIRED, "--config", config)
+        self.assertEqual(
+            options["sessionDaemon"].listen, ("unix:/tmp/one.sock:mode=660",)
+        )
+
+    def assertExits(self, arguments: list[str], *lines: str) -> None:
+        """
+        Parsing C{arguments} ends the command with C{lines}.
+        """
+        error = self.assertRaises(SystemExit, Options().parseOptions, arguments)
+        self.assertEqual(
+            error.code, "\n".join(f"twistd tlbalance: {line}" for line in lines)
+        )
 
     def test_refused(self) -> None:
         """
-        Plain TCP without C{--sessions-insecure}, or no secret file, stop
-        start-up with the option named.
+        Plain TCP without C{--sessions-insecure}, a secret file others can
+        read, and no secret file, stop start-up with the option named,
+        every problem at once.
         """
-        error = self.assertRaises(
-            UsageError,
-            Options().parseOptions,
-            [*REQUIRED, "--sessions", "tcp:7100", "--secret-file", self.secretFile()],
+        loose = self.secretFile(0o644)
+        self.assertExits(
+            [*REQUIRED, "--sessions", "tcp:7100", "--secret-file", loose],
+            "--sessions: 'tcp:7100': the session daemon would send its login "
+            "(an MD5 challenge) and every session unencrypted; listen on "
+            "unix:PATH or ssl:..., or pass --sessions-insecure to allow it on a "
+            "private network",
+            f"--secret-file: {loose}: the secret file is accessible by its group "
+            f"or others (mode 0644); make it private with: chmod 600 {loose}",
         )
-        self.assertIn("pass --sessions-insecure to allow it", str(error))
-        error = self.assertRaises(
-            UsageError, Options().parseOptions, [*REQUIRED, "--sessions", "unix:/a"]
+        self.assertExits(
+            [*REQUIRED, "--sessions", "unix:/a"],
+            "--sessions: the session daemon needs --secret-file FILE (the secret "
+            "its clients log in with)",
         )
-        self.assertIn("needs --secret-file FILE", str(error))
+
+    def test_refusedInFile(self) -> None:
+        """
+        In the file, the setting that allows plain TCP is named as the file
+        writes it.
+        """
+        config = writeConfigFile(
+            self, f'sessions = ["tcp:7100"]\nsecret-file = "{self.secretFile()}"\n'
+        )
+        self.assertExits(
+            [*REQUIRED, "--config", config],
+            "sessions: 'tcp:7100': the session daemon would send its login (an "
+            "MD5 challenge) and every session unencrypted; listen on unix:PATH "
+            "or ssl:..., or pass sessions-insecure = true to allow it on a "
+            "private network",
+        )
 
     def test_service(self) -> None:
         """
@@ -504,10 +610,9 @@ class SessionDaemonTests(SynchronousTestCase):
         """
         from twisted.internet.testing import MemoryReactorClock
 
-        from tlbalance.service import makeBalancerService
         from tlsession.daemon import SessionDaemonService
 
-        config = parse(
+        options = self.options(
             *REQUIRED,
             "--sessions",
             "unix:/tmp/tlbalance-test-sessions.sock",
@@ -517,7 +622,8 @@ class SessionDaemonTests(SynchronousTestCase):
             "0",
         )
         reactor = MemoryReactorClock()
-        service = makeBalancerService(config, reactor)
+        service = makeService(options, reactor)
+        assert isinstance(service, BalancerService)
         daemon = service.sessionDaemon
         assert isinstance(daemon, SessionDaemonService)
         self.assertIs(daemon.parent, service)
@@ -531,13 +637,35 @@ class SessionDaemonTests(SynchronousTestCase):
         self.successResultOf(service.stopService())
         self.assertFalse(daemon.running)
 
+    def test_secretFileGone(self) -> None:
+        """
+        A secret file that became unreadable between the check and the
+        start ends the command with one line.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        path = self.secretFile()
+        options = self.options(
+            *REQUIRED, "--sessions", "unix:/tmp/x.sock", "--secret-file", path
+        )
+        os.remove(path)
+        error = self.assertRaises(
+            SystemExit, makeService, options, MemoryReactorClock()
+        )
+        self.assertEqual(
+            error.code,
+            f"twistd tlbalance: {path}: cannot read the secret file: No such "
+            "file or directory",
+        )
+
     def test_noDaemonByDefault(self) -> None:
         """
         Without C{--sessions}, the balancer hosts no daemon.
         """
         from twisted.internet.testing import MemoryReactorClock
 
-        from tlbalance.service import makeBalancerService
-
-        service = makeBalancerService(parse(*REQUIRED), MemoryReactorClock())
+        options = self.options(*REQUIRED)
+        self.assertIsNone(options["sessionDaemon"])
+        service = makeService(options, MemoryReactorClock())
+        assert isinstance(service, BalancerService)
         self.assertIsNone(service.sessionDaemon)

@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 
-from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.certs import makeAuthority
@@ -73,13 +72,12 @@ class TLSCiphersOptionTests(SynchronousTestCase):
         naming the option and quoting the string.
         """
         error = self.assertRaises(
-            UsageError, Options().parseOptions, [*REQUIRED, "--tls-ciphers", "NOPE"]
+            SystemExit, Options().parseOptions, [*REQUIRED, "--tls-ciphers", "NOPE"]
         )
         self.assertEqual(
-            str(error),
-            "Parameter type enforcement failed: --tls-ciphers: OpenSSL finds no "
-            "TLS 1.2 cipher suite in 'NOPE' (see the openssl-ciphers manual for "
-            "the syntax)",
+            error.code,
+            "twistd tlbalance: --tls-ciphers: OpenSSL finds no TLS 1.2 cipher "
+            "suite in 'NOPE' (see the openssl-ciphers manual for the syntax)",
         )
 
     def test_badFile(self) -> None:
