@@ -38,7 +38,8 @@ from _harness import (
 from balancer import SMALL_BODY, Target, startNginx, twistdArgv
 from OpenSSL import SSL, crypto
 
-from tlbalance.tls import DEFAULT_CIPHERS, TLS13_CIPHERSUITES, selfSignedPEM
+from tlbalance._selfsigned import selfSignedPEM
+from tlbalance.tls import DEFAULT_CIPHERS, TLS13_CIPHERSUITES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
