@@ -13,8 +13,6 @@ from typing import Any
 
 from tlbalance._rules import ConfigError, show
 
-__all__ = ["CHECK_SYNTAX", "parseCheckText"]
-
 #: How a check is written, for messages.
 CHECK_SYNTAX = '"tcp", "http [METHOD] [/PATH] [STATUS]" or "none"'
 

@@ -27,13 +27,6 @@ from tlbalance.tls import splitServerTLS
 from tlsuite._endpoints import PARSE_ONLY, portProblem, refusalReason
 from tlsuite._twisted import parseEndpointString
 
-__all__ = [
-    "DEFAULT_BACKLOG",
-    "backendEndpointString",
-    "checkListenString",
-    "withListenBacklog",
-]
-
 #: The listen queue given to listeners whose endpoint string sets none:
 #: Twisted's own default of 50 overflows in a burst of connects, leaving
 #: clients whose handshake the kernel completed but nobody accepts (511 is

@@ -27,13 +27,6 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-__all__ = [
-    "SessionDaemonSettings",
-    "buildConfig",
-    "describeSetting",
-    "loadConfig",
-    "parseSetting",
-]
 
 _BALANCER_RULES = rulesOf(BalancerConfig)
 _BACKEND_RULES = rulesOf(BackendConfig)

@@ -21,22 +21,6 @@ from attrs import Attribute, fields, frozen
 
 from tlbalance.tls import TLSConfigError, checkCiphers
 
-__all__ = [
-    "POSITIVE_SECONDS",
-    "SECONDS",
-    "Boolean",
-    "Choice",
-    "Ciphers",
-    "ConfigError",
-    "Number",
-    "Peers",
-    "Rule",
-    "rulesOf",
-    "setting",
-    "show",
-    "validateField",
-]
-
 
 class ConfigError(ValueError):
     """

@@ -27,13 +27,6 @@ from tlbalance._rules import (
 )
 from tlbalance.tls import TLSSettings
 
-__all__ = [
-    "ALGORITHMS",
-    "BackendConfig",
-    "BalancerConfig",
-    "HealthCheckConfig",
-]
-
 #: The ways of picking a backend.
 ALGORITHMS = ("roundrobin", "leastconn", "source", "random")
 

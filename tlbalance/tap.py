@@ -431,7 +431,7 @@ class Options(CommandLineOptions):
 
         @raise usage.UsageError: with the configuration's complaints, one
             line each, which name the option or key at fault (and which
-            L{parseOptions} turns into a one-line-per-problem exit).
+            C{parseOptions} turns into a one-line-per-problem exit).
         """
         overrides: dict[str, Any] = {}
         for parameter in self.optParameters:
