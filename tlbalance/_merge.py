@@ -246,12 +246,7 @@ def _sessionDaemon(
     """
     sessionsLabel, sessionsValue = settings.get("sessions", ("--sessions", []))
     secretLabel, secretValue = settings.get("secret-file", ("--secret-file", None))
-    problems = _Problems()
-    sessions = problems.attempt(
-        _strings, sessionsLabel, sessionsValue, "server endpoint strings"
-    )
-    if sessions is _INVALID:
-        problems.raiseIfAny()
+    sessions = _strings(sessionsLabel, sessionsValue, "server endpoint strings")
     if not sessions:
         if secretValue is not None:
             raise ConfigError(
@@ -259,6 +254,7 @@ def _sessionDaemon(
                 "daemon the balancer can host)"
             )
         return None
+    problems = _Problems()
     if secretValue is None:
         problems.add(
             ConfigError(
