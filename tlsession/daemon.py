@@ -83,6 +83,7 @@ from tlsession.interfaces import (
 )
 from tlsuite._endpoints import listenErrorMessage
 from tlsuite._startup import StartupError
+from tlsuite._twisted import raiseListenErrorsAtStart
 
 __all__ = [
     "DEFAULT_LOGIN_TIMEOUT",
@@ -579,7 +580,7 @@ class _Listener(StreamServerEndpointService):
         self.description = description
         self.port: Optional[IListeningPort] = None
         # Fail start-up loudly when the address cannot be bound.
-        self._raiseSynchronously = True
+        raiseListenErrorsAtStart(self)
 
     def privilegedStartService(self) -> None:
         """
