@@ -54,8 +54,6 @@ from tlbalance._endpoints import unparseEndpoint
 from tlbalance._serverendpoints import bindArguments
 from tlsuite._twisted import parseEndpointString
 
-__all__ = ["Preamble", "connectWithPreamble", "directConnect", "splitClientTLS"]
-
 Preamble = Callable[[ITransport], bytes]
 
 # The TLS options of an ssl: client string; the rest are TCP's.
@@ -92,7 +90,7 @@ class _ContextFactoryCreator:
 def _trustRootFrom(directory: Optional[str]) -> Any:
     """
     The authorities of a C{caCertsDir=} or C{trustRoots=} directory: every
-    readable C{*.pem} file in it; L{None} (the platform's) when none is
+    readable C{*.pem} file in it; C{None} (the platform's) when none is
     named.
     """
     if directory is None:
@@ -210,14 +208,16 @@ def splitClientTLS(
     C{ssl:} becomes a C{tcp:} endpoint to the same host and port; C{tls:}
     becomes the endpoint it connects through. Their TLS is what Twisted's
     own parsers would make of the same options. Any other string is built by
-    L{clientFromString} as it is, with no TLS.
+    L{clientFromString<twisted.internet.endpoints.clientFromString>} as it is, with no
+    TLS.
 
     @param reactor: what the endpoint connects with.
-    @return: C{(plainEndpoint, connectionCreator)}; the creator is L{None}
+    @return: C{(plainEndpoint, connectionCreator)}; the creator is C{None}
         for an endpoint without TLS.
     @raise ValueError: the string is not a valid client endpoint (as
-        L{clientFromString} raises it); reading a file can raise
-        L{OSError}.
+        L{clientFromString<twisted.internet.endpoints.clientFromString>} raises it);
+        reading a file can raise
+        C{OSError}.
     """
     if not isinstance(description, str):
         raise TypeError(
@@ -243,7 +243,7 @@ def directConnect(
 
     @param timeout: the connect timeout; C{None} keeps the string's (or the
         endpoint's default, 30 seconds).
-    @return: L{None} for other endpoint types, and for strings Twisted
+    @return: C{None} for other endpoint types, and for strings Twisted
         would refuse (building the endpoint says why).
     """
     args, kwargs = parseEndpointString(description)
@@ -409,10 +409,10 @@ def connectWithPreamble(
     @param endpoint: the plain transport, as L{splitClientTLS} gives it.
     @param preamble: builds the bytes (a PROXY header) from the raw
         transport, whose C{getHost()}/C{getPeer()} are the socket's own
-        addresses; L{None} writes nothing.
-    @param tlsCreator: the TLS, as L{splitClientTLS} gives it; L{None} for
+        addresses; C{None} writes nothing.
+    @param tlsCreator: the TLS, as L{splitClientTLS} gives it; C{None} for
         none.
-    @param clock: schedules TLS write batching; L{None} for the global
+    @param clock: schedules TLS write batching; C{None} for the global
         reactor.
     @return: fires with the application's protocol once connected (the TLS
         handshake may still be running); cancelling it cancels the attempt.

@@ -32,8 +32,6 @@ from tlbalance._sni import SNICertificateDirectory, SNIOptions
 from tlbalance._tlscontext import SingleCertificate, TLSConfigError, TLSSettings
 from tlsuite._twisted import parseEndpointString
 
-__all__ = ["bindArguments", "splitServerTLS"]
-
 # The arguments of an ssl: server string, in the order Twisted's parser
 # takes them positionally (ssl:443:key.pem is privateKey=key.pem).
 _SSL_SERVER_ARGUMENTS = (
@@ -202,18 +200,21 @@ def splitServerTLS(
     backlog, and a L{SingleCertificate} serving its key and certificate
     files; C{tlsni:} becomes the listener it wraps and its
     L{SNICertificateDirectory}. Any other string is built by
-    L{serverFromString} as it is, with no TLS.
+    L{serverFromString<twisted.internet.endpoints.serverFromString>} as it is, with no
+    TLS.
 
     @param reactor: what the listener and the TLS session contexts use (the
-        clock for ticket key rotation when it provides L{IReactorTime}).
-    @param settings: the TLS settings; L{None} for the defaults.
-    @return: C{(plainEndpoint, connectionCreator)}; the creator is L{None}
+        clock for ticket key rotation when it provides
+        L{IReactorTime<twisted.internet.interfaces.IReactorTime>}).
+    @param settings: the TLS settings; C{None} for the defaults.
+    @return: C{(plainEndpoint, connectionCreator)}; the creator is C{None}
         for an endpoint without TLS.
     @raise TLSConfigError: for Twisted's own C{tls:} server endpoint, whose
         TLS settings cannot be changed, for TLS options that tlbalance's
         settings do not support, and for a broken certificate.
     @raise ValueError: the string is not a valid server endpoint (as
-        L{serverFromString} raises it); reading a file can raise L{OSError}.
+        L{serverFromString<twisted.internet.endpoints.serverFromString>} raises it);
+        reading a file can raise C{OSError}.
     """
     if not isinstance(description, str):
         raise TypeError(

@@ -34,13 +34,6 @@ from tlbalance._endpoints import unparseEndpoint
 from tlbalance._loglevel import balancerLogger
 from tlbalance._tlscontext import SessionContext, TLSConfigError, TLSSettings
 
-__all__ = [
-    "SNICertificateDirectory",
-    "SNIOptions",
-    "TLSServerEndpoint",
-    "parseSNIEndpoint",
-]
-
 # The namespace the documentation shows for these lines.
 _log = balancerLogger("tlbalance.tls")
 
@@ -217,8 +210,8 @@ class SNICertificateDirectory:
         """
         Load the directory.
 
-        @param settings: L{None} for the defaults.
-        @param clock: for ticket key rotation; L{None} for the global
+        @param settings: C{None} for the defaults.
+        @param clock: for ticket key rotation; C{None} for the global
             reactor.
         @raise TLSConfigError: when it is missing, holds no C{*.pem} file or
             one of them cannot be used.
@@ -318,7 +311,7 @@ class TLSServerEndpoint:
     @ivar wrapped: the plain endpoint (TCP, unix, ...).
     @ivar contextFactory: the server connection creator, for instance an
         L{SNICertificateDirectory}.
-    @ivar clock: schedules TLS write batching; L{None} for the global reactor.
+    @ivar clock: schedules TLS write batching; C{None} for the global reactor.
     """
 
     wrapped: IStreamServerEndpoint

@@ -23,17 +23,6 @@ from zope.interface import implementer
 
 from tlbalance._loglevel import balancerLogger
 
-__all__ = [
-    "DEFAULT_CIPHERS",
-    "SESSION_LIFETIME",
-    "TLS13_CIPHERSUITES",
-    "SessionContext",
-    "SingleCertificate",
-    "TLSConfigError",
-    "TLSSettings",
-    "checkCiphers",
-]
-
 _log = balancerLogger("tlbalance._tlscontext")
 
 # Mozilla's Server Side TLS guidelines 6.0, "intermediate": ECDHE key
@@ -168,7 +157,7 @@ class TLSSettings:
     @ivar ciphers: the TLS 1.2 cipher suites, an OpenSSL cipher string;
         checked by L{checkCiphers}.
     @ivar maxVersion: the newest protocol version, as a pyOpenSSL
-        C{TLS1_*_VERSION} constant; L{None} for the newest OpenSSL has.
+        C{TLS1_*_VERSION} constant; C{None} for the newest OpenSSL has.
     @ivar sessionLifetime: seconds a session stays resumable, which is also
         how long a L{SessionContext} keeps its ticket keys.
     """
@@ -264,7 +253,7 @@ class SessionContext:
         @param chooseCertificate: the servername callback: called during
             each handshake, with or without a server name from the client,
             it must call C{connection.set_context}.
-        @param clock: tells the time; L{None} for the global reactor.
+        @param clock: tells the time; C{None} for the global reactor.
         """
         self.settings = settings
         self._chooseCertificate = chooseCertificate
@@ -324,8 +313,8 @@ class SingleCertificate:
         @param key: the private key (pyOpenSSL or cryptography).
         @param certificate: its certificate (pyOpenSSL or cryptography).
         @param chain: intermediate certificates, sent after it.
-        @param settings: L{None} for the defaults.
-        @param clock: for ticket key rotation; L{None} for the global
+        @param settings: C{None} for the defaults.
+        @param clock: for ticket key rotation; C{None} for the global
             reactor.
         @raise OpenSSL.SSL.Error: OpenSSL refuses the key or certificate.
         """

@@ -13,8 +13,6 @@ from typing import Any, Optional
 from attrs import frozen
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
-__all__ = ["TLSFacts", "tlsFacts"]
-
 
 @frozen
 class TLSFacts:
@@ -38,10 +36,12 @@ def tlsFacts(transport: Any) -> Optional[TLSFacts]:
     """
     Describe the TLS of a protocol's transport.
 
-    @param transport: a L{TLSMemoryBIOProtocol} (what L{TLSServerEndpoint}
+    @param transport: a
+        L{TLSMemoryBIOProtocol<twisted.protocols.tls.TLSMemoryBIOProtocol>} (what
+        L{TLSServerEndpoint}
         and split C{ssl:} listeners give the application) or a native Twisted
         TLS transport.
-    @return: the facts, or L{None} for a plain connection.
+    @return: the facts, or C{None} for a plain connection.
     @raise ValueError: the handshake has not completed (or the connection is
         gone): call this from C{handshakeCompleted} or once data arrived.
     """

@@ -64,7 +64,7 @@ def localErrno(reason: Failure) -> Optional[int]:
     L{error.ConnectBindError} (C{"Couldn't bind: 24: Too many open
     files"}) and other connect errors as L{error.ConnectError} subclasses
     with the number in C{osError}; C{connectUNIX} raises the plain
-    L{OSError}.
+    C{OSError}.
     """
     value = reason.value
     number: Any

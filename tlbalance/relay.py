@@ -122,10 +122,10 @@ class BackendConnector:
     chunk of a response would pay a method call for it.
 
     @ivar plain: the plain transport's endpoint.
-    @ivar tlsCreator: the TLS to run over it; L{None} for none.
+    @ivar tlsCreator: the TLS to run over it; C{None} for none.
     @ivar direct: connects a factory straight through the reactor, for plain
         TCP and unix backends.
-    @ivar clock: schedules TLS write batching; L{None} for the global
+    @ivar clock: schedules TLS write batching; C{None} for the global
         reactor.
     """
 

@@ -243,7 +243,7 @@ def listenerService(
     )
     factory: IProtocolFactory = FrontendFactory(balancer)
     if contextFactory is not None:
-        factory = TLSMemoryBIOFactory(contextFactory, False, factory)
+        factory = TLSMemoryBIOFactory(contextFactory, False, factory, clock=reactor)
     if config.acceptProxy:
         factory = ProxyReceiverFactory(
             factory,

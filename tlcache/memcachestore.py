@@ -212,7 +212,8 @@ class MemcacheCacheStore(Service):
     an invalidation would serve stale pages. An item that cannot be decoded
     (corrupted, hostile, another program's) is a logged, counted miss.
 
-    As an L{IService} it starts and stops its L{MemcacheConnection} (unless
+    As an L{IService<twisted.application.service.IService>} it starts and stops its
+    L{MemcacheConnection} (unless
     that was already running when it started); it schedules no timers of
     its own.
 

@@ -120,7 +120,8 @@ class SecretChecker:
     Accepts the clients that know the shared secret, comparing in constant
     time.
 
-    PB sends an MD5 challenge response (L{IUsernameMD5Password}); plain
+    PB sends an MD5 challenge response
+    (L{IUsernameMD5Password<twisted.spread.pb.IUsernameMD5Password>}); plain
     L{IUsernamePassword} credentials are accepted too, for in-process use.
     """
 

@@ -94,7 +94,8 @@ class SessionRecord:
 
 class ISessionStore(Interface):
     """
-    Where sessions live. Every method returns a L{Deferred}; values are
+    Where sessions live. Every method returns a
+    L{Deferred<twisted.internet.defer.Deferred>}; values are
     opaque bytes.
 
     Expiry is enforced on every read: a record idle for longer than its
@@ -113,7 +114,8 @@ class ISessionStore(Interface):
         """
         Store a new session under a fresh random identifier.
 
-        @return: L{Deferred} firing with the new L{SessionRecord} (version 1).
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing with the new
+            L{SessionRecord} (version 1).
         @raise ValueTooLargeError: (in the Deferred) for oversized data.
         """
 
@@ -121,7 +123,8 @@ class ISessionStore(Interface):
         """
         Read a session.
 
-        @return: L{Deferred} firing with the L{SessionRecord}, or C{None}
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing with the
+            L{SessionRecord}, or C{None}
             when there is no live session by that identifier (unknown,
             malformed, deleted or expired).
         """
@@ -138,7 +141,8 @@ class ISessionStore(Interface):
 
         @param idleTimeout: a new idle timeout for this session, or C{None}
             to keep its own.
-        @return: L{Deferred} firing with the new version.
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing with the new
+            version.
         @raise ConflictError: the record's version is not C{expectedVersion}.
         @raise SessionGoneError: the session was deleted or expired; it is
             not brought back.
@@ -150,7 +154,7 @@ class ISessionStore(Interface):
         Mark a session seen, restarting its idle timeout, without changing
         its data or version.
 
-        @return: L{Deferred} firing with C{None}.
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing with C{None}.
         @raise SessionGoneError: the session does not exist.
         """
 
@@ -159,7 +163,8 @@ class ISessionStore(Interface):
         Move a session to a new random identifier, keeping its data; the old
         identifier stops working at once.
 
-        @return: L{Deferred} firing with the new L{SessionRecord}.
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing with the new
+            L{SessionRecord}.
         @raise SessionGoneError: the session does not exist.
         @raise ConflictError: other writers kept changing the session while
             it was being moved (stores that cannot rotate atomically retry a
@@ -170,7 +175,7 @@ class ISessionStore(Interface):
         """
         Remove a session. Deleting a missing session is not an error.
 
-        @return: L{Deferred} firing with C{None}.
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing with C{None}.
         """
 
 
@@ -284,7 +289,8 @@ class ISessionManager(Interface):
         Load (or, with C{create}, start) the session of C{request} and
         register it on the request so that C{ISession(request)} works.
 
-        @return: L{Deferred} firing with the L{ISession}, or C{None} when
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing with the
+            L{ISession}, or C{None} when
             there is none and C{create} is false.
         """
 
@@ -295,12 +301,12 @@ class ISessionManager(Interface):
         request's changes are merged into that version (see L{ISession});
         a change that cannot be merged fails the commit.
 
-        @return: L{Deferred} firing when saved.
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing when saved.
         """
 
     def expire(request: IRequest) -> Deferred[None]:
         """
         Delete the request's session and clear its cookie.
 
-        @return: L{Deferred} firing when done.
+        @return: L{Deferred<twisted.internet.defer.Deferred>} firing when done.
         """

@@ -202,13 +202,11 @@ class Options(CommandLineOptions):
         """
         self["listen"].append(description)
 
-    opt_listen.__doc__ = " ".join((opt_listen.__doc__ or "").split())
-
     def postOptions(self) -> None:
         """
         Check everything and build C{self["config"]}.
 
-        @raise usage.UsageError: naming the problem (which L{parseOptions}
+        @raise usage.UsageError: naming the problem (which C{parseOptions}
             turns into a one-line exit).
         """
         if self["secret-file"] is None:

@@ -2,7 +2,7 @@
 """
 The session stores (memory, the PB daemon's client, Redis, memcached, SQL,
 files) and the rules they share: identifiers are 256 random bits from
-L{secrets}, and anything not shaped like one is unknown without a lookup;
+C{secrets}, and anything not shaped like one is unknown without a lookup;
 the default limits. (Their lifecycle and argument checks:
 L{tlsession.stores._checks}.)
 """

@@ -161,7 +161,8 @@ class MemcacheSessionStore(StoreService):
     Sessions in memcached, shared by every process that uses the same server
     and prefix.
 
-    The store is an L{IService}: building it connects nothing;
+    The store is an L{IService<twisted.application.service.IService>}: building it
+    connects nothing;
     L{startService} connects (and reconnects after a loss, see
     L{tlsuite._memcache}), L{stopService} closes the connection. Calls made
     before the start, after the stop, or while there is no connection fail

@@ -157,7 +157,8 @@ class PBSessionStore(StoreService):
     Sessions kept by the session daemon, shared by every process connected
     to it, with a near cache (see the module's documentation).
 
-    The store is an L{IService}: building it connects nothing;
+    The store is an L{IService<twisted.application.service.IService>}: building it
+    connects nothing;
     L{startService} connects and logs in (and again after a loss, with
     backoff), L{stopService} disconnects. L{whenConnected} tells when a
     login is done. Calls made before the start, after the stop, or while

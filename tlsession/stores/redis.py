@@ -260,7 +260,8 @@ class RedisSessionStore(StoreService):
     Sessions in Redis, shared by every process that uses the same server and
     prefix.
 
-    The store is an L{IService}: building it connects nothing;
+    The store is an L{IService<twisted.application.service.IService>}: building it
+    connects nothing;
     L{startService} opens a pool of C{poolSize} connections (each made
     again after a loss, with backoff), L{stopService} closes them. Calls
     made before the start, after the stop, or while no connection is up

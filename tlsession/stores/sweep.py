@@ -35,7 +35,8 @@ class SessionSweepService(Service):
     Works with any store that has C{sweep(maxRows) -> Deferred[int]}
     (L{tlsession.stores.sql.SQLSessionStore},
     L{tlsession.stores.files.FileSessionStore}). Give it the same parent
-    service as the store, after the store: a L{MultiService} starts its
+    service as the store, after the store: a
+    L{MultiService<twisted.application.service.MultiService>} starts its
     children in order and stops them in reverse, so the sweeps stop before
     the store does.
     """
@@ -83,7 +84,7 @@ class SessionSweepService(Service):
         """
         Stop sweeping.
 
-        @return: L{None}, or a L{Deferred} firing when a sweep in progress
+        @return: C{None}, or a L{Deferred} firing when a sweep in progress
             has finished.
         """
         super().stopService()
