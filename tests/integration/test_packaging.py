@@ -122,6 +122,27 @@ class WheelTests(TestCase):
             ["twisted/plugins/tlsuite.py"],
         )
 
+    async def test_typedLicensedVersioned(self) -> None:
+        """
+        Every package carries C{py.typed} (its types are checked, so users'
+        type checkers may trust them), the MIT license travels with the
+        wheel, and the version is tlsuite.__version__.
+        """
+        import tlsuite
+
+        wheel = await self.buildWheel()
+        with zipfile.ZipFile(wheel) as archive:
+            names = set(archive.namelist())
+            [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+            text = archive.read(metadata).decode("utf-8")
+        for package in ("tlsuite", "tlbalance", "tlsession", "tlcache"):
+            self.assertIn(f"{package}/py.typed", names)
+        self.assertTrue(
+            any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
+        )
+        self.assertIn("License-Expression: MIT", text)
+        self.assertIn(f"Version: {tlsuite.__version__}", text)
+
     async def test_installedPlugins(self) -> None:
         """
         Installed into a directory of its own and run from elsewhere, with
