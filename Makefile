@@ -27,11 +27,13 @@ demo: $(STAMP)
 	$(PY) examples/demo/run.py
 
 # The whole suite on CPython, then the unit tests on PyPy 3.9 and on the
-# oldest dependency versions pyproject.toml claims to support.
+# oldest dependency versions pyproject.toml claims to support, and the API
+# reference (which fails on any docstring error).
 test: $(STAMP)
 	$(PY) -m pytest --cov --cov-report=term tests
 	$(MAKE) test-pypy
 	$(MAKE) test-min
+	$(MAKE) apidocs
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
