@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.error import CannotListenError
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -25,8 +23,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import LogLevel
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from tlbalance._loglevel import balancerLogger, gate
 from tlbalance.backends import Backend, BackendPool
@@ -37,21 +33,17 @@ from tlbalance.relay import BackendConnector, Balancer, FrontendFactory, RelaySe
 from tlbalance.schedulers import schedulerFor
 from tlbalance.tls import splitServerTLS
 from tlbalance.upstream import ProxyReceiverFactory, TrustedPeers
-from tlsuite._endpoints import listenErrorMessage
-from tlsuite._startup import StartupError
-from tlsuite._twisted import raiseListenErrorsAtStart
+from tlsuite._listen import ListenService
 
 log = balancerLogger("tlbalance.service")
 
 
-class ListenerService(StreamServerEndpointService):
+class ListenerService(ListenService):
     """
     One listen endpoint of the balancer, which can tell where it listens
     (port 0 in tests, for one), and which pauses accepting with the others
     when the balancer runs out of file descriptors.
 
-    @ivar description: the endpoint string it was built from.
-    @ivar port: the listening port once bound, else C{None}.
     @ivar localErrors: the balancer's L{LocalErrors}, which pauses the port,
         or C{None}.
     """
@@ -63,36 +55,15 @@ class ListenerService(StreamServerEndpointService):
         factory: Any,
         localErrors: Optional[LocalErrors] = None,
     ) -> None:
-        super().__init__(_RecordingEndpoint(endpoint, self), factory)
-        self.description = description
+        super().__init__(description, endpoint, factory)
         self.localErrors = localErrors
-        self.port: Optional[IListeningPort] = None
-        self._waiting: list[Deferred[IListeningPort]] = []
-        # Fail start-up when a port cannot be bound, as twistd web does.
-        raiseListenErrorsAtStart(self)
 
-    def privilegedStartService(self) -> None:
+    def listened(self, port: IListeningPort) -> None:
         """
-        Listen.
-
-        @raise StartupError: the endpoint cannot listen (the address is in
-            use, permission denied...), saying so in one line.
+        Let the balancer pause this port when descriptors run out.
         """
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            raise StartupError(listenErrorMessage(self.description, e)) from None
-
-    def whenListening(self) -> Deferred[IListeningPort]:
-        """
-        @return: a L{Deferred} firing with the listening port once bound, or
-            failing if binding failed.
-        """
-        if self.port is not None:
-            return succeed(self.port)
-        waiting: Deferred[IListeningPort] = Deferred()
-        self._waiting.append(waiting)
-        return waiting
+        if self.localErrors is not None:
+            self.localErrors.watchPort(port, self.description)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -102,33 +73,6 @@ class ListenerService(StreamServerEndpointService):
             self.localErrors.unwatchPort(self.port)
         stopped: Deferred[None] = super().stopService()
         return stopped
-
-    def _listened(self, result: Any) -> Any:
-        if not isinstance(result, Failure):
-            self.port = result
-            if self.localErrors is not None:
-                self.localErrors.watchPort(result, self.description)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result)
-        return result
-
-
-@implementer(IStreamServerEndpoint)
-class _RecordingEndpoint:
-    """
-    Passes C{listen} on and tells the L{ListenerService} how it went.
-    """
-
-    def __init__(self, endpoint: IStreamServerEndpoint, owner: ListenerService):
-        self.endpoint = endpoint
-        self.owner = owner
-
-    def listen(self, factory: Any) -> Deferred[IListeningPort]:
-        return self.endpoint.listen(factory).addBoth(self.owner._listened)
 
 
 class BalancerService(MultiService):

@@ -29,7 +29,6 @@ from functools import partial
 from hashlib import md5
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
@@ -43,8 +42,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -81,9 +79,7 @@ from tlsession._wire import (
 from tlsession.interfaces import (
     SessionRecord,
 )
-from tlsuite._endpoints import listenErrorMessage
-from tlsuite._startup import StartupError
-from tlsuite._twisted import raiseListenErrorsAtStart
+from tlsuite._listen import ListenService
 
 __all__ = [
     "DEFAULT_LOGIN_TIMEOUT",
@@ -571,39 +567,6 @@ class _ClosingPortal(Portal):
 # The service.
 
 
-class _Listener(StreamServerEndpointService):
-    """
-    One listen endpoint, which can tell where it listens once bound.
-    """
-
-    def __init__(self, description: str, endpoint: Any, factory: Any) -> None:
-        super().__init__(endpoint, factory)
-        self.description = description
-        self.port: Optional[IListeningPort] = None
-        # Fail start-up loudly when the address cannot be bound.
-        raiseListenErrorsAtStart(self)
-
-    def privilegedStartService(self) -> None:
-        """
-        Listen.
-
-        @raise StartupError: the endpoint cannot listen (the address is in
-            use, permission denied...), saying so in one line.
-        """
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            raise StartupError(
-                "the session daemon " + listenErrorMessage(self.description, e)
-            ) from None
-        waiting: Any = self._waitingForPort
-        waiting.addCallback(self._bound)
-
-    def _bound(self, port: Optional[IListeningPort]) -> Optional[IListeningPort]:
-        self.port = port
-        return port
-
-
 class SessionDaemonService(MultiService):
     """
     The session daemon as a service: its listeners, the store's sweep and
@@ -659,10 +622,13 @@ class SessionDaemonService(MultiService):
             maxUnauthenticatedPerAddress=maxUnauthenticatedPerAddress,
         )
         self.realm.connectionStats = self.factory.stats
-        self.listeners: list[_Listener] = []
+        self.listeners: list[ListenService] = []
         for description in listen:
-            listener = _Listener(
-                description, serverFromString(reactor, description), self.factory
+            listener = ListenService(
+                description,
+                serverFromString(reactor, description),
+                self.factory,
+                who="the session daemon ",
             )
             listener.setServiceParent(self)
             self.listeners.append(listener)

@@ -45,7 +45,7 @@ _KNOWN_ATTRIBUTES = frozenset(
 
 # Private attributes of Twisted classes the suite subclasses: setting or
 # reading one is a reach even on self.
-_INHERITED_ATTRIBUTES = frozenset({"_raiseSynchronously"})
+_INHERITED_ATTRIBUTES = frozenset({"_raiseSynchronously", "_waitingForPort"})
 
 # Reaches other changes are still removing, as (path, what the scan
 # reports): the lead empties this list as they land. An entry that is no
