@@ -382,8 +382,11 @@ class FrontendProtocol(Protocol):
 
     transport: Any
 
-    def __init__(self, balancer: Balancer) -> None:
+    def __init__(
+        self, balancer: Balancer, listener: Optional[FrontendFactory] = None
+    ) -> None:
         self.balancer = balancer
+        self.listener = listener
         self.backend: Optional[Backend] = None
         self.peer: Optional[BackendProtocol] = None
         self.pending: list[bytes] = []
@@ -418,6 +421,10 @@ class FrontendProtocol(Protocol):
         self._started = self._lastActivity = clock.seconds()
         self._clientAddress = self.transport.getPeer()
         self.balancer.connectionOpened(self)
+        listener = self.listener
+        if listener is not None:
+            listener.current += 1
+            listener.total += 1
         if self._isTLS():
             # Wait for the handshake: the server name and cipher go into the
             # PROXY v2 header, and a client that fails the handshake never
@@ -619,7 +626,12 @@ class FrontendProtocol(Protocol):
         candidate = self.balancer.pool.pick(key, self.tried if lastRetry else ())
         if candidate is None and lastRetry:
             candidate = self.balancer.pool.pick(key, ())
+        # Counted on the failure path only: what the stats show as retries
+        # and redispatches (HAProxy's wretr and wredis).
+        backend.retries += 1
         if candidate is not None:
+            if candidate is not backend:
+                backend.redispatches += 1
             self._connectTo(candidate)
         else:
             # Nothing else is up: try the same backend again after a short
@@ -735,6 +747,8 @@ class FrontendProtocol(Protocol):
             self.backend.bytesIn += self.bytesIn
             self.backend.bytesOut += self.bytesOut
         self.balancer.connectionClosed(self)
+        if self.listener is not None:
+            self.listener.current -= 1
         ending = self.ending
         if ending is None:
             # connectionLost records an ending before anything finishes.
@@ -871,16 +885,24 @@ class FrontendProtocol(Protocol):
 
 class FrontendFactory(Factory):
     """
-    Builds a L{FrontendProtocol} for each client connection of a listener.
+    Builds a L{FrontendProtocol} for each client connection of a listener,
+    and counts that listener's connections.
+
+    @ivar name: the listener's endpoint string, for stats.
+    @ivar current: its client connections open now.
+    @ivar total: its client connections since the balancer started.
     """
 
     noisy = False
 
-    def __init__(self, balancer: Balancer) -> None:
+    def __init__(self, balancer: Balancer, name: str = "") -> None:
         self.balancer = balancer
+        self.name = name
+        self.current = 0
+        self.total = 0
 
     def buildProtocol(self, addr: Optional[IAddress]) -> FrontendProtocol:
-        protocol = FrontendProtocol(self.balancer)
+        protocol = FrontendProtocol(self.balancer, self)
         protocol.factory = self
         return protocol
 
