@@ -35,4 +35,9 @@ def requirePeer(name: str) -> str:
     raise SkipTest(reason)
 
 
-_PACKAGES = {"nginx": "nginx-light", "initdb": "postgresql", "testssl": "testssl.sh"}
+_PACKAGES = {
+    "nginx": "nginx-light",
+    "initdb": "postgresql",
+    "testssl": "testssl.sh",
+    "ab": "apache2-utils",
+}

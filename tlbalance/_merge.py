@@ -40,8 +40,8 @@ _TOP_KEYS = {
     "backend",
     "check",
     "sessions",
-    "stats",
     "secret-file",
+    "control",
     *_BALANCER_RULES,
     *_CHECK_RULES,
 }
@@ -223,8 +223,6 @@ def buildConfig(
     values["backends"] = problems.attempt(
         _backends, backendLabel, backendValue, defaultCheck, checkDefaults
     )
-    if "stats" in settings:
-        values["stats"] = problems.attempt(_statsEndpoints, *settings["stats"])
     insecure = values.get("sessionsInsecure", False)
     sessions = problems.attempt(_sessionDaemon, settings, insecure is True)
     if sessions is not _INVALID and sessions is not None:
@@ -233,8 +231,24 @@ def buildConfig(
         # rules would only add a confusing second problem.
         if sessionsCheck is not None and insecure is not _INVALID:
             problems.attempt(sessionsCheck, sessions)
+    if "control" in settings:
+        values["control"] = problems.attempt(_controlPath, *settings["control"])
     problems.raiseIfAny()
     return BalancerConfig(**values)
+
+
+def _controlPath(label: str, value: object) -> Optional[str]:
+    """
+    The runtime API's socket path, made absolute (twistd may change
+    directory); C{None} when not given.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"{label}: expected the path of a unix socket, got {show(value)}"
+        )
+    return os.path.abspath(value)
 
 
 def _sessionDaemon(
@@ -314,22 +328,6 @@ def _strings(label: str, value: object, what: str) -> list[str]:
     ):
         raise ConfigError(f"{label}: expected a list of {what}, got {show(value)}")
     return list(items)
-
-
-def _statsEndpoints(label: str, value: object) -> tuple[str, ...]:
-    """
-    Check the stats listeners' endpoint strings, each on its own.
-    """
-    stats = _strings(label, value, "server endpoint strings")
-    problems = _Problems()
-    seen = set()
-    for description in stats:
-        problems.attempt(checkListenString, label, description)
-        if description in seen:
-            problems.add(ConfigError(f"{label}: {show(description)} is given twice"))
-        seen.add(description)
-    problems.raiseIfAny()
-    return tuple(stats)
 
 
 def _listenEndpoints(label: str, value: object) -> tuple[str, ...]:
@@ -483,6 +481,20 @@ def _backend(
     problems.raiseIfAny()
     values["check"] = check
     return BackendConfig(**values)
+
+
+def backendFromTable(table: Mapping[str, Any], label: str = "server") -> BackendConfig:
+    """
+    Build one backend from the keys of a C{[[backend]]} table, as the
+    runtime API's C{add server} does. Top-level check defaults do not
+    apply: a check is given with the C{check} key.
+
+    @param table: C{endpoint}, C{name}, C{weight}, C{check}...
+    @param label: how to name the backend in errors; keys are named as
+        written.
+    @raise ConfigError: naming each bad key, one line per problem.
+    """
+    return _backend(label, table, {key: key for key in table}, None, {})
 
 
 def _healthCheck(

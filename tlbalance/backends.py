@@ -133,11 +133,6 @@ class Backend:
         nothing within the first-byte timeout of the client's request.
     @ivar bytesIn: bytes relayed from clients to this backend.
     @ivar bytesOut: bytes relayed from this backend to clients.
-    @ivar peak: the most connections it had open at once.
-    @ivar retries: connect attempts that failed here and were tried again
-        (here or elsewhere).
-    @ivar redispatches: connect attempts that failed here and were tried
-        again on another backend.
     @ivar lastStateChange: the clock's time of the last health or admin
         change (the creation time until there is one).
     """
@@ -162,9 +157,6 @@ class Backend:
     firstByteTimeouts: int = 0
     bytesIn: int = 0
     bytesOut: int = 0
-    peak: int = 0
-    retries: int = 0
-    redispatches: int = 0
     lastStateChange: float = field()
     _observers: List[StateObserver] = field(factory=list, init=False, repr=False)
     _failHold: Optional[IDelayedCall] = field(default=None, init=False, repr=False)
@@ -232,8 +224,6 @@ class Backend:
         """
         self.active += 1
         self.total += 1
-        if self.active > self.peak:
-            self.peak = self.active
 
     def connectionEnded(self) -> None:
         """
@@ -337,9 +327,6 @@ class Backend:
             "firstByteTimeouts": self.firstByteTimeouts,
             "bytesIn": self.bytesIn,
             "bytesOut": self.bytesOut,
-            "peak": self.peak,
-            "retries": self.retries,
-            "redispatches": self.redispatches,
             "lastStateChange": self.lastStateChange,
         }
 
@@ -397,14 +384,58 @@ class BackendPool:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"backend names must be unique: {', '.join(duplicates)}")
-        self._byName = {b.name: b for b in self.backends}
-        self._normal = [b for b in self.backends if not b.backup]
-        self._backup = [b for b in self.backends if b.backup]
-        self._normalScheduler = schedulerFactory(self._normal)
-        self._backupScheduler = schedulerFactory(self._backup)
+        self._schedulerFactory = schedulerFactory
+        self._poolObservers: List[StateObserver] = []
+        self._tiers()
         self._normalUp = self._tierUp(self._normal)
         for backend in self._normal:
             backend.addStateObserver(self._normalTierChanged)
+
+    def _tiers(self) -> None:
+        # Schedulers are built for a fixed list of backends: a backend added
+        # or removed at run time gets fresh ones (a consistent-hash ring is
+        # rebuilt with its points, and only its clients move).
+        self._byName = {b.name: b for b in self.backends}
+        self._normal = [b for b in self.backends if not b.backup]
+        self._backup = [b for b in self.backends if b.backup]
+        self._normalScheduler = self._schedulerFactory(self._normal)
+        self._backupScheduler = self._schedulerFactory(self._backup)
+
+    def addBackend(self, backend: Backend) -> None:
+        """
+        Take a new backend into its tier, after the others.
+
+        @raise ValueError: when a backend of that name is already here.
+        """
+        if backend.name in self._byName:
+            raise ValueError(f"there is already a backend called {backend.name!r}")
+        self.backends.append(backend)
+        self._tiers()
+        if not backend.backup:
+            backend.addStateObserver(self._normalTierChanged)
+        for observer in self._poolObservers:
+            backend.addStateObserver(observer)
+        self._normalTierChanged(None)
+
+    def removeBackend(self, name: str) -> Backend:
+        """
+        Take the backend called C{name} out of the pool, and cancel its
+        timers. New connections no longer reach it; the caller makes sure
+        it has none left.
+
+        @return: the backend removed.
+        @raise KeyError: when there is no backend called C{name}.
+        """
+        backend = self._byName[name]
+        self.backends.remove(backend)
+        self._tiers()
+        if not backend.backup:
+            backend.removeStateObserver(self._normalTierChanged)
+        for observer in self._poolObservers:
+            backend.removeStateObserver(observer)
+        backend.stop()
+        self._normalTierChanged(None)
+        return backend
 
     def pick(
         self, clientKey: Optional[bytes], exclude: Container[Backend] = ()
@@ -441,8 +472,10 @@ class BackendPool:
 
     def addStateObserver(self, observer: StateObserver) -> None:
         """
-        Observe state changes of every backend in the pool.
+        Observe state changes of every backend in the pool, including the
+        ones added later.
         """
+        self._poolObservers.append(observer)
         for backend in self.backends:
             backend.addStateObserver(observer)
 
@@ -463,7 +496,7 @@ class BackendPool:
     def _tierUp(tier: Sequence[Backend]) -> bool:
         return any(b.healthy and b.admin is AdminState.READY for b in tier)
 
-    def _normalTierChanged(self, change: StateChange) -> None:
+    def _normalTierChanged(self, change: Optional[StateChange]) -> None:
         # Say once, not per connection, that traffic moved between tiers.
         up = self._tierUp(self._normal)
         if up == self._normalUp:

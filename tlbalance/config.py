@@ -43,6 +43,7 @@ from __future__ import annotations
 from tlbalance._endpointchecks import DEFAULT_BACKLOG, withListenBacklog
 from tlbalance._merge import (
     SessionDaemonSettings,
+    backendFromTable,
     buildConfig,
     describeSetting,
     loadConfig,
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_BACKLOG",
     "HealthCheckConfig",
     "SessionDaemonSettings",
+    "backendFromTable",
     "buildConfig",
     "describeSetting",
     "loadConfig",

@@ -31,7 +31,6 @@ from tlbalance.health import HealthChecker
 from tlbalance.localerrors import LocalErrors
 from tlbalance.relay import BackendConnector, Balancer, FrontendFactory, RelaySettings
 from tlbalance.schedulers import schedulerFor
-from tlbalance.stats import ConnectionRates
 from tlbalance.tls import splitServerTLS
 from tlbalance.upstream import ProxyReceiverFactory, TrustedPeers
 from tlsuite._listen import ListenService
@@ -47,10 +46,7 @@ class ListenerService(ListenService):
 
     @ivar localErrors: the balancer's L{LocalErrors}, which pauses the port,
         or C{None}.
-    @ivar frontend: the L{FrontendFactory} that counts its connections.
     """
-
-    frontend: Optional[FrontendFactory] = None
 
     def __init__(
         self,
@@ -92,14 +88,11 @@ class BalancerService(MultiService):
     @ivar checkers: one L{HealthChecker} per backend with a check.
     @ivar sessionDaemon: the hosted tlsession daemon (C{--sessions}, see
         L{hostSessionDaemon}), or C{None}.
+    @ivar control: the runtime API's control socket (C{--control}), or
+        C{None}; it stays open during the drain.
     @ivar logLevel: the lowest level of the balancer's log events while it
         runs (C{twistd tlbalance} sets it, as twistd prints every event),
         or C{None} to leave them all to the log observers.
-    @ivar statsListeners: one read-only HTTP service per C{--stats}
-        endpoint (L{tlbalance.statsweb}).
-    @ivar rates: samples the connection rates the stats show, or C{None}
-        when nothing shows them.
-    @ivar startedAt: the clock's time when the service started, or C{None}.
     """
 
     def __init__(
@@ -115,9 +108,7 @@ class BalancerService(MultiService):
         self.listeners: list[ListenerService] = []
         self.checkers: list[HealthChecker] = []
         self.sessionDaemon: Optional[IService] = None
-        self.statsListeners: list[ListenService] = []
-        self.rates: Optional[ConnectionRates] = None
-        self.startedAt: Optional[float] = None
+        self.control: Optional[IService] = None
         self._levelBefore: Optional[LogLevel] = None
 
     def hostSessionDaemon(self, daemon: IService) -> None:
@@ -133,7 +124,6 @@ class BalancerService(MultiService):
         self.sessionDaemon = daemon
 
     def startService(self) -> None:
-        self.startedAt = self.balancer.clock.seconds()
         if self.logLevel is not None:
             self._levelBefore = gate.level
             gate.setLevel(self.logLevel)
@@ -170,12 +160,10 @@ class BalancerService(MultiService):
             for backend in self.balancer.pool.backends:
                 backend.stop()
             stopping = [maybeDeferred(checker.stopService) for checker in self.checkers]
-            # The stats stay up through the drain, which they show.
-            stopping += [maybeDeferred(s.stopService) for s in self.statsListeners]
-            if self.rates is not None:
-                stopping.append(maybeDeferred(self.rates.stopService))
             if self.sessionDaemon is not None:
                 stopping.append(maybeDeferred(self.sessionDaemon.stopService))
+            if self.control is not None:
+                stopping.append(maybeDeferred(self.control.stopService))
             return DeferredList(stopping)
 
         def restoreLogLevel(_: Any) -> None:
@@ -202,8 +190,7 @@ def listenerService(
     plain, contextFactory = splitServerTLS(
         reactor, withListenBacklog(description), config.tlsSettings()
     )
-    frontend = FrontendFactory(balancer, description)
-    factory: IProtocolFactory = frontend
+    factory: IProtocolFactory = FrontendFactory(balancer)
     if contextFactory is not None:
         factory = TLSMemoryBIOFactory(contextFactory, False, factory, clock=reactor)
     if config.acceptProxy:
@@ -213,9 +200,7 @@ def listenerService(
             headerTimeout=config.proxyHeaderTimeout,
             clock=reactor,
         )
-    listener = ListenerService(description, plain, factory, balancer.localErrors)
-    listener.frontend = frontend
-    return listener
+    return ListenerService(description, plain, factory, balancer.localErrors)
 
 
 def makeBalancerService(
@@ -285,15 +270,12 @@ def makeBalancerService(
         checker.setServiceParent(service)
         service.checkers.append(checker)
 
-    if config.stats:
-        # Imported only when asked for: prometheus_client and twisted.web.
-        from tlbalance.statsweb import statsListenerService
+    if config.control is not None:
+        from tlbalance.control import ControlService
+        from tlbalance.runtime import RuntimeState
 
-        service.rates = ConnectionRates(reactor, service)
-        service.rates.setServiceParent(service)
-        for description in config.stats:
-            stats = statsListenerService(service, reactor, description)
-            stats.setServiceParent(service)
-            service.statsListeners.append(stats)
+        control = ControlService(config.control, reactor, RuntimeState(service))
+        control.setServiceParent(service)
+        service.control = control
 
     return service

@@ -329,6 +329,13 @@ class Options(CommandLineOptions):
             "of one line, at least 16 characters, not accessible by group "
             "or others.",
         ],
+        [
+            "control",
+            None,
+            None,
+            "Serve the runtime API (tlbalancectl) on a unix socket at this "
+            "path, made mode 0600.",
+        ],
     ]
 
     # Numbers, CIDRs and endpoint strings are typed, not picked from files.
@@ -340,8 +347,8 @@ class Options(CommandLineOptions):
             "log-level": usage.CompleteList(list(LEVEL_NAMES)),
             "config": usage.CompleteFiles("*.toml"),
             "secret-file": usage.CompleteFiles(),
+            "control": usage.CompleteFiles(),
             "sessions": usage.Completer(descr="server endpoint string"),
-            "stats": usage.Completer(descr="server endpoint string"),
             "listen": usage.Completer(descr="server endpoint string"),
             "backend": usage.Completer(descr="client endpoint string"),
             "accept-proxy": usage.Completer(descr="trusted CIDRs"),
@@ -365,7 +372,7 @@ class Options(CommandLineOptions):
                 ]
             },
         },
-        multiUse=["listen", "backend", "sessions", "stats"],
+        multiUse=["listen", "backend", "sessions"],
     )
 
     def __init__(self) -> None:
@@ -373,7 +380,6 @@ class Options(CommandLineOptions):
         self["listen"] = []
         self["backend"] = []
         self["sessions"] = []
-        self["stats"] = []
         self["configFile"] = None
         self["logLevel"] = None
         self["sessionDaemon"] = None
@@ -406,15 +412,6 @@ class Options(CommandLineOptions):
         --secret-file. Repeatable.
         """
         self["sessions"].append(description)
-
-    @_oneParagraph
-    def opt_stats(self, description: str) -> None:
-        """
-        Serve the read-only status page (/), /stats.json and /metrics
-        (Prometheus) over HTTP on this server endpoint string, e.g.
-        tcp:8404:interface=127.0.0.1. Repeatable.
-        """
-        self["stats"].append(description)
 
     @_oneParagraph
     def opt_log_level(self, name: str) -> None:
@@ -458,8 +455,6 @@ class Options(CommandLineOptions):
             overrides["backend"] = list(self["backend"])
         if self["sessions"]:
             overrides["sessions"] = list(self["sessions"])
-        if self["stats"]:
-            overrides["stats"] = list(self["stats"])
         try:
             fileValues = {}
             if self["configFile"] is not None:

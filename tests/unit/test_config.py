@@ -1788,3 +1788,35 @@ class ListenBacklogTests(SynchronousTestCase):
         """
         description = "systemd:domain=INET:index=0"
         self.assertEqual(withListenBacklog(description), description)
+
+
+class ControlSettingTests(ConfigErrorAssertions):
+    """
+    C{control} (C{--control}): the runtime API's unix socket path.
+    """
+
+    def test_absolute(self) -> None:
+        """
+        A relative path is made absolute, as twistd may change directory.
+        """
+        config = buildConfig(minimal(control="run/control.sock"))
+        self.assertEqual(config.control, os.path.abspath("run/control.sock"))
+
+    def test_none(self) -> None:
+        """
+        Without the setting there is no control socket.
+        """
+        self.assertIsNone(buildConfig(minimal()).control)
+
+    def test_notAPath(self) -> None:
+        """
+        A value that is no path is refused, naming the key or option.
+        """
+        self.assertFails(
+            minimal(control=3), "control: expected the path of a unix socket, got 3"
+        )
+        self.assertFails(
+            minimal(),
+            '--control: expected the path of a unix socket, got " "',
+            {"control": " "},
+        )

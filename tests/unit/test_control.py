@@ -1,0 +1,172 @@
+"""
+Tests for L{tlbalance.control}: the control socket's protocol, answering
+people in text and C{tlbalancectl} in JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.unit.test_runtime import startBalancer
+from tlbalance.control import ControlFactory, ControlProtocol, clearStaleSocket
+from tlbalance.runtime import RuntimeState
+from tlsuite._startup import StartupError
+
+
+class _PeerSocket:
+    """
+    A socket whose peer credentials say uid 4242.
+    """
+
+    def getsockopt(self, level: int, option: int, size: int) -> bytes:
+        return struct.pack("3i", 123, 4242, 99)
+
+
+class _UnixTransport(StringTransport):
+    """
+    A memory transport with a unix socket's handle.
+    """
+
+    def getHandle(self) -> _PeerSocket:
+        return _PeerSocket()
+
+
+class ControlProtocolTests(SynchronousTestCase):
+    """
+    One command per line, one response per command.
+    """
+
+    def setUp(self) -> None:
+        self.service = startBalancer(self)
+        self.factory = ControlFactory(RuntimeState(self.service))
+        self.protocol = self.factory.buildProtocol(None)
+        self.transport = _UnixTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def ask(self, line: str) -> str:
+        """
+        Send one line and return everything answered to it.
+        """
+        self.transport.clear()
+        self.protocol.dataReceived(line.encode("utf-8") + b"\r\n")
+        return self.transport.value().decode("utf-8")
+
+    def test_text(self) -> None:
+        """
+        A plain command is answered with a table for a person, ended by an
+        empty line.
+        """
+        lines = self.ask("show servers").split("\n")
+        self.assertEqual(lines[0].split()[:3], ["NAME", "ENDPOINT", "STATE"])
+        self.assertEqual([line.split()[0] for line in lines[1:3]], ["a", "b"])
+        self.assertEqual(lines[3:], ["", ""])
+
+    def test_json(self) -> None:
+        """
+        After the word C{json}, the answer is one JSON line.
+        """
+        answer = self.ask("json show servers")
+        self.assertEqual(answer.count("\n"), 1)
+        reply = json.loads(answer)
+        self.assertEqual(reply["ok"], True)
+        self.assertEqual(reply["command"], "show servers")
+        self.assertEqual([s["name"] for s in reply["result"]["servers"]], ["a", "b"])
+
+    def test_malformed(self) -> None:
+        """
+        A malformed or unknown command gets a one-line error and the
+        connection stays usable.
+        """
+        self.assertEqual(
+            self.ask("launch rockets"),
+            "error: unknown command 'launch rockets'; try help\n\n",
+        )
+        self.assertEqual(
+            self.ask("\xff\x00 show"),
+            "error: unknown command '\xff\\x00 show'; try help\n\n",
+        )
+        self.assertFalse(self.transport.disconnecting)
+        self.assertIn("tlbalance", self.ask("show version"))
+
+    def test_jsonError(self) -> None:
+        """
+        Errors of a C{json} command are JSON too.
+        """
+        self.assertEqual(
+            json.loads(self.ask("json set server zz state drain")),
+            {"ok": False, "error": "no server called 'zz'"},
+        )
+        self.assertEqual(
+            json.loads(self.ask("json set server a state off")),
+            {
+                "ok": False,
+                "error": "unknown state 'off'; choose one of ready, drain, maint",
+            },
+        )
+
+    def test_changeLoggedWithUID(self) -> None:
+        """
+        A state change is logged with the uid of the peer that asked.
+        """
+        observer = EventLoggingObserver()
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.assertEqual(
+            self.ask("set server a state drain"), "server a: ready -> drain\n\n"
+        )
+        messages = [formatEvent(e) for e in observer]
+        self.assertIn(
+            "Backend a READY -> DRAIN: set by uid 4242 through the runtime API",
+            messages,
+        )
+        self.assertIn("Control: uid 4242 asks: set server a state drain", messages)
+
+    def test_tooLong(self) -> None:
+        """
+        A line too long to be a command gets an error, and the connection
+        is closed: the rest of it cannot be told from the next command.
+        """
+        answer = self.ask("x" * (ControlProtocol.MAX_LENGTH + 10))
+        self.assertEqual(answer, "error: line longer than 16384 bytes\n\n")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_forgetsClosedConnections(self) -> None:
+        """
+        The factory knows the open connections, to close them on stop.
+        """
+        self.assertEqual(self.factory.connections, {self.protocol})
+        self.protocol.connectionLost()
+        self.assertEqual(self.factory.connections, set())
+
+
+class ClearStaleSocketTests(SynchronousTestCase):
+    """
+    The control socket's path is taken over only from a stale socket.
+    """
+
+    def test_notASocket(self) -> None:
+        """
+        A regular file at the path stops start-up, and is left alone.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "control.sock")
+        with open(path, "w"):
+            pass
+        self.addCleanup(os.remove, path)
+        error = self.assertRaises(StartupError, clearStaleSocket, path)
+        self.assertEqual(str(error), f"--control: {path} exists and is not a socket")
+        self.assertTrue(os.path.exists(path))
+
+    def test_nothing(self) -> None:
+        """
+        A free path is fine.
+        """
+        clearStaleSocket(os.path.join(tempfile.gettempdir(), "no-such-dir", "x"))
