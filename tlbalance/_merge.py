@@ -40,6 +40,7 @@ _TOP_KEYS = {
     "backend",
     "check",
     "sessions",
+    "stats",
     "secret-file",
     "control",
     *_BALANCER_RULES,
@@ -223,6 +224,8 @@ def buildConfig(
     values["backends"] = problems.attempt(
         _backends, backendLabel, backendValue, defaultCheck, checkDefaults
     )
+    if "stats" in settings:
+        values["stats"] = problems.attempt(_statsEndpoints, *settings["stats"])
     insecure = values.get("sessionsInsecure", False)
     sessions = problems.attempt(_sessionDaemon, settings, insecure is True)
     if sessions is not _INVALID and sessions is not None:
@@ -328,6 +331,22 @@ def _strings(label: str, value: object, what: str) -> list[str]:
     ):
         raise ConfigError(f"{label}: expected a list of {what}, got {show(value)}")
     return list(items)
+
+
+def _statsEndpoints(label: str, value: object) -> tuple[str, ...]:
+    """
+    Check the stats listeners' endpoint strings, each on its own.
+    """
+    stats = _strings(label, value, "server endpoint strings")
+    problems = _Problems()
+    seen = set()
+    for description in stats:
+        problems.attempt(checkListenString, label, description)
+        if description in seen:
+            problems.add(ConfigError(f"{label}: {show(description)} is given twice"))
+        seen.add(description)
+    problems.raiseIfAny()
+    return tuple(stats)
 
 
 def _listenEndpoints(label: str, value: object) -> tuple[str, ...]:

@@ -173,6 +173,9 @@ class BalancerConfig:
         exactly when C{sessions} is.
     @ivar sessionsInsecure: let the daemon listen on plain endpoints such
         as C{tcp:}.
+    @ivar stats: server endpoint strings of the read-only HTTP stats
+        listeners (status page, C{/stats.json}, C{/metrics}); empty for
+        none.
     @ivar control: the path of the unix socket (made mode 0600) of the
         runtime API (L{tlbalance.control}), or C{None} for none.
     @ivar tlsCiphers: the TLS 1.2 cipher suites of every TLS listener, an
@@ -260,6 +263,7 @@ class BalancerConfig:
         ),
     )
     sessions: tuple[str, ...] = field(default=(), converter=tuple)
+    stats: tuple[str, ...] = field(default=(), converter=tuple)
     secretFile: Optional[str] = None
     sessionsInsecure: bool = field(
         default=False,

@@ -133,6 +133,11 @@ class Backend:
         nothing within the first-byte timeout of the client's request.
     @ivar bytesIn: bytes relayed from clients to this backend.
     @ivar bytesOut: bytes relayed from this backend to clients.
+    @ivar peak: the most connections it had open at once.
+    @ivar retries: connect attempts that failed here and were tried again
+        (here or elsewhere).
+    @ivar redispatches: connect attempts that failed here and were tried
+        again on another backend.
     @ivar lastStateChange: the clock's time of the last health or admin
         change (the creation time until there is one).
     """
@@ -157,6 +162,9 @@ class Backend:
     firstByteTimeouts: int = 0
     bytesIn: int = 0
     bytesOut: int = 0
+    peak: int = 0
+    retries: int = 0
+    redispatches: int = 0
     lastStateChange: float = field()
     _observers: List[StateObserver] = field(factory=list, init=False, repr=False)
     _failHold: Optional[IDelayedCall] = field(default=None, init=False, repr=False)
@@ -224,6 +232,8 @@ class Backend:
         """
         self.active += 1
         self.total += 1
+        if self.active > self.peak:
+            self.peak = self.active
 
     def connectionEnded(self) -> None:
         """
@@ -327,6 +337,9 @@ class Backend:
             "firstByteTimeouts": self.firstByteTimeouts,
             "bytesIn": self.bytesIn,
             "bytesOut": self.bytesOut,
+            "peak": self.peak,
+            "retries": self.retries,
+            "redispatches": self.redispatches,
             "lastStateChange": self.lastStateChange,
         }
 

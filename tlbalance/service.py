@@ -31,6 +31,7 @@ from tlbalance.health import HealthChecker
 from tlbalance.localerrors import LocalErrors
 from tlbalance.relay import BackendConnector, Balancer, FrontendFactory, RelaySettings
 from tlbalance.schedulers import schedulerFor
+from tlbalance.stats import ConnectionRates
 from tlbalance.tls import splitServerTLS
 from tlbalance.upstream import ProxyReceiverFactory, TrustedPeers
 from tlsuite._listen import ListenService
@@ -46,7 +47,10 @@ class ListenerService(ListenService):
 
     @ivar localErrors: the balancer's L{LocalErrors}, which pauses the port,
         or C{None}.
+    @ivar frontend: the L{FrontendFactory} that counts its connections.
     """
+
+    frontend: Optional[FrontendFactory] = None
 
     def __init__(
         self,
@@ -93,6 +97,11 @@ class BalancerService(MultiService):
     @ivar logLevel: the lowest level of the balancer's log events while it
         runs (C{twistd tlbalance} sets it, as twistd prints every event),
         or C{None} to leave them all to the log observers.
+    @ivar statsListeners: one read-only HTTP service per C{--stats}
+        endpoint (L{tlbalance.statsweb}).
+    @ivar rates: samples the connection rates the stats show, or C{None}
+        when nothing shows them.
+    @ivar startedAt: the clock's time when the service started, or C{None}.
     """
 
     def __init__(
@@ -109,6 +118,9 @@ class BalancerService(MultiService):
         self.checkers: list[HealthChecker] = []
         self.sessionDaemon: Optional[IService] = None
         self.control: Optional[IService] = None
+        self.statsListeners: list[ListenService] = []
+        self.rates: Optional[ConnectionRates] = None
+        self.startedAt: Optional[float] = None
         self._levelBefore: Optional[LogLevel] = None
 
     def hostSessionDaemon(self, daemon: IService) -> None:
@@ -124,6 +136,7 @@ class BalancerService(MultiService):
         self.sessionDaemon = daemon
 
     def startService(self) -> None:
+        self.startedAt = self.balancer.clock.seconds()
         if self.logLevel is not None:
             self._levelBefore = gate.level
             gate.setLevel(self.logLevel)
@@ -160,6 +173,10 @@ class BalancerService(MultiService):
             for backend in self.balancer.pool.backends:
                 backend.stop()
             stopping = [maybeDeferred(checker.stopService) for checker in self.checkers]
+            # The stats stay up through the drain, which they show.
+            stopping += [maybeDeferred(s.stopService) for s in self.statsListeners]
+            if self.rates is not None:
+                stopping.append(maybeDeferred(self.rates.stopService))
             if self.sessionDaemon is not None:
                 stopping.append(maybeDeferred(self.sessionDaemon.stopService))
             if self.control is not None:
@@ -190,7 +207,8 @@ def listenerService(
     plain, contextFactory = splitServerTLS(
         reactor, withListenBacklog(description), config.tlsSettings()
     )
-    factory: IProtocolFactory = FrontendFactory(balancer)
+    frontend = FrontendFactory(balancer, description)
+    factory: IProtocolFactory = frontend
     if contextFactory is not None:
         factory = TLSMemoryBIOFactory(contextFactory, False, factory, clock=reactor)
     if config.acceptProxy:
@@ -200,7 +218,9 @@ def listenerService(
             headerTimeout=config.proxyHeaderTimeout,
             clock=reactor,
         )
-    return ListenerService(description, plain, factory, balancer.localErrors)
+    listener = ListenerService(description, plain, factory, balancer.localErrors)
+    listener.frontend = frontend
+    return listener
 
 
 def makeBalancerService(
@@ -269,6 +289,17 @@ def makeBalancerService(
         )
         checker.setServiceParent(service)
         service.checkers.append(checker)
+
+    if config.stats:
+        # Imported only when asked for: prometheus_client and twisted.web.
+        from tlbalance.statsweb import statsListenerService
+
+        service.rates = ConnectionRates(reactor, service)
+        service.rates.setServiceParent(service)
+        for description in config.stats:
+            stats = statsListenerService(service, reactor, description)
+            stats.setServiceParent(service)
+            service.statsListeners.append(stats)
 
     if config.control is not None:
         from tlbalance.control import ControlService

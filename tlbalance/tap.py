@@ -349,6 +349,7 @@ class Options(CommandLineOptions):
             "secret-file": usage.CompleteFiles(),
             "control": usage.CompleteFiles(),
             "sessions": usage.Completer(descr="server endpoint string"),
+            "stats": usage.Completer(descr="server endpoint string"),
             "listen": usage.Completer(descr="server endpoint string"),
             "backend": usage.Completer(descr="client endpoint string"),
             "accept-proxy": usage.Completer(descr="trusted CIDRs"),
@@ -372,7 +373,7 @@ class Options(CommandLineOptions):
                 ]
             },
         },
-        multiUse=["listen", "backend", "sessions"],
+        multiUse=["listen", "backend", "sessions", "stats"],
     )
 
     def __init__(self) -> None:
@@ -380,6 +381,7 @@ class Options(CommandLineOptions):
         self["listen"] = []
         self["backend"] = []
         self["sessions"] = []
+        self["stats"] = []
         self["configFile"] = None
         self["logLevel"] = None
         self["sessionDaemon"] = None
@@ -412,6 +414,15 @@ class Options(CommandLineOptions):
         --secret-file. Repeatable.
         """
         self["sessions"].append(description)
+
+    @_oneParagraph
+    def opt_stats(self, description: str) -> None:
+        """
+        Serve the read-only status page (/), /stats.json and /metrics
+        (Prometheus) over HTTP on this server endpoint string, e.g.
+        tcp:8404:interface=127.0.0.1. Repeatable.
+        """
+        self["stats"].append(description)
 
     @_oneParagraph
     def opt_log_level(self, name: str) -> None:
@@ -455,6 +466,8 @@ class Options(CommandLineOptions):
             overrides["backend"] = list(self["backend"])
         if self["sessions"]:
             overrides["sessions"] = list(self["sessions"])
+        if self["stats"]:
+            overrides["stats"] = list(self["stats"])
         try:
             fileValues = {}
             if self["configFile"] is not None:

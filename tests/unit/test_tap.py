@@ -49,6 +49,7 @@ EVERY_OPTION = [
     "secret-file",
     "sessions-insecure",
     "tls-ciphers",
+    "stats",
     "control",
 ]
 
