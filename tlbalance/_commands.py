@@ -162,19 +162,27 @@ def _listeners(result: Mapping[str, Any]) -> List[str]:
 
 
 def _stat(result: Mapping[str, Any]) -> List[str]:
-    totals = result["balancer"]
-    head = "  ".join(f"{key} {value}" for key, value in totals.items())
+    balancer = result["balancer"]
+    uptime = result["process"].get("uptime")
+    head = (
+        f"{balancer['algorithm']}: {balancer['current']} open, "
+        f"{balancer['total']} accepted, {balancer['refused']} refused, "
+        f"{balancer['rate']:.1f}/s" + ("" if uptime is None else f", up {uptime:.0f}s")
+    )
     columns = [
-        ("NAME", "name"),
-        ("STATE", "state"),
-        ("ACTIVE", "active"),
-        ("TOTAL", "total"),
-        ("CONNECT-FAILED", "connectFailures"),
-        ("FIRST-BYTE-TIMEOUTS", "firstByteTimeouts"),
-        ("BYTES-IN", "bytesIn"),
-        ("BYTES-OUT", "bytesOut"),
+        ("NAME", lambda b: b["name"]),
+        ("STATE", lambda b: b["state"]),
+        ("WEIGHT", lambda b: b["weight"]),
+        ("ACTIVE", lambda b: b["active"]),
+        ("PEAK", lambda b: b.get("peak")),
+        ("TOTAL", lambda b: b["total"]),
+        ("RATE/S", lambda b: round(b.get("rate", 0.0), 1)),
+        ("CONNECT-FAILED", lambda b: b["connectFailures"]),
+        ("BYTES-IN", lambda b: b["bytesIn"]),
+        ("BYTES-OUT", lambda b: b["bytesOut"]),
+        ("CHECK", lambda b: b.get("check", {}).get("status")),
     ]
-    rows = [[s.get(key) for _, key in columns] for s in result["servers"]]
+    rows = [[value(b) for _, value in columns] for b in result["backends"]]
     return [head] + formatTable([h for h, _ in columns], rows)
 
 

@@ -17,6 +17,7 @@ from tlbalance.backends import MAX_WEIGHT, AdminState, Backend
 from tlbalance.config import ConfigError, backendFromTable
 from tlbalance.health import HealthChecker
 from tlbalance.relay import BackendConnector
+from tlbalance.stats import balancerStats
 
 if TYPE_CHECKING:
     from tlbalance.service import BalancerService
@@ -131,32 +132,10 @@ class RuntimeState:
 
     def stat(self) -> Dict[str, Any]:
         """
-        The balancer's counters and each backend's.
+        The balancer's state and counters now: the snapshot the stats page
+        shows (L{tlbalance.stats.balancerStats}).
         """
-        balancer = self.service.balancer
-        return {
-            "balancer": {
-                "accepted": balancer.accepted,
-                "refused": balancer.refused,
-                "open": len(balancer.connections),
-            },
-            "servers": [
-                {
-                    key: row[key]
-                    for key in (
-                        "name",
-                        "state",
-                        "active",
-                        "total",
-                        "connectFailures",
-                        "firstByteTimeouts",
-                        "bytesIn",
-                        "bytesOut",
-                    )
-                }
-                for row in self._pool.snapshot()
-            ],
-        }
+        return balancerStats(self.service, self.service.balancer.clock.seconds())
 
     def setServerState(self, name: str, state: str, who: str) -> str:
         """

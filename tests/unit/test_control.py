@@ -79,6 +79,23 @@ class ControlProtocolTests(SynchronousTestCase):
         self.assertEqual(reply["command"], "show servers")
         self.assertEqual([s["name"] for s in reply["result"]["servers"]], ["a", "b"])
 
+    def test_stat(self) -> None:
+        """
+        C{show stat} shows the stats page's snapshot: a line for the
+        balancer, a row for each backend; in JSON, the whole snapshot.
+        """
+        lines = self.ask("show stat").split("\n")
+        self.assertEqual(
+            lines[0], "roundrobin: 0 open, 0 accepted, 0 refused, 0.0/s, up 0s"
+        )
+        self.assertEqual(lines[1].split()[:3], ["NAME", "STATE", "WEIGHT"])
+        self.assertEqual(
+            [line.split()[:2] for line in lines[2:4]], [["a", "UP"], ["b", "UP"]]
+        )
+        reply = json.loads(self.ask("json show stat"))
+        self.assertEqual(reply["result"]["schema"], 1)
+        self.assertEqual([b["name"] for b in reply["result"]["backends"]], ["a", "b"])
+
     def test_malformed(self) -> None:
         """
         A malformed or unknown command gets a one-line error and the
