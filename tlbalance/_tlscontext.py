@@ -179,7 +179,12 @@ class TLSSettings:
         # Idle connections give their 34 KiB read and write buffers back.
         context.set_mode(SSL.MODE_RELEASE_BUFFERS)
         context.set_cipher_list(self.ciphers.encode("ascii"))
-        context.set_tls13_ciphersuites(TLS13_CIPHERSUITES.encode("ascii"))
+        # pyOpenSSL has the setter from 25.3 on, which needs cryptography 45
+        # (none for PyPy 3.9); without it, OpenSSL's own TLS 1.3 default is
+        # these same three AEAD suites.
+        setTLS13 = getattr(context, "set_tls13_ciphersuites", None)
+        if setTLS13 is not None:
+            setTLS13(TLS13_CIPHERSUITES.encode("ascii"))
         context.set_session_id(_SESSION_ID_CONTEXT)
         context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
         context.set_timeout(self.sessionLifetime)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import platform
-import tracemalloc
 from typing import Any, Callable, Iterator, List, Tuple
 
 from twisted.internet.task import Clock
@@ -36,6 +35,9 @@ def traced(fill: Callable[[], Any]) -> Tuple[int, Any]:
     """
     if platform.python_implementation() != "CPython":
         raise SkipTest("tracemalloc counts CPython's allocations only")
+    # Imported here: PyPy has no tracemalloc at all.
+    import tracemalloc
+
     gc.collect()
     tracemalloc.start()
     try:
