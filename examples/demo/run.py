@@ -13,6 +13,8 @@ their sessions through the tlsession daemon, all local.
   visits in the session they share, so the count goes on whichever answers;
 - health checks every 2 s: stop one backend and the balancer routes around
   it;
+- the balancer's status page on http://127.0.0.1:8404/ (and its
+  C{/stats.json} and Prometheus C{/metrics}), where you see it happen;
 - on both backends, C{/cached}: a page kept in the backend's render cache
   for 5 s, with a fragment re-rendered in the background every 10 s.
 
@@ -28,8 +30,8 @@ daemon: pages answer 503 for a moment, then everyone gets a new session).
 A child that fails on its own (exits with an error) stops the demo.
 Ctrl-C (or SIGTERM) stops everything. The ports and the run directory can
 be moved with the environment variables C{TLSUITE_DEMO_HTTP},
-C{TLSUITE_DEMO_HTTPS}, C{TLSUITE_DEMO_BACKEND} and C{TLSUITE_DEMO_RUN} (the
-tests do).
+C{TLSUITE_DEMO_HTTPS}, C{TLSUITE_DEMO_BACKEND}, C{TLSUITE_DEMO_STATS} and
+C{TLSUITE_DEMO_RUN} (the tests do).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ RUN = Path(os.environ.get("TLSUITE_DEMO_RUN", ROOT / "run"))
 HTTP = int(os.environ.get("TLSUITE_DEMO_HTTP", "8080"))
 HTTPS = int(os.environ.get("TLSUITE_DEMO_HTTPS", "8443"))
 BACKEND = int(os.environ.get("TLSUITE_DEMO_BACKEND", "8081"))
+STATS = int(os.environ.get("TLSUITE_DEMO_STATS", "8404"))
 
 #: Seconds before a killed child is started again.
 RESTART_DELAY = 2.0
@@ -209,7 +212,7 @@ def children() -> List[Child]:
         ),
         Child(
             "tlbalance",
-            f"tlbalance, :{HTTP} and :{HTTPS}",
+            f"tlbalance, :{HTTP} and :{HTTPS}, status page :{STATS}",
             [
                 "tlbalance",
                 "--listen",
@@ -227,6 +230,8 @@ def children() -> List[Child]:
                 "http GET /health 200",
                 "--drain-timeout",
                 "5",
+                "--stats",
+                f"tcp:{STATS}:interface=127.0.0.1",
             ],
         ),
     ]
@@ -237,6 +242,7 @@ PORTS = (
     ("TLSUITE_DEMO_HTTP", HTTP, "tlbalance, plain"),
     ("TLSUITE_DEMO_HTTPS", HTTPS, "tlbalance, TLS"),
     ("TLSUITE_DEMO_BACKEND", BACKEND, "backend A"),
+    ("TLSUITE_DEMO_STATS", STATS, "tlbalance's status page"),
 )
 
 
@@ -378,6 +384,8 @@ def _announce(processes: List[Child]) -> None:
         "    with a fragment refreshed in the background; X-Cache and Age say how",
         "    each answer was served:",
         f"    curl -si http://127.0.0.1:{HTTP}/cached | grep -i -e ^x-cache -e ^age",
+        f"  http://127.0.0.1:{STATS}/   tlbalance's status page (kill a backend and",
+        "    watch it go DOWN); /stats.json and /metrics (Prometheus) beside it",
         "processes (kill one and watch: it is started again 2 s later):",
     ]
     for child in processes:

@@ -9,6 +9,7 @@ killed processes come back; and everything stops cleanly on SIGTERM.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -129,12 +130,14 @@ class DemoTests(TestCase):
         self.runDirectory = Path(temporaryDirectory(self)) / "run"
         self.http, self.https = freePort(), freePort()
         self.backend = backend = freePort()
+        self.stats = freePort()
         environment = dict(
             os.environ,
             TLSUITE_DEMO_RUN=str(self.runDirectory),
             TLSUITE_DEMO_HTTP=str(self.http),
             TLSUITE_DEMO_HTTPS=str(self.https),
             TLSUITE_DEMO_BACKEND=str(backend),
+            TLSUITE_DEMO_STATS=str(self.stats),
             **settings,
         )
         self.demo = subprocess.Popen(
@@ -152,7 +155,7 @@ class DemoTests(TestCase):
                 self.demo.wait()
 
         self.addCleanup(killAll)
-        for port in (self.http, self.https, backend):
+        for port in (self.http, self.https, backend, self.stats):
             self.waitFor(port)
 
     def waitFor(self, port: int) -> None:
@@ -299,6 +302,16 @@ class DemoTests(TestCase):
         self.assertEqual(fields(browser.get(self.url(secure=True))[2])["visits"], "2")
         self.assertEqual(self.visit(browser, 1)[0]["visits"], "12")
 
+        # The balancer's status page counts what went through it.
+        status, _, page = Browser().get(f"http://127.0.0.1:{self.stats}/")
+        self.assertEqual(status, 200)
+        self.assertIn("<title>tlbalance status</title>", page)
+        stats = json.loads(
+            Browser().get(f"http://127.0.0.1:{self.stats}/stats.json")[2]
+        )
+        self.assertEqual([b["state"] for b in stats["backends"]], ["UP", "UP"])
+        self.assertGreaterEqual(sum(b["total"] for b in stats["backends"]), 14)
+
         self.stopDemo()
 
     def test_killedProcessesComeBack(self) -> None:
@@ -359,6 +372,7 @@ class DemoTests(TestCase):
                 TLSUITE_DEMO_HTTP=str(freePort()),
                 TLSUITE_DEMO_HTTPS=str(taken),
                 TLSUITE_DEMO_BACKEND=str(freePort()),
+                TLSUITE_DEMO_STATS=str(freePort()),
             ),
             capture_output=True,
             text=True,
