@@ -120,9 +120,10 @@ class ControlProtocol(LineReceiver):
             self._error(str(e), wantsJSON)
             return
         if not command.action.startswith(("show", "help")):
-            log.info(
-                "Control: {who} asks: {command}", who=self.who, command=text.strip()
-            )
+            asked = text.strip()
+            if command.json:
+                asked = asked[len("json") :].strip()
+            log.info("Control: {who} asks: {command}", who=self.who, command=asked)
         try:
             result = execute(self.factory.runtime, command, self.who)
         except RuntimeChangeError as e:
@@ -168,6 +169,8 @@ class ControlFactory(Factory):
     @ivar runtime: the balancer's L{RuntimeState}.
     @ivar connections: the connections open now.
     """
+
+    noisy = False
 
     def __init__(self, runtime: RuntimeState) -> None:
         self.runtime = runtime

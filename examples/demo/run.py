@@ -232,6 +232,8 @@ def children() -> List[Child]:
                 "5",
                 "--stats",
                 f"tcp:{STATS}:interface=127.0.0.1",
+                "--control",
+                str(RUN / "control.sock"),
             ],
         ),
     ]

@@ -144,6 +144,9 @@ class ControlProtocolTests(SynchronousTestCase):
             messages,
         )
         self.assertIn("Control: uid 4242 asks: set server a state drain", messages)
+        self.ask("json set server b weight 2")
+        messages = [formatEvent(e) for e in observer]
+        self.assertIn("Control: uid 4242 asks: set server b weight 2", messages)
 
     def test_tooLong(self) -> None:
         """
