@@ -94,24 +94,24 @@ def _checkText(check: Dict[str, Any]) -> Tuple[str, str, str, str]:
 # The columns of each table: (heading, key). The values come from
 # _listenerCells / _backendCells here and listenerCells / backendCells in
 # the page's script, which must agree.
-LISTENER_COLUMNS = ["listener", "current", "total", "conn/s (10 s)"]
+LISTENER_COLUMNS = ["listener", "cur", "total", "conn/s"]
 BACKEND_COLUMNS = [
     "backend",
     "state",
     "since",
     "check",
-    "check detail",
-    "check time",
-    "check at (UTC)",
+    "detail",
+    "took",
+    "at (UTC)",
     "weight",
-    "current",
+    "cur",
     "max",
     "limit",
     "total",
-    "conn/s (10 s)",
-    "connect failures",
+    "conn/s",
+    "errors",
     "retries",
-    "redispatches",
+    "redisp",
     "bytes in",
     "bytes out",
 ]
@@ -168,7 +168,7 @@ def _summary(stats: Dict[str, Any]) -> List[Tuple[str, str]]:
         ("algorithm", balancer["algorithm"]),
         ("connections", str(balancer["current"])),
         ("total", str(balancer["total"])),
-        ("conn/s (10 s)", f"{balancer['rate']:.1f}"),
+        ("conn/s", f"{balancer['rate']:.1f}"),
         ("refused (no backend)", str(balancer["refused"])),
     ]
 
@@ -188,13 +188,16 @@ def _table(
 
 
 _STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1em;color:#222;background:#fafafa}
+body{font:13px/1.4 system-ui,sans-serif;margin:1em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:0 0 .5em}h2{font-size:1.1em;margin:1.2em 0 .4em}
 dl{display:flex;flex-wrap:wrap;gap:.3em 1.2em;margin:0}dl div{display:flex;gap:.3em}
 dt{color:#666}dd{margin:0;font-weight:600}
 .scroll{overflow-x:auto}table{border-collapse:collapse;background:#fff}
-th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
-th{background:#eee;font-weight:600}td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #ddd;padding:.2em .4em;text-align:right;white-space:nowrap}
+th{background:#eee;font-weight:600}
+#backends td:nth-child(-n+5),#backends th:nth-child(-n+5),
+#listeners td:first-child,#listeners th:first-child{text-align:left}
+.note{color:#666;font-size:.9em}
 tr.UP td:nth-child(2){background:#d8f5d8}tr.DOWN td:nth-child(2){background:#f8c8c8}
 tr.DRAIN td:nth-child(2),tr.MAINT td:nth-child(2){background:#f5e6b8}
 tr.DOWN td:first-child{color:#a00;font-weight:600}
@@ -323,6 +326,9 @@ def renderPage(stats: Dict[str, Any]) -> str:
         '</span> <a href="">reload</a></p>'
         f"<h2>Listeners</h2>{listeners}"
         f"<h2>Backends</h2>{backends}"
+        '<p class="note">conn/s: new connections per second over the last 10 s; '
+        "max: the most open at once; errors, retries, redisp: failed "
+        "connects, and those tried again (redispatched: on another backend)</p>"
         '<p>Also: <a href="stats.json">stats.json</a> · '
         '<a href="metrics">metrics</a></p>'
         f"<script>{_SCRIPT % {'refresh': REFRESH}}</script>"
