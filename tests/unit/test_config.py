@@ -1764,47 +1764,6 @@ class StatsSettingTests(ConfigErrorAssertions):
         )
 
 
-class StatsSettingTests(ConfigErrorAssertions):
-    """
-    C{stats} (C{--stats}): the stats listeners' server endpoint strings.
-    """
-
-    def test_list(self) -> None:
-        """
-        A list (or one string) of endpoint strings is kept as written; none
-        is the default.
-        """
-        self.assertEqual(buildConfig(minimal()).stats, ())
-        self.assertEqual(
-            buildConfig(minimal(stats=["tcp:8404", "unix:/run/stats.sock"])).stats,
-            ("tcp:8404", "unix:/run/stats.sock"),
-        )
-        self.assertEqual(buildConfig(minimal(stats="tcp:8404")).stats, ("tcp:8404",))
-
-    def test_commandLineWins(self) -> None:
-        """
-        C{--stats} replaces the file's list.
-        """
-        config = buildConfig(minimal(stats=["tcp:8404"]), {"stats": ["tcp:9404"]})
-        self.assertEqual(config.stats, ("tcp:9404",))
-
-    def test_bad(self) -> None:
-        """
-        A string that is no server endpoint, one given twice, or a value
-        that is no list fails start-up naming the option or key.
-        """
-        error = self.assertRaises(
-            ConfigError, buildConfig, minimal(), {"stats": ["nope:1"]}
-        )
-        self.assertTrue(str(error).startswith('--stats: "nope:1"'), str(error))
-        self.assertFails(
-            minimal(stats=["tcp:1", "tcp:1"]), 'stats: "tcp:1" is given twice'
-        )
-        self.assertFails(
-            minimal(stats=3), "stats: expected a list of server endpoint strings, got 3"
-        )
-
-
 class ListenBacklogTests(SynchronousTestCase):
     """
     Listeners get a listen queue of L{DEFAULT_BACKLOG} unless their
