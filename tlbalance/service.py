@@ -271,6 +271,16 @@ def makeBalancerService(
     balancer = Balancer(pool, connectors, settings, reactor)
     service = BalancerService(config, balancer, logLevel)
 
+    if config.control is not None:
+        from tlbalance.control import ControlService
+        from tlbalance.runtime import RuntimeState
+
+        # The first child: a control path that is taken stops the start
+        # before any listener binds.
+        control = ControlService(config.control, reactor, RuntimeState(service))
+        control.setServiceParent(service)
+        service.control = control
+
     for description in config.listen:
         listener = listenerService(config, balancer, reactor, description)
         listener.setServiceParent(service)
@@ -300,13 +310,5 @@ def makeBalancerService(
             stats = statsListenerService(service, reactor, description)
             stats.setServiceParent(service)
             service.statsListeners.append(stats)
-
-    if config.control is not None:
-        from tlbalance.control import ControlService
-        from tlbalance.runtime import RuntimeState
-
-        control = ControlService(config.control, reactor, RuntimeState(service))
-        control.setServiceParent(service)
-        service.control = control
 
     return service

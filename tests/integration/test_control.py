@@ -226,10 +226,11 @@ class ControlSocketTests(TestCase):
         service = makeBalancerService(
             balancerConfig(*arguments, "--control", path), reactor
         )
-        self.addCleanup(service.stopService)
+        # Nothing started, so there is nothing to stop (twistd exits).
         error = self.assertRaises(StartupError, service.startService)
         self.assertEqual(str(error), f"--control: {path} exists and is not a socket")
         self.assertTrue(os.path.isfile(path))
+        self.assertIsNone(service.listeners[0].port, "listened before the check")
         os.remove(path)
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(path)
