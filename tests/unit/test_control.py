@@ -5,6 +5,7 @@ people in text and C{tlbalancectl} in JSON lines.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -15,6 +16,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.test_runtime import startBalancer
+from tlbalance import ctl
 from tlbalance.control import ControlFactory, ControlProtocol, clearStaleSocket
 from tlbalance.runtime import RuntimeState
 from tlsuite._startup import StartupError
@@ -190,3 +192,50 @@ class ClearStaleSocketTests(SynchronousTestCase):
         A free path is fine.
         """
         clearStaleSocket(os.path.join(tempfile.gettempdir(), "no-such-dir", "x"))
+
+
+class CtlTests(SynchronousTestCase):
+    """
+    C{tlbalancectl}'s failures: one line on standard error and a status.
+    """
+
+    def runCtl(self, *argv: str) -> tuple[int, str, str]:
+        """
+        Run C{tlbalancectl ARGV}: its status, standard output and error.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        status = ctl.main(list(argv), stdout=out, stderr=err)
+        return status, out.getvalue(), err.getvalue()
+
+    def test_noSocket(self) -> None:
+        """
+        A control path nobody serves exits 1, saying why in one line.
+        """
+        path = os.path.join(tempfile.gettempdir(), "tlbalance-no-such.sock")
+        self.assertEqual(
+            self.runCtl("--control", path, "show", "servers"),
+            (1, "", f"tlbalancectl: {path}: No such file or directory\n"),
+        )
+
+    def test_badCommand(self) -> None:
+        """
+        A malformed command is refused before connecting.
+        """
+        self.assertEqual(
+            self.runCtl(
+                "--control", "/nonexistent", "set", "server", "a", "state", "x"
+            ),
+            (
+                1,
+                "",
+                "tlbalancectl: unknown state 'x'; choose one of ready, drain, maint\n",
+            ),
+        )
+
+    def test_noCommand(self) -> None:
+        """
+        No command at all is a usage error, status 2.
+        """
+        status, out, err = self.runCtl("--control", "/nonexistent")
+        self.assertEqual((status, out), (2, ""))
+        self.assertTrue(err.startswith("tlbalancectl: give a command: show servers;"))
