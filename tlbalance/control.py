@@ -21,7 +21,7 @@ import stat
 import struct
 from typing import Any, Dict, Optional, Set
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.interfaces import IAddress, ITransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -235,12 +235,7 @@ class ControlService(ListenService):
     def stopService(self) -> Deferred[None]:
         """
         Stop listening (which removes the socket file) and disconnect.
-        Stopping a service that never listened (its start failed) is a
-        no-op.
         """
-        if self._waitingForPort is None:
-            self.running = False
-            return succeed(None)
         stopped: Deferred[None] = super().stopService()
         for protocol in list(self.factory.connections):
             if protocol.transport is not None:

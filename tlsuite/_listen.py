@@ -47,6 +47,7 @@ class ListenService(StreamServerEndpointService):
         self.who = who
         self.port: Optional[IListeningPort] = None
         self._waiting: List[Deferred[IListeningPort]] = []
+        self._started = False
         raiseListenErrorsAtStart(self)
 
     def privilegedStartService(self) -> None:
@@ -56,12 +57,25 @@ class ListenService(StreamServerEndpointService):
         @raise StartupError: the endpoint cannot listen (the address is in
             use, permission denied...), saying so in one line.
         """
+        self._started = True
         try:
             super().privilegedStartService()
         except CannotListenError as e:
             raise StartupError(
                 self.who + listenErrorMessage(self.description, e)
             ) from None
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening. A service whose start never came (a service before
+        it in the same parent failed to start) has nothing to stop, where
+        Twisted's own would raise.
+        """
+        if not self._started:
+            self.running = False
+            return succeed(None)
+        stopped: Deferred[None] = super().stopService()
+        return stopped
 
     def whenListening(self) -> Deferred[IListeningPort]:
         """

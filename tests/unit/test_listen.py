@@ -66,3 +66,12 @@ class ListenServiceTests(SynchronousTestCase):
         self.assertTrue(message.startswith("the daemon "), message)
         self.assertIn("tcp:7100", message)
         self.assertNotIn("\n", message)
+
+    def test_stopWithoutStart(self) -> None:
+        """
+        Stopping a service that was never started (its parent's start
+        failed before reaching it) does nothing and fires at once.
+        """
+        service = ListenService("tcp:7100", _Refusing(), Factory.forProtocol(Protocol))
+        self.assertIsNone(self.successResultOf(service.stopService()))
+        self.assertFalse(service.running)
