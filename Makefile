@@ -68,7 +68,7 @@ $(MIN_STAMP): pyproject.toml .ci/min-constraints.py
 	@touch $@
 
 test-min: $(MIN_STAMP)
-	.venv-min/bin/python -m pip freeze | grep -i -E '^(twisted|pyopenssl|cryptography|zope.interface|attrs|txredisapi)=='
+	.venv-min/bin/python -m pip freeze | grep -i -E '^(twisted|pyopenssl|cryptography|zope.interface|attrs|txredisapi|prometheus.client)=='
 	.venv-min/bin/python -m pytest -p no:cacheprovider tests/unit
 
 lint: $(STAMP)
