@@ -23,6 +23,7 @@ USAGE = (
     "set server NAME weight N",
     "add server NAME ENDPOINT [key=value ...]",
     "del server NAME",
+    "reload",
     "help",
 )
 
@@ -42,7 +43,7 @@ class Command:
 
     @ivar action: what to do: C{"show servers"}, C{"show listeners"},
         C{"show stat"}, C{"show version"}, C{"set state"}, C{"set weight"},
-        C{"add server"}, C{"del server"} or C{"help"}.
+        C{"add server"}, C{"del server"}, C{"reload"} or C{"help"}.
     @ivar name: the server named, for C{set}, C{add} and C{del}.
     @ivar value: the new state (C{"drain"}), weight (an C{int}) or, for
         C{add server}, the endpoint.
@@ -81,8 +82,8 @@ def parseCommand(line: str) -> Command:
     if not words:
         raise CommandError("empty command; try help")
     verb = words[0]
-    if verb == "help" and len(words) == 1:
-        return Command("help", json=json)
+    if verb in ("help", "reload") and len(words) == 1:
+        return Command(verb, json=json)
     if verb == "show" and len(words) == 2:
         if words[1] in ("servers", "listeners", "stat", "version"):
             return Command("show " + words[1], json=json)
@@ -202,4 +203,6 @@ def renderText(action: str, result: Dict[str, Any]) -> List[str]:
         return [f"tlbalance {result['version']}"]
     if action == "help":
         return list(result["commands"])
+    if action == "reload":
+        return list(result["changes"])
     return [result["message"]]

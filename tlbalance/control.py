@@ -75,6 +75,8 @@ def execute(runtime: RuntimeState, command: Command, who: str) -> Dict[str, Any]
         return {"version": __version__}
     if action == "help":
         return {"commands": list(USAGE)}
+    if action == "reload":
+        return {"changes": runtime.reload(who)}
     assert command.name is not None
     if action == "set state":
         message = runtime.setServerState(command.name, command.value, who)

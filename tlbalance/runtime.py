@@ -8,7 +8,7 @@ values came from it and a reload can keep them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
@@ -73,12 +73,16 @@ class RuntimeState:
     @ivar overrides: for each backend name, the values the runtime API set
         (C{"state"}, C{"weight"}, C{"added"}: the backend's table).
     @ivar deleted: names of configured backends the runtime API removed.
+    @ivar reloader: re-reads the configuration file and applies it
+        (L{tlbalance.reload.Reloader.reload}), or C{None} when the balancer
+        has no file to re-read.
     """
 
     def __init__(self, service: BalancerService) -> None:
         self.service = service
         self.overrides: Dict[str, Dict[str, Any]] = {}
         self.deleted: Set[str] = set()
+        self.reloader: Optional[Callable[[str], List[str]]] = None
 
     @property
     def _pool(self) -> Any:
@@ -286,3 +290,37 @@ class RuntimeState:
             who=who,
         )
         return f"server {name} removed"
+
+    def reload(self, who: str) -> List[str]:
+        """
+        Re-read the configuration file and apply what changed.
+
+        @return: one line per change.
+        @raise RuntimeChangeError: there is no file, or the new
+            configuration is invalid (every problem in the line); the
+            running one stays in force.
+        """
+        if self.reloader is None:
+            raise RuntimeChangeError(
+                "nothing to reload: the balancer was started without --config"
+            )
+        from tlbalance.reload import ReloadError
+
+        try:
+            return self.reloader(who)
+        except ReloadError as e:
+            raise RuntimeChangeError(
+                "reload refused, the running configuration stays: "
+                + "; ".join(e.problems)
+            ) from None
+
+    def forgetAdded(self, name: str) -> None:
+        """
+        A server added through the runtime API is now in the configuration
+        file: it is a configured server from now on.
+        """
+        override = self.overrides.get(name)
+        if override is not None:
+            override.pop("added", None)
+            if not override:
+                del self.overrides[name]

@@ -30,6 +30,7 @@ from tlbalance.config import BalancerConfig, withListenBacklog
 from tlbalance.health import HealthChecker
 from tlbalance.localerrors import LocalErrors
 from tlbalance.relay import BackendConnector, Balancer, FrontendFactory, RelaySettings
+from tlbalance.runtime import RuntimeState
 from tlbalance.schedulers import schedulerFor
 from tlbalance.stats import ConnectionRates
 from tlbalance.tls import splitServerTLS
@@ -102,7 +103,12 @@ class BalancerService(MultiService):
     @ivar rates: samples the connection rates the stats show, or C{None}
         when nothing shows them.
     @ivar startedAt: the clock's time when the service started, or C{None}.
+    @ivar runtime: the runtime API's L{RuntimeState}, which the control
+        socket and a reload (L{tlbalance.reload}) share; set by
+        L{makeBalancerService}.
     """
+
+    runtime: RuntimeState
 
     def __init__(
         self,
@@ -204,10 +210,28 @@ def listenerService(
     ClientHello, as senders write it. The listen queue is
     L{tlbalance.config.DEFAULT_BACKLOG} long unless the string sets one.
     """
+    frontend = FrontendFactory(balancer, description)
+    plain, factory = listenerFactory(config, reactor, description, frontend)
+    listener = ListenerService(description, plain, factory, balancer.localErrors)
+    listener.frontend = frontend
+    return listener
+
+
+def listenerFactory(
+    config: BalancerConfig,
+    reactor: Any,
+    description: str,
+    frontend: FrontendFactory,
+) -> tuple[IStreamServerEndpoint, IProtocolFactory]:
+    """
+    The endpoint to listen on for one listen endpoint string, and the
+    factory to give it: C{frontend} under TLS (its certificate files read
+    now) and the PROXY receiver, as C{config} asks. A reload builds a kept
+    listener's factory again with it, keeping the frontend and its counts.
+    """
     plain, contextFactory = splitServerTLS(
         reactor, withListenBacklog(description), config.tlsSettings()
     )
-    frontend = FrontendFactory(balancer, description)
     factory: IProtocolFactory = frontend
     if contextFactory is not None:
         factory = TLSMemoryBIOFactory(contextFactory, False, factory, clock=reactor)
@@ -218,9 +242,7 @@ def listenerService(
             headerTimeout=config.proxyHeaderTimeout,
             clock=reactor,
         )
-    listener = ListenerService(description, plain, factory, balancer.localErrors)
-    listener.frontend = frontend
-    return listener
+    return plain, factory
 
 
 def makeBalancerService(
@@ -270,14 +292,14 @@ def makeBalancerService(
     )
     balancer = Balancer(pool, connectors, settings, reactor)
     service = BalancerService(config, balancer, logLevel)
+    service.runtime = RuntimeState(service)
 
     if config.control is not None:
         from tlbalance.control import ControlService
-        from tlbalance.runtime import RuntimeState
 
         # The first child: a control path that is taken stops the start
         # before any listener binds.
-        control = ControlService(config.control, reactor, RuntimeState(service))
+        control = ControlService(config.control, reactor, service.runtime)
         control.setServiceParent(service)
         service.control = control
 
