@@ -16,7 +16,7 @@ L{tlsuite._startup}).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 from attrs import fields
 from twisted.application.service import IService
@@ -163,6 +163,13 @@ class Options(CommandLineOptions):
             "Let the session daemon (--sessions) listen on plain endpoints "
             "such as tcp:, which carry its login and every session "
             "unencrypted (only on a private network).",
+        ],
+        [
+            "check-config",
+            None,
+            "Check the configuration (the file, endpoints, certificates, "
+            "keys, the session daemon's settings) without listening: print "
+            "every problem, one per line, and exit 1, or exit 0.",
         ],
     ]
 
@@ -468,13 +475,44 @@ class Options(CommandLineOptions):
             overrides["sessions"] = list(self["sessions"])
         if self["stats"]:
             overrides["stats"] = list(self["stats"])
+        self["overrides"] = overrides
+        if self["check-config"]:
+            self._checkConfig()
         try:
-            fileValues = {}
-            if self["configFile"] is not None:
-                fileValues = loadConfig(self["configFile"])
-            self["config"] = buildConfig(fileValues, overrides, self._checkSessions)
+            self["config"] = self.readConfig()
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+    def readConfig(self) -> BalancerConfig:
+        """
+        Build the configuration from the file, read now, and the command
+        line, as at start-up: a reload calls it again, so the command
+        line's settings stay in force over the file.
+
+        @raise ConfigError: every problem, one line each.
+        """
+        fileValues = {}
+        if self["configFile"] is not None:
+            fileValues = loadConfig(self["configFile"])
+        return buildConfig(fileValues, self["overrides"], self._checkSessions)
+
+    def _checkConfig(self) -> NoReturn:
+        """
+        C{--check-config}: check everything start-up checks, listening on
+        nothing, and exit: 0 with a summary, or 1 with every problem.
+        """
+        try:
+            config = self.readConfig()
+        except ConfigError as e:
+            exitWith(self.command, e)
+        summary = (
+            f"{len(config.listen)} listener(s), {len(config.backends)} "
+            f"backend(s), {config.algorithm}"
+        )
+        if config.sessions:
+            summary += f", session daemon on {', '.join(config.sessions)}"
+        print(f"configuration OK: {summary}")
+        raise SystemExit(0)
 
     def _checkSessions(self, settings: SessionDaemonSettings) -> None:
         self["sessionDaemon"] = _daemonConfig(settings)
@@ -507,4 +545,11 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         except DaemonConfigError as e:
             exitWith(options.command, e)
         service.hostSessionDaemon(daemon)
+    if options["configFile"] is not None:
+        from tlbalance.reload import Reloader, SIGHUPReload
+
+        # SIGHUP and the runtime API's reload read the file again; the
+        # session daemon stays as it started.
+        reloader = Reloader(service, options.readConfig)
+        SIGHUPReload(reloader, service.balancer.clock).setServiceParent(service)
     return service

@@ -51,6 +51,7 @@ EVERY_OPTION = [
     "tls-ciphers",
     "stats",
     "control",
+    "check-config",
 ]
 
 
