@@ -19,7 +19,7 @@ import os
 import socket
 import stat
 import struct
-from typing import Any, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXServerEndpoint
@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from tlbalance._commands import USAGE, Command, CommandError, parseCommand, renderText
 from tlbalance._loglevel import balancerLogger
 from tlbalance.runtime import RuntimeChangeError, RuntimeState
+from tlbalance.takeover import TAKEOVER, ListenerOffer
 from tlsuite import __version__
 from tlsuite._listen import ListenService
 from tlsuite._startup import StartupError
@@ -102,6 +103,8 @@ class ControlProtocol(LineReceiver):
     MAX_LENGTH = 16384
     factory: ControlFactory
 
+    takeover: Optional[ListenerOffer] = None
+
     def connectionMade(self) -> None:
         uid = peerUID(self.transport)
         self.who = "an unknown peer" if uid is None else f"uid {uid}"
@@ -109,12 +112,24 @@ class ControlProtocol(LineReceiver):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.connections.discard(self)
+        if self.takeover is not None:
+            self.takeover.connectionLost()
 
     def lineReceived(self, line: bytes) -> None:
         """
-        Answer one command.
+        Answer one command. C{takeover}, from a new balancer started with
+        C{--takeover}, hands the listeners over (L{tlbalance.takeover}).
         """
         text = line.rstrip(b"\r").decode("utf-8", "replace")
+        if self.takeover is not None:
+            self.takeover.lineReceived(text)
+            return
+        if text.strip() == TAKEOVER and self.factory.stopProcess is not None:
+            self.takeover = ListenerOffer(
+                self, self.factory.runtime.service, self.factory.stopProcess
+            )
+            self.takeover.offer()
+            return
         wantsJSON = text.split()[:1] == ["json"]
         try:
             command = parseCommand(text)
@@ -170,6 +185,9 @@ class ControlFactory(Factory):
 
     @ivar runtime: the balancer's L{RuntimeState}.
     @ivar connections: the connections open now.
+    @ivar stopProcess: ends the process (twistd drains on the way) once a
+        takeover has handed the listeners over, or C{None} to refuse
+        takeovers.
     """
 
     noisy = False
@@ -177,6 +195,7 @@ class ControlFactory(Factory):
     def __init__(self, runtime: RuntimeState) -> None:
         self.runtime = runtime
         self.connections: Set[ControlProtocol] = set()
+        self.stopProcess: Optional[Callable[[], object]] = None
 
     def buildProtocol(self, addr: Optional[IAddress]) -> Protocol:
         protocol = ControlProtocol()
@@ -220,6 +239,7 @@ class ControlService(ListenService):
     def __init__(self, path: str, reactor: Any, runtime: RuntimeState) -> None:
         self.path = path
         self.factory: ControlFactory = ControlFactory(runtime)
+        self.factory.stopProcess = reactor.stop
         endpoint = UNIXServerEndpoint(reactor, path, mode=0o600)
         super().__init__(
             f"unix:{path}", endpoint, self.factory, who="the control socket "
