@@ -355,6 +355,7 @@ class Options(CommandLineOptions):
             "config": usage.CompleteFiles("*.toml"),
             "secret-file": usage.CompleteFiles(),
             "control": usage.CompleteFiles(),
+            "takeover": usage.CompleteFiles(),
             "sessions": usage.Completer(descr="server endpoint string"),
             "stats": usage.Completer(descr="server endpoint string"),
             "listen": usage.Completer(descr="server endpoint string"),
@@ -392,6 +393,7 @@ class Options(CommandLineOptions):
         self["configFile"] = None
         self["logLevel"] = None
         self["sessionDaemon"] = None
+        self["takeover"] = None
 
     @_oneParagraph
     def opt_listen(self, description: str) -> None:
@@ -442,6 +444,15 @@ class Options(CommandLineOptions):
             self["logLevel"] = parseLogLevel(name)
         except ValueError as e:
             raise usage.UsageError(f"--log-level: {e}") from None
+
+    @_oneParagraph
+    def opt_takeover(self, path: str) -> None:
+        """
+        Hitless upgrade: take the listening sockets over from the tlbalance
+        whose control socket (--control) is at this path, then tell it to
+        stop accepting, drain (its --drain-timeout) and exit.
+        """
+        self["takeover"] = path
 
     @_oneParagraph
     def opt_config(self, path: str) -> None:
@@ -552,4 +563,9 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         # session daemon stays as it started.
         reloader = Reloader(service, options.readConfig)
         SIGHUPReload(reloader, service.balancer.clock).setServiceParent(service)
+    if options["takeover"] is not None:
+        from tlbalance.takeover import installTakeover
+
+        # Last: the old balancer is told to go once everything started.
+        installTakeover(service, options["takeover"], reactor)
     return service

@@ -29,7 +29,7 @@ from tlbalance.takeover import (
     installTakeover,
     releasePort,
 )
-from tlbalance.tap import Options
+from tlbalance.tap import Options, makeService
 from tlsuite._listen import ListenService
 
 
@@ -242,6 +242,29 @@ class NewBalancerTests(SynchronousTestCase):
         inner = service.listeners[0].endpoint.endpoint  # type: ignore
         self.assertIsInstance(inner, HandedOverEndpoint)
         self.assertEqual(inner.key, "listen tcp:0")
+
+    def test_option(self) -> None:
+        """
+        C{twistd tlbalance --takeover PATH} builds a balancer that takes
+        over from PATH, and is not a configuration setting.
+        """
+        options = Options()
+        options.parseOptions(
+            ["--listen", "tcp:0", "--backend", "127.0.0.1:9"]
+            + ["--takeover", "/run/tlbalance/control.sock"]
+        )
+        self.assertEqual(options["takeover"], "/run/tlbalance/control.sock")
+        service = makeService(options, MemoryReactorClock())
+        first = list(service)[0]
+        assert isinstance(first, ReceiveListenersService)
+        self.assertEqual(first.takeover.path, "/run/tlbalance/control.sock")
+        self.assertIsInstance(list(service)[-1], ReleaseOldService)
+        plain = Options()
+        plain.parseOptions(["--listen", "tcp:0", "--backend", "127.0.0.1:9"])
+        self.assertNotIsInstance(
+            list(makeService(plain, MemoryReactorClock()))[0],
+            ReceiveListenersService,
+        )
 
     def test_freshListener(self) -> None:
         """

@@ -52,6 +52,7 @@ EVERY_OPTION = [
     "stats",
     "control",
     "check-config",
+    "takeover",
 ]
 
 

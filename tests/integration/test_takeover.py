@@ -1,0 +1,165 @@
+"""
+Hitless upgrade with real processes: a second C{twistd tlbalance
+--takeover PATH} takes a running balancer's TCP and unix listeners over
+while C{ab} keeps sending requests, and not one of them fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any, List
+
+import pytest
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.integration._support import (
+    CHECKOUT,
+    LOOPBACK,
+    TWISTD,
+    PeerProcess,
+    describeRun,
+    runProgram,
+    sleep,
+    startPeer,
+    temporaryDirectory,
+    waitUntil,
+)
+from tests.integration.test_control import startSlowBackend
+from tests.peers import requirePeer
+
+pytestmark = pytest.mark.integration
+
+#: Seconds the old balancer may take to drain.
+DRAIN = 2.0
+
+
+def unixGet(path: str) -> bytes:
+    """
+    One HTTP/1.0 request to a unix socket; the whole response.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(10)
+        client.connect(path)
+        client.sendall(b"GET / HTTP/1.0\r\nHost: lb\r\n\r\n")
+        chunks = []
+        while True:
+            chunk = client.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+class TakeoverTests(TestCase):
+    """
+    C{twistd tlbalance --takeover PATH} against a running C{twistd
+    tlbalance --control PATH}.
+    """
+
+    timeout = 90
+
+    async def startTwistd(self, name: str, *arguments: str) -> PeerProcess:
+        """
+        Start C{twistd -n tlbalance ARGUMENTS} in the test's directory.
+        """
+        return startPeer(
+            self,
+            name,
+            [*TWISTD, "-n", "--pidfile=", "tlbalance", *arguments],
+            os.path.join(self.directory, f"{name}.log"),
+            cwd=self.directory,
+        )
+
+    async def ctl(self, *words: str) -> Any:
+        """
+        C{tlbalancectl --json WORDS} on the control socket.
+        """
+        result = await runProgram(
+            [sys.executable, "-m", "tlbalance.ctl", "--control", self.control]
+            + ["--json", *words],
+            cwd=CHECKOUT,
+        )
+        self.assertEqual(result.returncode, 0, describeRun(result))
+        return json.loads(result.stdout)
+
+    async def test_handoverUnderLoad(self) -> None:
+        """
+        Under C{ab} load, the new balancer takes the TCP and unix listeners
+        and the control socket over; no request fails; the old balancer
+        drains and exits; the new one serves both listeners afterwards.
+        """
+        ab = requirePeer("ab")
+        self.directory = temporaryDirectory(self)
+        self.control = os.path.join(self.directory, "control.sock")
+        unixPath = os.path.join(self.directory, "lb.sock")
+        backendPort, site = await startSlowBackend(self, "served", delay=0.005)
+        arguments = [
+            "--listen",
+            f"tcp:0:interface={LOOPBACK}",
+            "--listen",
+            f"unix:{unixPath}",
+            "--backend",
+            f"{LOOPBACK}:{backendPort}",
+            "--control",
+            self.control,
+            "--drain-timeout",
+            str(DRAIN),
+        ]
+        old = await self.startTwistd("old", *arguments)
+        await waitUntil(
+            lambda: os.path.exists(self.control) or not old.running(),
+            20,
+            "the old balancer's control socket",
+        )
+        self.assertTrue(old.running(), old.output())
+        listeners = (await self.ctl("show", "listeners"))["listeners"]
+        address = listeners[0]["address"]
+        self.assertEqual(listeners[1]["address"], unixPath)
+
+        load = runProgram(
+            [ab, "-q", "-n", "6000", "-c", "8", f"http://{address}/"], timeout=80
+        )
+        await sleep(0.5)
+        new = await self.startTwistd("new", *arguments, "--takeover", self.control)
+        code = await old.exited(30)
+        self.assertEqual(code, 0, old.output())
+        self.assertFalse(load.called, "the load ended before the handover")
+        report = await load
+        self.assertEqual(report.returncode, 0, describeRun(report))
+        self.assertRegex(report.stdout, r"Complete requests:\s+6000\b")
+        self.assertRegex(report.stdout, r"Failed requests:\s+0\b")
+        self.assertNotIn("Non-2xx", report.stdout)
+
+        self.assertTrue(new.running(), new.output())
+        self.assertIn("Takeover: serving 2 listener(s) of pid", new.output())
+        self.assertIn(f"of pid {old.pid}", new.output())
+        self.assertIn("draining, then exiting", old.output())
+        shown: List[Any] = (await self.ctl("show", "listeners"))["listeners"]
+        self.assertEqual([s["address"] for s in shown], [address, unixPath])
+        before = site.accepted
+        response = await deferToThread(unixGet, unixPath)
+        self.assertTrue(response.startswith(b"HTTP/1.0 200"), response)
+        self.assertEqual(site.accepted, before + 1)
+
+    async def test_nothingToTakeOver(self) -> None:
+        """
+        A path where no balancer listens stops the start with one line and
+        exit status 1.
+        """
+        self.directory = temporaryDirectory(self)
+        path = os.path.join(self.directory, "nobody.sock")
+        result = await runProgram(
+            [*TWISTD, "-n", "--pidfile=", "tlbalance"]
+            + ["--listen", f"tcp:0:interface={LOOPBACK}", "--backend", "127.0.0.1:9"]
+            + ["--takeover", path],
+            cwd=self.directory,
+        )
+        self.assertEqual(result.returncode, 1, describeRun(result))
+        self.assertEqual(
+            result.stderr,
+            f"twistd tlbalance: --takeover: cannot connect to {path}: No such "
+            f"file or directory; is tlbalance running with --control {path}?\n",
+        )
