@@ -450,6 +450,35 @@ class BackendPool:
         self._normalTierChanged(None)
         return backend
 
+    def setScheduler(
+        self, schedulerFactory: Callable[[Sequence[Backend]], IScheduler]
+    ) -> None:
+        """
+        Pick the backends of new connections with schedulers built by
+        C{schedulerFactory} (a reload's new algorithm); open connections
+        stay where they are.
+        """
+        self._schedulerFactory = schedulerFactory
+        self._tiers()
+
+    def setBackup(self, name: str, backup: bool) -> None:
+        """
+        Move the backend called C{name} to the backup tier, or back to the
+        normal one, keeping its place, its state and its connections.
+
+        @raise KeyError: when there is no backend called C{name}.
+        """
+        backend = self._byName[name]
+        if backend.backup == backup:
+            return
+        if backup:
+            backend.removeStateObserver(self._normalTierChanged)
+        else:
+            backend.addStateObserver(self._normalTierChanged)
+        backend.backup = backup
+        self._tiers()
+        self._normalTierChanged(None)
+
     def pick(
         self, clientKey: Optional[bytes], exclude: Container[Backend] = ()
     ) -> Optional[Backend]:

@@ -29,7 +29,7 @@ from tlbalance.health import HealthChecker
 from tlbalance.relay import BackendConnector, RelaySettings
 from tlbalance.runtime import RuntimeState
 from tlbalance.schedulers import schedulerFor
-from tlsuite._startup import StartupError
+from tlsuite._twisted import parseEndpointString
 
 if TYPE_CHECKING:
     from tlbalance.service import BalancerService
@@ -166,7 +166,12 @@ class ReloadPlan:
 
 
 def _isTLS(description: str) -> bool:
-    return description.split(":", 1)[0].lower() in ("ssl", "tlsni", "tls")
+    """
+    Whether a listen string has TLS, also under a wrapper
+    (C{tlproxy:...:ssl:...}).
+    """
+    args, _ = parseEndpointString(description)
+    return bool({"ssl", "tlsni"} & {str(arg).lower() for arg in args})
 
 
 def planReload(
@@ -347,11 +352,7 @@ class _Applier:
             self.balancer.connectors[backend.name] = self.connector(config.endpoint)
         backend.sendProxy = _effectiveSendProxy(config, self.new.sendProxy)
         if "backup" in changed:
-            # A backend changes tier by leaving the pool and coming back;
-            # its connections keep their backend object.
-            self.pool.removeBackend(backend.name)
-            backend.backup = config.backup
-            self.pool.addBackend(backend)
+            self.pool.setBackup(backend.name, config.backup)
         if {"check", "endpoint", "sendProxy"} & set(changed):
             self.stopChecker(backend)
             backend.check = config.check
@@ -362,8 +363,7 @@ class _Applier:
     def applyGlobal(self, plan: ReloadPlan) -> None:
         new = self.new
         if plan.algorithm is not None:
-            self.pool._schedulerFactory = schedulerFor(new.algorithm)
-            self.pool._tiers()
+            self.pool.setScheduler(schedulerFor(new.algorithm))
         self.balancer.settings = RelaySettings(
             connectTimeout=new.connectTimeout,
             clientTimeout=new.clientTimeout,
@@ -404,7 +404,9 @@ class _Applier:
             try:
                 if service.running:
                     listener.privilegedStartService()
-            except StartupError as e:
+            except Exception as e:
+                # StartupError says it in one line (an address in use);
+                # other endpoints fail with their own exception.
                 for other in bound:
                     other.stopService()
                 message = (
@@ -421,11 +423,9 @@ class _Applier:
         for listener in list(service.listeners):
             if listener.description in plan.listenRemove:
                 service.listeners.remove(listener)
-                if service.running:
-                    listener.disownServiceParent()
-                    listener.stopService()
-                else:
-                    listener.disownServiceParent()
+                # Stops it when the balancer runs: it accepts no more, and
+                # the connections it accepted go on.
+                listener.disownServiceParent()
             elif listener.description in plan.tlsReread and listener.frontend:
                 _, factory = listenerFactory(
                     self.new, self.reactor, listener.description, listener.frontend
@@ -549,6 +549,8 @@ class Reloader:
                         checker.stopService()
             pool.removeBackend(backend.name)
             self.service.balancer.connectors.pop(backend.name, None)
+            # What the runtime API set for it ends with it.
+            self.service.runtime.overrides.pop(backend.name, None)
             log.info(
                 "Reload: backend {backend} drained and forgotten", backend=backend.name
             )

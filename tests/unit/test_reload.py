@@ -188,6 +188,19 @@ class PlanTests(SynchronousTestCase):
         self.assertEqual(plan.tlsReread, ("tcp:0:interface=127.0.0.1",))
         self.assertIn("accept-proxy changed", plan.describe())
 
+    def test_tlsListenersReread(self) -> None:
+        """
+        Kept TLS listeners, also wrapped, read their files again; plain ones
+        are left alone.
+        """
+        from tlbalance.reload import _isTLS
+
+        self.assertTrue(_isTLS("ssl:443:privateKey=k.pem"))
+        self.assertTrue(_isTLS("tlsni:certdir=/c:tcp:443"))
+        self.assertTrue(_isTLS("tlproxy:trusted=10.0.0.0/8:ssl:443:privateKey=k.pem"))
+        self.assertFalse(_isTLS("tcp:443"))
+        self.assertFalse(_isTLS("unix:/run/ssl.sock"))
+
     def test_listeners(self) -> None:
         """
         Listen strings are added, removed or kept by their text.
@@ -364,6 +377,48 @@ class ApplyTests(SynchronousTestCase):
             {getattr(self.pool.pick(None), "name", None) for _ in range(4)}, {"a"}
         )
 
+    def test_backupKeepsFailHold(self) -> None:
+        """
+        A backend without a check that a failed connect took down comes
+        back after fail-timeout, also when a reload made it a backup.
+        """
+        b = self.pool.byName("b")
+        b.connectFailed("refused")
+        self.values = withBackend(self.values, "b", backup=True)
+        self.reload()
+        self.assertFalse(b.healthy)
+        self.reactor.advance(self.service.config.failTimeout)
+        self.assertTrue(b.healthy)
+        self.values = withBackend(self.values, "b", backup=None)
+        self.reload()
+        self.assertEqual(
+            {
+                getattr(self.pool.pick(bytes([10, 0, 0, i])), "name", None)
+                for i in range(8)
+            },
+            {"a", "b"},
+        )
+
+    def test_forgottenLosesRuntimeValues(self) -> None:
+        """
+        What the runtime API set for a backend ends when a reload removes
+        it: put back later, it has the file's weight, which the next reload
+        changes, and C{show servers} marks nothing.
+        """
+        self.service.runtime.setServerWeight("b", 9, WHO)
+        backends = self.values["backend"]
+        self.values["backend"] = backends[:1]
+        self.reload()
+        self.reactor.advance(DRAIN_POLL)
+        self.values["backend"] = backends
+        self.reload()
+        self.assertEqual(self.pool.byName("b").weight, 1)
+        rows = {row["name"]: row for row in self.service.runtime.servers()}
+        self.assertEqual(rows["b"]["runtime"], [])
+        self.values = withBackend(self.values, "b", weight=2)
+        self.reload()
+        self.assertEqual(self.pool.byName("b").weight, 2)
+
     def test_algorithm(self) -> None:
         """
         The new scheduler picks new connections.
@@ -429,6 +484,24 @@ class ApplyTests(SynchronousTestCase):
         self.assertTrue(kept.running)
         self.assertTrue([line for line in lines if line.startswith("error: ")])
         self.assertEqual(self.service.config.listen, ("tcp:0:interface=127.0.0.1",))
+        self.assertEqual(self.service.balancer.settings.retries, 1)
+
+    def test_otherListenFailure(self) -> None:
+        """
+        A listen that fails with another error than an address in use is
+        refused the same way, with the rest of the reload applied.
+        """
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise ValueError("no such socket")
+
+        self.reactor.listenTCP = refuse  # type: ignore[method-assign]
+        [kept] = self.service.listeners
+        self.values["listen"] = ["tcp:0:interface=127.0.0.2"]
+        self.values["retries"] = 1
+        lines = self.reload()
+        self.assertEqual(self.service.listeners, [kept])
+        self.assertIn("no such socket", lines[-1])
         self.assertEqual(self.service.balancer.settings.retries, 1)
 
     def test_invalidRefused(self) -> None:
