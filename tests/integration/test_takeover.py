@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import sys
 from typing import Any, List
 
 import pytest
+from cryptography import x509
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from tests.certs import makeAuthority
 from tests.integration._support import (
     CHECKOUT,
     LOOPBACK,
@@ -27,6 +30,7 @@ from tests.integration._support import (
     startPeer,
     temporaryDirectory,
     waitUntil,
+    writeCertificateDirectory,
 )
 from tests.integration.test_control import startSlowBackend
 from tests.peers import requirePeer
@@ -51,6 +55,22 @@ def unixGet(path: str) -> bytes:
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)
+
+
+def servedName(address: str) -> str:
+    """
+    The common name of the certificate a TLS listener at C{HOST:PORT}
+    serves.
+    """
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with context.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    subject = x509.load_der_x509_certificate(der).subject
+    return str(subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
 
 
 class TakeoverTests(TestCase):
@@ -87,20 +107,27 @@ class TakeoverTests(TestCase):
 
     async def test_handoverUnderLoad(self) -> None:
         """
-        Under C{ab} load, the new balancer takes the TCP and unix listeners
-        and the control socket over; no request fails; the old balancer
-        drains and exits; the new one serves both listeners afterwards.
+        Under C{ab} load, the new balancer takes the TCP, unix and TLS
+        listeners and the control socket over; no request fails; the old
+        balancer drains and exits; the new one serves every listener
+        afterwards, the TLS one with the certificate it read.
         """
         ab = requirePeer("ab")
         self.directory = temporaryDirectory(self)
         self.control = os.path.join(self.directory, "control.sock")
         unixPath = os.path.join(self.directory, "lb.sock")
         backendPort, site = await startSlowBackend(self, "served", delay=0.005)
+        authority = makeAuthority()
+        certificates = writeCertificateDirectory(
+            self, {"site.pem": authority.issue("old.test")}
+        )
         arguments = [
             "--listen",
             f"tcp:0:interface={LOOPBACK}",
             "--listen",
             f"unix:{unixPath}",
+            "--listen",
+            f"tlsni:certdir={certificates}:tcp:0:interface={LOOPBACK}",
             "--backend",
             f"{LOOPBACK}:{backendPort}",
             "--control",
@@ -118,6 +145,10 @@ class TakeoverTests(TestCase):
         listeners = (await self.ctl("show", "listeners"))["listeners"]
         address = listeners[0]["address"]
         self.assertEqual(listeners[1]["address"], unixPath)
+        tlsAddress = listeners[2]["address"]
+        self.assertEqual(await deferToThread(servedName, tlsAddress), "old.test")
+        with open(os.path.join(certificates, "site.pem"), "wb") as f:
+            f.write(authority.issue("new.test").combinedPEM())
 
         load = runProgram(
             [ab, "-q", "-n", "6000", "-c", "8", f"http://{address}/"], timeout=80
@@ -134,11 +165,12 @@ class TakeoverTests(TestCase):
         self.assertNotIn("Non-2xx", report.stdout)
 
         self.assertTrue(new.running(), new.output())
-        self.assertIn("Takeover: serving 2 listener(s) of pid", new.output())
+        self.assertIn("Takeover: serving 3 listener(s) of pid", new.output())
         self.assertIn(f"of pid {old.pid}", new.output())
         self.assertIn("draining, then exiting", old.output())
         shown: List[Any] = (await self.ctl("show", "listeners"))["listeners"]
-        self.assertEqual([s["address"] for s in shown], [address, unixPath])
+        self.assertEqual([s["address"] for s in shown], [address, unixPath, tlsAddress])
+        self.assertEqual(await deferToThread(servedName, tlsAddress), "new.test")
         before = site.accepted
         response = await deferToThread(unixGet, unixPath)
         self.assertTrue(response.startswith(b"HTTP/1.0 200"), response)
