@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.integration._support import (
@@ -133,6 +138,60 @@ class ReloadUnderLoadTests(TestCase):
         self.assertIn("weight", result.stderr)
         self.assertIn("maxconn", result.stderr)
         self.assertEqual(service.balancer.pool.byName("a").weight, 1)
+
+
+class CertificateReloadTests(TestCase):
+    """
+    A reload makes a kept C{ssl:} listener serve its renewed certificate,
+    on the same socket.
+    """
+
+    async def test_renewed(self) -> None:
+        from tlbalance._selfsigned import selfSignedPEM
+
+        directory = temporaryDirectory(self)
+        control = os.path.join(directory, "control.sock")
+        path = os.path.join(directory, "tlbalance.toml")
+        pem = os.path.join(directory, "site.pem")
+        with open(pem, "wb") as f:
+            f.write(selfSignedPEM(["old.example"]))
+        backend, _ = await startSlowBackend(self, "a")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(
+                configText(control, {"a": backend}).replace(
+                    f"tcp:0:interface={LOOPBACK}",
+                    f"ssl:0:interface={LOOPBACK}:privateKey={pem}",
+                )
+            )
+        options = Options()
+        options.parseOptions(["--config", path])
+        service = makeService(options, reactor)
+        assert isinstance(service, BalancerService)
+        service.startService()
+        self.addCleanup(service.stopService)
+        listener = service.listeners[0]
+        port = listeningPort(listener)
+        address: Any = port.getHost()
+
+        def served() -> Deferred[str]:
+            return deferToThread(ssl.get_server_certificate, (LOOPBACK, address.port))
+
+        def names(certificate: str) -> List[str]:
+            loaded = x509.load_pem_x509_certificate(certificate.encode("ascii"))
+            return [
+                a.value
+                for a in loaded.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            ]
+
+        self.assertEqual(names(await served()), ["old.example"])
+        with open(pem + ".new", "wb") as f:
+            f.write(selfSignedPEM(["new.example"]))
+        os.rename(pem + ".new", pem)
+        result = await tlbalancectl(control, "reload")
+        self.assertEqual(result.returncode, 0, describeRun(result))
+        self.assertIn("TLS and PROXY settings re-read", result.stdout)
+        self.assertIs(listener.port, port)
+        self.assertEqual(names(await served()), ["new.example"])
 
 
 class CheckConfigProgramTests(TestCase):
