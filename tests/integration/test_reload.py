@@ -153,8 +153,8 @@ class CertificateReloadTests(TestCase):
         control = os.path.join(directory, "control.sock")
         path = os.path.join(directory, "tlbalance.toml")
         pem = os.path.join(directory, "site.pem")
-        with open(pem, "wb") as f:
-            f.write(selfSignedPEM(["old.example"]))
+        with open(pem, "wb") as out:
+            out.write(selfSignedPEM(["old.example"]))
         backend, _ = await startSlowBackend(self, "a")
         with open(path, "w", encoding="utf-8") as f:
             f.write(
@@ -179,13 +179,13 @@ class CertificateReloadTests(TestCase):
         def names(certificate: str) -> List[str]:
             loaded = x509.load_pem_x509_certificate(certificate.encode("ascii"))
             return [
-                a.value
+                str(a.value)
                 for a in loaded.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             ]
 
         self.assertEqual(names(await served()), ["old.example"])
-        with open(pem + ".new", "wb") as f:
-            f.write(selfSignedPEM(["new.example"]))
+        with open(pem + ".new", "wb") as out:
+            out.write(selfSignedPEM(["new.example"]))
         os.rename(pem + ".new", pem)
         result = await tlbalancectl(control, "reload")
         self.assertEqual(result.returncode, 0, describeRun(result))
