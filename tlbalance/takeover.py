@@ -30,7 +30,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import IService, Service
-from twisted.internet import unix
+from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from zope.interface import implementer
@@ -82,8 +82,15 @@ def releasePort(port: IListeningPort) -> None:
     """
     port._shouldShutdown = False  # type: ignore[attr-defined]
     if isinstance(port, unix.Port):
-        # Read as an abstract-namespace name: nothing to unlink.
-        port._bindPath = "\0"
+        unixPort = port
+
+        def connectionLost(reason: Any) -> None:
+            # unix.Port's own, less the unlink of the path.
+            if unixPort.lockFile is not None:
+                unixPort.lockFile.unlock()
+            tcp.Port.connectionLost(unixPort, reason)
+
+        unixPort.connectionLost = connectionLost  # type: ignore[method-assign]
 
 
 class ListenerOffer:

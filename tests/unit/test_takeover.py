@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import tempfile
 from typing import Any, List, Optional
 
 from twisted.internet import unix
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tlbalance.control import ControlFactory, ControlService
@@ -203,14 +208,42 @@ class ReleasePortTests(SynchronousTestCase):
     L{releasePort} keeps the old balancer from harming shared sockets.
     """
 
+    def stopUnixPort(self, release: bool) -> str:
+        """
+        Stop a unix port listening in a temporary directory, released or
+        not.
+
+        @return: the path it listened on.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "lb.sock")
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listening.bind(path)
+        listening.listen()
+        port = unix.Port(path, Factory(), reactor=MemoryReactorClock())
+        port.socket = listening
+        port.fileno = listening.fileno
+        if release:
+            releasePort(port)
+            self.assertFalse(port._shouldShutdown)
+        port.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(listening.fileno(), -1)
+        return path
+
     def test_unixPath(self) -> None:
         """
-        A released unix port does not remove its socket file on stop.
+        A released unix port leaves its socket file, which the new
+        balancer serves, in place.
         """
-        port = unix.Port("/run/lb.sock", object())
-        releasePort(port)
-        self.assertFalse(unix._inFilesystemNamespace(port._bindPath))
-        self.assertFalse(port._shouldShutdown)
+        self.assertTrue(os.path.exists(self.stopUnixPort(release=True)))
+
+    def test_unixPathRemoved(self) -> None:
+        """
+        Twisted removes the file of a unix port it stops, which is why
+        L{releasePort} is needed.
+        """
+        self.assertFalse(os.path.exists(self.stopUnixPort(release=False)))
 
 
 class NewBalancerTests(SynchronousTestCase):
