@@ -22,11 +22,14 @@ from twisted.trial.unittest import TestCase
 from tests.integration._support import (
     CHECKOUT,
     LOOPBACK,
+    accepts,
     describeRun,
+    freePort,
     listeningPort,
     reactor,
     runProgram,
     sleep,
+    startPeer,
     temporaryDirectory,
     waitUntil,
 )
@@ -192,6 +195,48 @@ class CertificateReloadTests(TestCase):
         self.assertIn("TLS and PROXY settings re-read", result.stdout)
         self.assertIs(listener.port, port)
         self.assertEqual(names(await served()), ["new.example"])
+
+
+class TwistdSIGHUPTests(TestCase):
+    """
+    A real C{twistd -n tlbalance --config FILE} reloads on SIGHUP and keeps
+    running (twistd leaves SIGHUP to the balancer).
+    """
+
+    async def test_sighup(self) -> None:
+        directory = temporaryDirectory(self)
+        path = os.path.join(directory, "tlbalance.toml")
+        portA, _ = await startSlowBackend(self, "a")
+        portB, _ = await startSlowBackend(self, "b")
+        listen = freePort()
+        text = configText(os.path.join(directory, "c.sock"), {"a": portA}).replace(
+            "tcp:0:", f"tcp:{listen}:"
+        )
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        process = startPeer(
+            self,
+            "twistd",
+            [TWISTD, "-n", "--pidfile=", "tlbalance", "--config", path],
+            os.path.join(directory, "twistd.log"),
+            cwd=directory,
+        )
+        await process.listening((LOOPBACK, listen), timeout=20)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f'[[backend]]\nname = "b"\nendpoint = "{LOOPBACK}:{portB}"\n')
+        process.signal(signal.SIGHUP)
+        added = f"Reload: server b added (tcp:host={LOOPBACK}:port={portB})"
+        await waitUntil(lambda: added in process.output(), 10, "the reload's log")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("weight = 999\n")
+        process.signal(signal.SIGHUP)
+        await waitUntil(
+            lambda: "Reload refused: backend[1].weight" in process.output(),
+            10,
+            "the refusal's log",
+        )
+        self.assertTrue(process.running(), process.output())
+        self.assertTrue(accepts((LOOPBACK, listen)))
 
 
 class CheckConfigProgramTests(TestCase):
