@@ -125,10 +125,7 @@ class ControlProtocol(LineReceiver):
             self.takeover.lineReceived(text)
             return
         if text.strip() == TAKEOVER and self.factory.stopProcess is not None:
-            self.takeover = ListenerOffer(
-                self, self.factory.runtime.service, self.factory.stopProcess
-            )
-            self.takeover.offer()
+            self._offerListeners(self.factory.stopProcess)
             return
         wantsJSON = text.split()[:1] == ["json"]
         try:
@@ -159,6 +156,21 @@ class ControlProtocol(LineReceiver):
                 self._send(out)
             self._send("")
 
+    def _offerListeners(self, stopProcess: Callable[[], object]) -> None:
+        """
+        Start handing the listeners over to a new balancer, one at a time
+        and only once.
+        """
+        if self.factory.handedOver:
+            self._error("this balancer has handed its listeners over", False)
+        elif any(c.takeover is not None for c in self.factory.connections):
+            self._error("another takeover is under way", False)
+        else:
+            self.takeover = ListenerOffer(
+                self, self.factory.runtime.service, stopProcess
+            )
+            self.takeover.offer()
+
     def lineLengthExceeded(self, line: bytes) -> None:
         """
         Refuse a line too long to be a command, and close: the rest of it
@@ -188,6 +200,7 @@ class ControlFactory(Factory):
     @ivar stopProcess: ends the process (twistd drains on the way) once a
         takeover has handed the listeners over, or C{None} to refuse
         takeovers.
+    @ivar handedOver: a takeover has handed the listeners over.
     """
 
     noisy = False
@@ -196,6 +209,7 @@ class ControlFactory(Factory):
         self.runtime = runtime
         self.connections: Set[ControlProtocol] = set()
         self.stopProcess: Optional[Callable[[], object]] = None
+        self.handedOver = False
 
     def buildProtocol(self, addr: Optional[IAddress]) -> Protocol:
         protocol = ControlProtocol()

@@ -149,6 +149,7 @@ class ListenerOffer:
                 self.protocol.transport.loseConnection()
             return
         self.released = True
+        self.protocol.factory.handedOver = True
         for port in self._ports:
             releasePort(port)
         control = self.service.control

@@ -189,6 +189,46 @@ class ListenerOfferTests(SynchronousTestCase):
         self.assertEqual(self.stopped, [])
         self.assertIsNone(self.controlPort.stopping)
 
+    def connectAnother(self) -> _FDTransport:
+        """
+        Another connection to the same control socket, asking to take over.
+        """
+        protocol = self.factory.buildProtocol(None)
+        transport = _FDTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"takeover\n")
+        return transport
+
+    def test_oneAtATime(self) -> None:
+        """
+        A second takeover while one is under way gets an error and no
+        socket; once the first is abandoned, another may start.
+        """
+        second = self.connectAnother()
+        self.assertEqual(second.fds, [])
+        self.assertEqual(second.value(), b"error: another takeover is under way\n\n")
+        self.protocol.connectionLost()
+        self.assertEqual(self.connectAnother().fds, [7, 8, 9])
+
+    def test_notAfterHandover(self) -> None:
+        """
+        Once the listeners are handed over, an operator still connected
+        cannot ask for them again.
+        """
+        operator = self.factory.buildProtocol(None)
+        transport = _FDTransport()
+        operator.makeConnection(transport)
+        self.protocol.dataReceived(b"takeover-done\n")
+        assert self.controlPort.stopping is not None
+        self.controlPort.stopping.callback(None)
+        self.protocol.connectionLost()
+        operator.dataReceived(b"takeover\n")
+        self.assertEqual(transport.fds, [])
+        self.assertEqual(
+            transport.value(),
+            b"error: this balancer has handed its listeners over\n\n",
+        )
+
     def test_notWithoutStop(self) -> None:
         """
         A control socket that cannot end its process does not know the
