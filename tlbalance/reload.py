@@ -386,14 +386,15 @@ class _Applier:
             if "sendProxy" in plan.settings and backend.config is not None:
                 backend.sendProxy = _effectiveSendProxy(backend.config, new.sendProxy)
 
-    def applyListeners(self, plan: ReloadPlan) -> Tuple[str, ...]:
+    def applyListeners(self, plan: ReloadPlan) -> bool:
         """
         Bind the new listeners first: if one cannot bind, those just bound
-        are closed and the listeners stay as they were.
+        are closed and no listener is added or removed. Kept TLS listeners
+        get their new factory either way.
 
-        @return: the listen strings in force afterwards.
+        @return: whether the listeners were changed as planned.
         """
-        from tlbalance.service import listenerFactory, listenerService
+        from tlbalance.service import listenerService
 
         service = self.service
         bound: List[Any] = []
@@ -409,13 +410,12 @@ class _Applier:
                 # other endpoints fail with their own exception.
                 for other in bound:
                     other.stopService()
-                message = (
-                    f"error: {e}; listeners not changed "
+                self.error(
+                    f"{e}; listeners not changed "
                     f"({', '.join(service.config.listen)} kept)"
                 )
-                log.error("Reload: {message}", message=message)
-                self.lines.append(message)
-                return service.config.listen
+                self.rebuildFactories(plan)
+                return False
             bound.append(listener)
         for listener in bound:
             listener.setServiceParent(service)
@@ -426,12 +426,32 @@ class _Applier:
                 # Stops it when the balancer runs: it accepts no more, and
                 # the connections it accepted go on.
                 listener.disownServiceParent()
-            elif listener.description in plan.tlsReread and listener.frontend:
+        self.rebuildFactories(plan)
+        return True
+
+    def rebuildFactories(self, plan: ReloadPlan) -> None:
+        """
+        Give the kept listeners of C{plan.tlsReread} a factory built from
+        the new configuration (certificate files read now).
+        """
+        from tlbalance.service import listenerFactory
+
+        for listener in self.service.listeners:
+            if listener.description not in plan.tlsReread or not listener.frontend:
+                continue
+            try:
                 _, factory = listenerFactory(
                     self.new, self.reactor, listener.description, listener.frontend
                 )
-                _swapFactory(listener, factory)
-        return self.new.listen
+            except Exception as e:
+                # The files changed again since the configuration was read.
+                self.error(f"listener {listener.description} not re-read: {e}")
+                continue
+            _swapFactory(listener, factory)
+
+    def error(self, message: str) -> None:
+        log.error("Reload: {message}", message=message)
+        self.lines.append(f"error: {message}")
 
 
 def _swapFactory(listener: Any, factory: Any) -> None:
@@ -478,7 +498,10 @@ def applyPlan(
     for name in names:
         runtime.forgetAdded(name)
     runtime.deleted &= names
-    listen = applier.applyListeners(plan)
+    listen = new.listen
+    if not applier.applyListeners(plan):
+        listen = service.config.listen
+        plan = evolve(plan, listenAdd=(), listenRemove=())
     kept = {a: getattr(service.config, a) for a in RESTART_SETTINGS}
     listenAfter: Any = listen
     service.config = evolve(new, listen=listenAfter, **kept)

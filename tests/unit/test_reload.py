@@ -483,8 +483,20 @@ class ApplyTests(SynchronousTestCase):
         self.assertEqual(self.service.listeners, [kept])
         self.assertTrue(kept.running)
         self.assertTrue([line for line in lines if line.startswith("error: ")])
+        self.assertEqual([line for line in lines if line.startswith("listener")], [])
+        self.assertIn("retries changed", lines)
         self.assertEqual(self.service.config.listen, ("tcp:0:interface=127.0.0.1",))
         self.assertEqual(self.service.balancer.settings.retries, 1)
+        # The next reload tries again.
+        del self.reactor.listenTCP
+        lines = self.reload()
+        self.assertEqual(
+            lines,
+            [
+                "listener tcp:0:interface=127.0.0.2 added",
+                "listener tcp:0:interface=127.0.0.1 removed",
+            ],
+        )
 
     def test_otherListenFailure(self) -> None:
         """
