@@ -536,6 +536,10 @@ class Reloader:
             problem logged); nothing was changed.
         """
         log.info("Reload asked by {who}", who=who)
+        if self.service.startedAt is not None and not self.service.running:
+            problem = "the balancer is stopping: nothing reloaded"
+            log.error("Reload refused: {problem}", problem=problem)
+            raise ReloadError([problem])
         try:
             new = self.load()
         except ConfigError as e:

@@ -106,6 +106,10 @@ class BalancerService(MultiService):
     @ivar runtime: the runtime API's L{RuntimeState}, which the control
         socket and a reload (L{tlbalance.reload}) share; set by
         L{makeBalancerService}.
+    @ivar reload: reloads the configuration on SIGHUP
+        (L{tlbalance.reload.SIGHUPReload}), or C{None}; it stops after the
+        drain, so a SIGHUP meanwhile is refused rather than ending the
+        process.
     """
 
     runtime: RuntimeState
@@ -124,6 +128,7 @@ class BalancerService(MultiService):
         self.checkers: list[HealthChecker] = []
         self.sessionDaemon: Optional[IService] = None
         self.control: Optional[IService] = None
+        self.reload: Optional[IService] = None
         self.statsListeners: list[ListenService] = []
         self.rates: Optional[ConnectionRates] = None
         self.startedAt: Optional[float] = None
@@ -187,6 +192,8 @@ class BalancerService(MultiService):
                 stopping.append(maybeDeferred(self.sessionDaemon.stopService))
             if self.control is not None:
                 stopping.append(maybeDeferred(self.control.stopService))
+            if self.reload is not None:
+                stopping.append(maybeDeferred(self.reload.stopService))
             return DeferredList(stopping)
 
         def restoreLogLevel(_: Any) -> None:

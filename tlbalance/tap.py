@@ -562,7 +562,9 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         # SIGHUP and the runtime API's reload read the file again; the
         # session daemon stays as it started.
         reloader = Reloader(service, options.readConfig)
-        SIGHUPReload(reloader, service.balancer.clock).setServiceParent(service)
+        onSIGHUP = SIGHUPReload(reloader, service.balancer.clock)
+        onSIGHUP.setServiceParent(service)
+        service.reload = onSIGHUP
     if options["takeover"] is not None:
         from tlbalance.takeover import installTakeover
 

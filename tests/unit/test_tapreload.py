@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from io import StringIO
 from unittest import mock
@@ -16,6 +17,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tlbalance.reload import SIGHUPReload
+from tlbalance.runtime import RuntimeChangeError
 from tlbalance.service import BalancerService
 from tlbalance.tap import Options, makeService
 
@@ -121,6 +123,24 @@ class TapReloadTests(ConfigFileTestCase):
             ["server b added (tcp:host=127.0.0.1:port=8082)", "client-timeout changed"],
         )
         self.assertEqual(service.config.retries, 1)
+
+    def test_stopRestoresSIGHUP(self) -> None:
+        """
+        Stopping the balancer puts SIGHUP's previous handler back, and a
+        reload asked during the drain is refused.
+        """
+        options = Options()
+        options.parseOptions(["--config", self.write(GOOD)])
+        service = makeService(options, MemoryReactorClock())
+        assert isinstance(service, BalancerService)
+        before = signal.getsignal(signal.SIGHUP)
+        service.startService()
+        self.assertNotEqual(signal.getsignal(signal.SIGHUP), before)
+        service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+        with self.assertRaises(RuntimeChangeError) as raised:
+            service.runtime.reload("uid 0")
+        self.assertIn("the balancer is stopping", str(raised.exception))
 
     def test_noFileNoReload(self) -> None:
         """
