@@ -176,6 +176,53 @@ class TakeoverTests(TestCase):
         self.assertTrue(response.startswith(b"HTTP/1.0 200"), response)
         self.assertEqual(site.accepted, before + 1)
 
+    async def test_failedStartKeepsOld(self) -> None:
+        """
+        A new balancer that cannot start (one of its new listeners cannot
+        bind) exits with one line after receiving the sockets, and the old
+        one goes on serving its listeners and its control socket.
+        """
+        self.directory = temporaryDirectory(self)
+        self.control = os.path.join(self.directory, "control.sock")
+        unixPath = os.path.join(self.directory, "lb.sock")
+        backendPort, site = await startSlowBackend(self, "served")
+        arguments = [
+            "--listen",
+            f"unix:{unixPath}",
+            "--backend",
+            f"{LOOPBACK}:{backendPort}",
+            "--control",
+            self.control,
+        ]
+        old = await self.startTwistd("old", *arguments)
+        await waitUntil(
+            lambda: os.path.exists(self.control) or not old.running(),
+            20,
+            "the old balancer's control socket",
+        )
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await runProgram(
+            [*TWISTD, "-n", "--pidfile=", "tlbalance", *arguments]
+            + ["--listen", f"tcp:{port}:interface={LOOPBACK}"]
+            + ["--takeover", self.control],
+            cwd=self.directory,
+        )
+        self.assertEqual(result.returncode, 1, describeRun(result))
+        self.assertEqual(len(result.stderr.splitlines()), 1, describeRun(result))
+        self.assertIn("already in use", result.stderr)
+        await waitUntil(
+            lambda: "Takeover abandoned" in old.output(), 10, "the old one noticing"
+        )
+        self.assertTrue(old.running(), old.output())
+        response = await deferToThread(unixGet, unixPath)
+        self.assertTrue(response.startswith(b"HTTP/1.0 200"), response)
+        shown = (await self.ctl("show", "listeners"))["listeners"]
+        self.assertEqual([s["address"] for s in shown], [unixPath])
+
     async def test_nothingToTakeOver(self) -> None:
         """
         A path where no balancer listens stops the start with one line and
