@@ -223,6 +223,42 @@ class TakeoverTests(TestCase):
         shown = (await self.ctl("show", "listeners"))["listeners"]
         self.assertEqual([s["address"] for s in shown], [unixPath])
 
+    async def test_notATakeoverPeer(self) -> None:
+        """
+        A control socket that does not know C{takeover} (an older
+        tlbalance) stops the start with one line and exit status 1.
+        """
+        self.directory = temporaryDirectory(self)
+        path = os.path.join(self.directory, "old.sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(server.close)
+        server.bind(path)
+        server.listen()
+        server.settimeout(20)
+
+        def answerOnce() -> bytes:
+            connection, _ = server.accept()
+            with connection:
+                asked = connection.recv(100)
+                connection.sendall(b"error: unknown command 'takeover'; try help\n\n")
+                return asked
+
+        asked = deferToThread(answerOnce)
+        result = await runProgram(
+            [*TWISTD, "-n", "--pidfile=", "tlbalance"]
+            + ["--listen", f"tcp:0:interface={LOOPBACK}", "--backend", "127.0.0.1:9"]
+            + ["--takeover", path],
+            cwd=self.directory,
+        )
+        self.assertEqual(await asked, b"takeover\n")
+        self.assertEqual(result.returncode, 1, describeRun(result))
+        self.assertEqual(
+            result.stderr,
+            f"twistd tlbalance: --takeover: {path} is not a tlbalance that can "
+            'hand over its listeners (it answered "error: unknown command '
+            "'takeover'; try help\")\n",
+        )
+
     async def test_nothingToTakeOver(self) -> None:
         """
         A path where no balancer listens stops the start with one line and
