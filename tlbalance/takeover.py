@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.application.service import IService, Service
-from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from zope.interface import implementer
@@ -38,6 +38,7 @@ from zope.interface import implementer
 from tlbalance._loglevel import balancerLogger
 from tlsuite._listen import ListenService
 from tlsuite._startup import StartupError
+from tlsuite._twisted import releaseSharedPort
 
 if TYPE_CHECKING:
     from tlbalance.control import ControlProtocol
@@ -67,30 +68,6 @@ def listenerKeys(service: BalancerService) -> List[Tuple[str, ListenService]]:
     ]
     keyed += [("stats " + s.description, s) for s in service.statsListeners]
     return keyed
-
-
-def releasePort(port: IListeningPort) -> None:
-    """
-    Let C{port} stop listening without harming the socket another process
-    now shares: no C{shutdown()} (on Linux it stops the listening socket
-    itself, dropping its queue, in every process that holds it), and no
-    removal of a unix socket's file, which the new process serves.
-
-    These are private attributes of Twisted's ports; the integration tests
-    hand a TCP and a unix listener over under load, and fail if either
-    changes.
-    """
-    port._shouldShutdown = False  # type: ignore[attr-defined]
-    if isinstance(port, unix.Port):
-        unixPort = port
-
-        def connectionLost(reason: Any) -> None:
-            # unix.Port's own, less the unlink of the path.
-            if unixPort.lockFile is not None:
-                unixPort.lockFile.unlock()
-            tcp.Port.connectionLost(unixPort, reason)
-
-        unixPort.connectionLost = connectionLost  # type: ignore[method-assign]
 
 
 class ListenerOffer:
@@ -151,7 +128,7 @@ class ListenerOffer:
         self.released = True
         self.protocol.factory.handedOver = True
         for port in self._ports:
-            releasePort(port)
+            releaseSharedPort(port)
         control = self.service.control
         # The new balancer binds the control path once this one has
         # closed it; the drain must not close it again.
@@ -407,9 +384,7 @@ def installTakeover(service: BalancerService, path: str, reactor: Any) -> None:
         from twisted.internet import reactor
     takeover = Takeover(path, reactor)
     for key, listener in listenerKeys(service):
-        # The endpoint ListenService records the port through.
-        recording: Any = listener.endpoint
-        recording.endpoint = HandedOverEndpoint(takeover, key, recording.endpoint)
+        listener.wrapEndpoint(partial(HandedOverEndpoint, takeover, key))
     receive = ReceiveListenersService(takeover)
     receive.setServiceParent(service)
     service.services.remove(receive)

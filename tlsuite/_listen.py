@@ -8,7 +8,7 @@ L{StreamServerEndpointService<twisted.application.internet.StreamServerEndpointS
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, succeed
@@ -76,6 +76,17 @@ class ListenService(StreamServerEndpointService):
             return succeed(None)
         stopped: Deferred[None] = super().stopService()
         return stopped
+
+    def wrapEndpoint(
+        self, wrap: Callable[[IStreamServerEndpoint], IStreamServerEndpoint]
+    ) -> None:
+        """
+        Listen through C{wrap(endpoint)} instead of the endpoint given
+        (before the service starts): a takeover listens on a socket handed
+        over rather than binding one.
+        """
+        recording: _RecordingEndpoint = self.endpoint
+        recording.endpoint = wrap(recording.endpoint)
 
     def whenListening(self) -> Deferred[IListeningPort]:
         """

@@ -17,10 +17,12 @@ from typing import Dict, List, Optional, Tuple
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
+from twisted.internet.interfaces import IListeningPort
 from twisted.web.http import Request
 from twisted.web.http_headers import Headers
 
 __all__ = [
+    "releaseSharedPort",
     "forcedSecure",
     "headersDict",
     "parseEndpointString",
@@ -118,3 +120,31 @@ def encodingResourceEncoder(resource: object, request: object) -> object:
     if encoder is not None:
         request._encoder = encoder  # type: ignore[attr-defined]
     return encoder
+
+
+def releaseSharedPort(port: IListeningPort) -> None:
+    """
+    Let C{port} stop listening without harming the listening socket that
+    another process now holds too (a takeover handed it over): no
+    C{shutdown()}, which on Linux stops the listening socket itself and
+    drops its accept queue in every process that holds it, and, for a unix
+    socket, no removal of its file, which the new process serves.
+
+    Reaches: C{twisted.internet.tcp.Port._shouldShutdown} (the flag that
+    makes C{connectionLost} call C{shutdown()}), and replaces the unix
+    port's C{connectionLost} with C{twisted.internet.unix.Port}'s less the
+    unlink of the path. The public replacement would be a port method to
+    close without shutdown or unlink; Twisted has none.
+    """
+    from twisted.internet import tcp, unix
+
+    port._shouldShutdown = False  # type: ignore[attr-defined]
+    if isinstance(port, unix.Port):
+        unixPort = port
+
+        def connectionLost(reason: object) -> None:
+            if unixPort.lockFile is not None:
+                unixPort.lockFile.unlock()
+            tcp.Port.connectionLost(unixPort, reason)
+
+        unixPort.connectionLost = connectionLost  # type: ignore[method-assign]

@@ -35,6 +35,7 @@ _KNOWN_ATTRIBUTES = frozenset(
         "_path",
         "_port",
         "_rawHeaders",
+        "_shouldShutdown",
         "_reactor",
         "_sslContextFactory",
         "_timeout",

@@ -32,10 +32,10 @@ from tlbalance.takeover import (
     Takeover,
     TakeoverError,
     installTakeover,
-    releasePort,
 )
 from tlbalance.tap import Options, makeService
 from tlsuite._listen import ListenService
+from tlsuite._twisted import releaseSharedPort
 
 
 class _FDTransport(StringTransport):
@@ -245,7 +245,7 @@ class ListenerOfferTests(SynchronousTestCase):
 
 class ReleasePortTests(SynchronousTestCase):
     """
-    L{releasePort} keeps the old balancer from harming shared sockets.
+    L{releaseSharedPort} keeps the old balancer from harming shared sockets.
     """
 
     def stopUnixPort(self, release: bool) -> str:
@@ -265,7 +265,7 @@ class ReleasePortTests(SynchronousTestCase):
         port.socket = listening
         port.fileno = listening.fileno
         if release:
-            releasePort(port)
+            releaseSharedPort(port)
             self.assertFalse(port._shouldShutdown)
         port.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(listening.fileno(), -1)
@@ -281,7 +281,7 @@ class ReleasePortTests(SynchronousTestCase):
     def test_unixPathRemoved(self) -> None:
         """
         Twisted removes the file of a unix port it stops, which is why
-        L{releasePort} is needed.
+        L{releaseSharedPort} is needed.
         """
         self.assertFalse(os.path.exists(self.stopUnixPort(release=False)))
 

@@ -169,3 +169,48 @@ class EncodingResourceEncoderTests(SynchronousTestCase):
         self.assertIsNone(
             _twisted.encodingResourceEncoder(Resource(), DummyRequest([b""]))
         )
+
+
+class ReleaseSharedPortTests(SynchronousTestCase):
+    """
+    C{twisted.internet.tcp.Port._shouldShutdown} and the unix port's
+    C{connectionLost} (which unlinks the socket file).
+    """
+
+    def test_tcpPortFlag(self) -> None:
+        """
+        Twisted's TCP ports shut their socket down on close unless the flag
+        says otherwise; releasing a port clears it.
+        """
+        from twisted.internet import tcp
+
+        self.assertIs(tcp.Port._shouldShutdown, True)
+        port = tcp.Port(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        _twisted.releaseSharedPort(port)
+        self.assertIs(port._shouldShutdown, False)  # type: ignore[attr-defined]
+
+    def test_unixPortKeepsItsFile(self) -> None:
+        """
+        A released unix port, once its listening socket is closed, leaves
+        the socket file in place (the process it was handed to serves it).
+        """
+        import os
+        import socket
+        import tempfile
+
+        from twisted.internet import unix
+        from twisted.python.failure import Failure
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "s.sock")
+        port = unix.Port(path, Factory.forProtocol(Protocol))
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listening.bind(path)
+        self.addCleanup(os.unlink, path)
+        port.socket = listening
+        port.fileno = listening.fileno
+        port.lockFile = None
+        _twisted.releaseSharedPort(port)
+        port.connectionLost(Failure(Exception("stopped")))
+        self.assertTrue(os.path.exists(path))
