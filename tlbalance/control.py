@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import socket
 import stat
 import struct
+import sys
 from typing import Any, Callable, Dict, Optional, Set
 
 from twisted.internet.defer import Deferred
@@ -39,12 +41,22 @@ from tlsuite._startup import StartupError
 log = balancerLogger("tlbalance.control")
 
 
+# PyPy's socket module lacks the constant; it is 17 on Linux on x86 and ARM
+# (the generic value; a few other architectures differ).
+_LINUX_PEERCRED: Optional[int] = (
+    17
+    if sys.platform.startswith("linux")
+    and platform.machine() in ("x86_64", "aarch64", "i386", "i686", "armv7l")
+    else None
+)
+
+
 def peerUID(transport: Optional[ITransport]) -> Optional[int]:
     """
     The uid of the process at the other end of a unix socket
     (C{SO_PEERCRED}), or C{None} where the platform cannot tell.
     """
-    option = getattr(socket, "SO_PEERCRED", None)
+    option = getattr(socket, "SO_PEERCRED", _LINUX_PEERCRED)
     getHandle = getattr(transport, "getHandle", None)
     if option is None or getHandle is None:
         return None
