@@ -15,6 +15,7 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -55,7 +56,32 @@ NOISY = 0.10
 # tlbalance-quiet is tlbalance with --dontlog-normal: HAProxy here logs
 # nothing, so this is the like-for-like row; the targets are judged on the
 # default (logging) tlbalance, with the quiet figures shown beside them.
-ALL_TARGETS = ("direct", "haproxy", "portforward", "tlbalance", "tlbalance-quiet")
+# tlbalance-stats is tlbalance with --stats and a scraper reading /metrics
+# every second: the control plane must not slow the data plane (within 3%).
+ALL_TARGETS = (
+    "direct",
+    "haproxy",
+    "portforward",
+    "tlbalance",
+    "tlbalance-quiet",
+    "tlbalance-stats",
+)
+STATS_TARGET = 0.97
+SCRAPE_INTERVAL = 1.0
+
+# The scraper: one GET of /metrics per interval, for at most an hour, so it
+# stops by itself even if nothing kills it.
+SCRAPER = """
+import sys, time, urllib.request
+url, interval = sys.argv[1], float(sys.argv[2])
+deadline = time.monotonic() + 3600
+while time.monotonic() < deadline:
+    try:
+        urllib.request.urlopen(url, timeout=5).read()
+    except OSError as e:
+        print("scrape failed:", e, flush=True)
+    time.sleep(interval)
+"""
 ALL_SCENARIOS = ("keepalive", "close", "large", "memory")
 
 
@@ -335,12 +361,17 @@ def startTlbalance(
     python: str,
     backends: Sequence[int],
     quiet: bool = False,
+    stats: Optional[str] = None,
 ) -> Target:
     """
     Start C{twistd tlbalance} over C{backends} with idle timeouts off (and,
-    when C{quiet}, with C{--dontlog-normal}).
+    when C{quiet}, with C{--dontlog-normal}; with C{stats}, the taskset list
+    for a scraper, with C{--stats} and that scraper reading C{/metrics}
+    every second).
     """
     name = "tlbalance-quiet" if quiet else "tlbalance"
+    if stats is not None:
+        name = "tlbalance-stats"
     port = freePort()
     twistdLog = processes.path(f"{name}-twistd.log")
     argv = twistdArgv(python, twistdLog) + [
@@ -353,16 +384,29 @@ def startTlbalance(
     argv += ["--client-timeout", "0", "--server-timeout", "0"]
     if quiet:
         argv.append("--dontlog-normal")
+    statsPort = freePort()
+    if stats is not None:
+        argv += ["--stats", f"tcp:{statsPort}:interface={LOOPBACK}"]
     process = processes.start(name, argv, cpus=cpus, cwd=ROOT, otherLogs=[twistdLog])
     waitForPort(port, process=process, timeout=60)
-    return Target(
-        name,
-        port,
-        process.pid,
-        f"twistd tlbalance, epoll reactor, roundrobin over {len(backends)} backends"
-        + (", --dontlog-normal (no line per normal connection)" if quiet else ""),
-        python=True,
-    )
+    note = f"twistd tlbalance, epoll reactor, roundrobin over {len(backends)} backends"
+    if quiet:
+        note += ", --dontlog-normal (no line per normal connection)"
+    if stats is not None:
+        waitForPort(statsPort, process=process, timeout=60)
+        processes.start(
+            "scraper",
+            [
+                sys.executable,
+                "-c",
+                SCRAPER,
+                f"http://{LOOPBACK}:{statsPort}/metrics",
+                str(SCRAPE_INTERVAL),
+            ],
+            cpus=stats,
+        )
+        note += f", --stats with /metrics scraped every {SCRAPE_INTERVAL:g} s"
+    return Target(name, port, process.pid, note, python=True)
 
 
 def checkTarget(target: Target, largeName: str, largeSize: int) -> None:
@@ -649,6 +693,22 @@ def evaluateTargets(
                         "pass": ratio >= goal,
                     }
                 )
+    for scenario, label in (
+        ("keepalive", "keep-alive req/s with --stats scraped vs without"),
+        ("close", "connection-per-request req/s with --stats scraped vs without"),
+    ):
+        rows = summaries.get(scenario, {})
+        if "tlbalance-stats" in rows and "tlbalance" in rows:
+            ratio = _ratio(rows["tlbalance-stats"]["rps"], rows["tlbalance"], "rps")
+            if ratio is not None:
+                checks.append(
+                    {
+                        "what": label,
+                        "value": ratio,
+                        "goal": f">= {STATS_TARGET}",
+                        "pass": ratio >= STATS_TARGET,
+                    }
+                )
     if "tlbalance" in memory:
         r = memory["tlbalance"]
         checks.append(
@@ -809,6 +869,10 @@ def startTargets(
     if "tlbalance-quiet" in options.targets:
         running["tlbalance-quiet"] = startTlbalance(
             processes, cpus, options.python, backends, quiet=True
+        )
+    if "tlbalance-stats" in options.targets:
+        running["tlbalance-stats"] = startTlbalance(
+            processes, cpus, options.python, backends, stats=options.client_cpus
         )
     for target in running.values():
         checkTarget(target, "1m", LARGE_SIZE)
