@@ -26,7 +26,7 @@ from tlbalance._loglevel import balancerLogger
 from tlbalance.backends import AdminState, Backend
 from tlbalance.config import BackendConfig, BalancerConfig, ConfigError
 from tlbalance.health import HealthChecker
-from tlbalance.relay import BackendConnector, RelaySettings
+from tlbalance.relay import BackendConnector
 from tlbalance.runtime import RuntimeState
 from tlbalance.schedulers import schedulerFor
 from tlsuite._twisted import parseEndpointString
@@ -364,16 +364,9 @@ class _Applier:
         new = self.new
         if plan.algorithm is not None:
             self.pool.setScheduler(schedulerFor(new.algorithm))
-        self.balancer.settings = RelaySettings(
-            connectTimeout=new.connectTimeout,
-            clientTimeout=new.clientTimeout,
-            serverTimeout=new.serverTimeout,
-            firstByteTimeout=new.firstByteTimeout,
-            retries=new.retries,
-            pendingBufferBytes=new.pendingBufferBytes,
-            proxyCRC32C=new.proxyCRC32C,
-            logNormal=not new.dontlogNormal,
-        )
+        from tlbalance.service import relaySettings
+
+        self.balancer.settings = relaySettings(new)
         changed = {c.name for c in plan.change}
         for backend in list(self.pool.backends):
             backend.failTimeout = new.failTimeout

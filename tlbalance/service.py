@@ -252,6 +252,22 @@ def listenerFactory(
     return plain, factory
 
 
+def relaySettings(config: BalancerConfig) -> RelaySettings:
+    """
+    What the relay takes from C{config}: at start, and again at a reload.
+    """
+    return RelaySettings(
+        connectTimeout=config.connectTimeout,
+        clientTimeout=config.clientTimeout,
+        serverTimeout=config.serverTimeout,
+        firstByteTimeout=config.firstByteTimeout,
+        retries=config.retries,
+        pendingBufferBytes=config.pendingBufferBytes,
+        proxyCRC32C=config.proxyCRC32C,
+        logNormal=not config.dontlogNormal,
+    )
+
+
 def makeBalancerService(
     config: BalancerConfig,
     reactor: Optional[Any] = None,
@@ -287,17 +303,7 @@ def makeBalancerService(
             reactor, backendConfig.endpoint, config.connectTimeout
         )
     pool = BackendPool(backends, schedulerFor(config.algorithm))
-    settings = RelaySettings(
-        connectTimeout=config.connectTimeout,
-        clientTimeout=config.clientTimeout,
-        serverTimeout=config.serverTimeout,
-        firstByteTimeout=config.firstByteTimeout,
-        retries=config.retries,
-        pendingBufferBytes=config.pendingBufferBytes,
-        proxyCRC32C=config.proxyCRC32C,
-        logNormal=not config.dontlogNormal,
-    )
-    balancer = Balancer(pool, connectors, settings, reactor)
+    balancer = Balancer(pool, connectors, relaySettings(config), reactor)
     service = BalancerService(config, balancer, logLevel)
     service.runtime = RuntimeState(service)
 
