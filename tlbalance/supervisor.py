@@ -431,6 +431,7 @@ class AppSupervisor:
                 self._finishReplacement(busy)
             elif busy.old.state in (STARTING, HEALTHY):
                 self._retire(busy.old)
+        self._pump()
 
     def workerUnhealthy(self, worker: Worker, reason: str) -> None:
         """
@@ -713,8 +714,14 @@ class AppSupervisor:
             return
         if self._rolling is not None:
             while self._rolling:
-                old = self._rolling.pop(0)
-                if old.state == HEALTHY and self._slots.get(old.number) is old:
+                old = self._rolling[0]
+                current = self._slots.get(old.number) is old
+                if old.state == STARTING and current:
+                    # It may have read the old files: replace it once it is
+                    # healthy (or its own replacement will be new anyway).
+                    return
+                self._rolling.pop(0)
+                if old.state == HEALTHY and current:
                     self._replace(old).addCallbacks(
                         lambda _: self._pump(), self._rollingFailed
                     )

@@ -494,6 +494,29 @@ class RollingRestartTests(SupervisorTestsMixin, SynchronousTestCase):
         self.clock.advance(120)
         self.assertEqual(len(self.spawner.running()), 2)
 
+    def test_waitsForStartingWorker(self) -> None:
+        """
+        A worker still starting when the restart reaches it is replaced too,
+        once it is healthy.
+        """
+        supervisor = self.makeSupervisor(workers=2)
+        supervisor.start()
+        (w1, p1), (w2, p2) = self.spawner.spawned
+        supervisor.workerHealthy(w1)
+        d = supervisor.rollingRestart()
+        supervisor.workerHealthy(self.spawner.last()[0])
+        self.rotation.drains[w1.serial].callback(None)
+        p1.exit()
+        self.assertEqual(len(self.spawner.spawned), 3)
+        supervisor.workerHealthy(w2)
+        self.assertEqual(len(self.spawner.spawned), 4)
+        new, _ = self.spawner.last()
+        self.assertEqual(new.number, 2)
+        supervisor.workerHealthy(new)
+        self.rotation.drains[w2.serial].callback(None)
+        p2.exit()
+        self.successResultOf(d)
+
     def test_onlyOneAtATime(self) -> None:
         """
         A second rolling restart while one is under way is refused.
