@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from tlbalance._loglevel import balancerLogger
+from tlsuite._loglimit import LogLimiter
 
 __all__ = ["ACCEPT_ERRNOS", "LOCAL_ERRNOS", "LocalErrors", "localErrno"]
 
@@ -139,7 +140,6 @@ class LocalErrors:
         self.clock = clock
         self.firstPause = firstPause
         self.longestPause = longestPause
-        self.logInterval = logInterval
         self.connectErrors = 0
         self.acceptErrors = 0
         self.checkErrors = 0
@@ -148,8 +148,7 @@ class LocalErrors:
         self._pause = firstPause
         self._lastError: Optional[float] = None
         self._resume: Optional[IDelayedCall] = None
-        self._lastLogged: Optional[float] = None
-        self._unlogged = 0
+        self._logLimit = LogLimiter(clock, logInterval)
 
     @property
     def paused(self) -> bool:
@@ -236,14 +235,9 @@ class LocalErrors:
 
     def _report(self, number: int, what: str, outcome: str, **fields: Any) -> None:
         pause = self._pauseAccepting()
-        now = self.clock.seconds()
-        if (
-            self._lastLogged is not None
-            and 0 <= now - self._lastLogged < self.logInterval
-        ):
-            self._unlogged += 1
+        unlogged = self._logLimit.allow()
+        if unlogged is None:
             return
-        unlogged, self._unlogged, self._lastLogged = self._unlogged, 0, now
         parts = [f"{what}: {describeErrno(number)}; {outcome}"]
         advice = _ADVICE.get(number)
         if advice is not None:
